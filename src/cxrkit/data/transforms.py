@@ -1,0 +1,71 @@
+"""Resizing for X-rays: square output by aspect-preserving pad (default) or centre crop.
+
+``pad`` keeps the whole chest (costophrenic angles and apices matter) and fills the short side
+with black, centred; ``crop`` fills the square and cuts the long side's ends, centred. Both
+return a ``Geometry`` that maps boxes from source pixels to output pixels and back exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+ResizeMode = Literal["pad", "crop"]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Affine map from source pixel coordinates (x, y) to output ones: x' = x*sx + ox."""
+
+    src_w: int
+    src_h: int
+    size: int
+    sx: float
+    sy: float
+    ox: float
+    oy: float
+
+    def to_output(self, x: float, y: float, w: float, h: float) -> tuple[float, float, float, float]:
+        """Map a box (x, y, w, h) in source pixels to output pixels (may extend past a crop)."""
+        return x * self.sx + self.ox, y * self.sy + self.oy, w * self.sx, h * self.sy
+
+    def to_source(self, x: float, y: float, w: float, h: float) -> tuple[float, float, float, float]:
+        """Inverse of ``to_output``."""
+        return (x - self.ox) / self.sx, (y - self.oy) / self.sy, w / self.sx, h / self.sy
+
+
+def compute_geometry(src_w: int, src_h: int, size: int, mode: ResizeMode = "pad") -> Geometry:
+    """Geometry of resizing a (src_h, src_w) image to (size, size) by ``pad`` or ``crop``."""
+    if mode not in ("pad", "crop"):
+        raise ValueError(f"resize mode {mode!r}: expected 'pad' or 'crop'")
+    if size <= 0 or src_w <= 0 or src_h <= 0:
+        raise ValueError(f"cannot resize a {src_w}x{src_h} image to {size}")
+    ref = max(src_w, src_h) if mode == "pad" else min(src_w, src_h)
+    new_w = max(1, round(src_w * size / ref))
+    new_h = max(1, round(src_h * size / ref))
+    return Geometry(
+        src_w, src_h, size, new_w / src_w, new_h / src_h, (size - new_w) // 2, (size - new_h) // 2
+    )
+
+
+def resize_square(img: np.ndarray, size: int, mode: ResizeMode = "pad") -> tuple[np.ndarray, Geometry]:
+    """Resize a (H, W) uint8 image to (size, size) by pad or crop; returns the image and its Geometry."""
+    from PIL import Image
+
+    h, w = img.shape
+    geo = compute_geometry(w, h, size, mode)
+    new_w, new_h = round(w * geo.sx), round(h * geo.sy)
+    if (new_w, new_h) == (w, h):
+        scaled = img
+    else:
+        scaled = np.asarray(Image.fromarray(img).resize((new_w, new_h), Image.Resampling.BILINEAR))
+    out = np.zeros((size, size), dtype=np.uint8)
+    ox, oy = int(geo.ox), int(geo.oy)
+    # paste with clipping: ox/oy are >= 0 for pad, <= 0 for crop
+    sx0, sy0 = max(0, -ox), max(0, -oy)
+    dx0, dy0 = max(0, ox), max(0, oy)
+    cw, ch = min(new_w - sx0, size - dx0), min(new_h - sy0, size - dy0)
+    out[dy0 : dy0 + ch, dx0 : dx0 + cw] = scaled[sy0 : sy0 + ch, sx0 : sx0 + cw]
+    return out, geo
