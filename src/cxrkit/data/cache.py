@@ -210,6 +210,9 @@ def _build(
         dims.append((w, h))
     arr.flush()
     del arr
+    if not kept:
+        first = "; ".join(f"{w}: {r}" for w, r in failures[:3])
+        raise CacheError(f"none of the {n} images could be decoded ({first})")
     if failures:  # compact: keep only the decoded rows
         full = np.load(tmp / "images.partial.npy", mmap_mode="r")
         np.save(tmp / "images.npy", np.ascontiguousarray(full[: len(kept)]))

@@ -53,7 +53,7 @@ def _find(root: Path | None, pattern: str) -> Path | None:
 
 def parse_age(values: pd.Series) -> np.ndarray:
     """Ages in years from ints or NIH's old ``058Y``/``011M``/``020D`` strings; >120 or bad -> NaN."""
-    num = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    num = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, copy=True)
     other = np.isnan(num) & values.notna().to_numpy()
     if other.any():  # the 2017 release spells ages as 058Y / 011M / 020D
         m = values[other].astype(str).str.strip().str.upper().str.extract(r"^(\d+(?:\.\d+)?)([YMD]?)$")

@@ -80,10 +80,28 @@ def patient_split(
         assign[g] = k
         need_pos[k] -= g_pos[g]
         need_size[k] -= g_size[g]
+    _fill_empty_splits(assign, frac, g_size)
     row_split = assign[inverse]
     split = {n: np.flatnonzero(row_split == k) for k, n in enumerate(names)}
     check_no_patient_leak(pids, split)
     return split
+
+
+def _fill_empty_splits(assign: np.ndarray, frac: np.ndarray, g_size: np.ndarray) -> None:
+    """Give each split with a positive fraction at least one patient, taken from the largest split.
+
+    Greedy stratification sends every group to the biggest split when labels are very sparse
+    (tiny data); a split asked for should not come back empty while patients allow.
+    """
+    for k in np.flatnonzero(frac > 0):
+        if (assign == k).any():
+            continue
+        counts = np.bincount(assign, minlength=len(frac))
+        donor = int(np.argmax(counts))
+        if counts[donor] < 2:
+            return
+        members = np.flatnonzero(assign == donor)
+        assign[members[np.argmin(g_size[members])]] = k
 
 
 def split_from_column(

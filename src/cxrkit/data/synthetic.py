@@ -32,7 +32,9 @@ def _ellipse(u: Field, v: Field, cx: float, cy: float, rx: float, ry: float, edg
 
 
 def _gauss(u: Field, v: Field, cx: float, cy: float, s: float) -> Field:
-    return np.exp(-(((u - cx) ** 2 + (v - cy) ** 2) / (2 * s * s)))
+    """Gaussian bump cut to zero beyond ~2.4 sigma, so a finding has a finite extent (and box)."""
+    g = np.exp(-(((u - cx) ** 2 + (v - cy) ** 2) / (2 * s * s)))
+    return np.clip((g - 0.05) / 0.95, 0.0, 1.0)
 
 
 def _lung(a: dict, side: int) -> tuple[float, float, float, float]:
@@ -231,7 +233,7 @@ def _mask_box(name: str, a: dict, p: dict) -> tuple[float, float, float, float]:
         return lx - lrx, ly - lry, (rx_ + rrx) - (lx - lrx), a["dome"] - (ly - lry)
     g = (np.arange(_GRID, dtype=np.float32) + 0.5) / _GRID
     u, v = np.meshgrid(g, g)
-    m = np.abs(DRAWERS[name](u, v, a, p)) > 0.05
+    m = np.abs(DRAWERS[name](u, v, a, p)) > 0.015  # ~4 grey levels
     if not m.any():
         return 0.0, 0.0, 0.0, 0.0
     ys, xs = np.nonzero(m)

@@ -189,11 +189,11 @@ class TFRecordDataset(XRayDataset):
         )
         patients = [i.split("_")[0].lstrip("0") or "0" for i in ids]
         meta = standard_meta(ids, patients, y, LABELS)
-        if metadata is not None:
-            extra = metadata.set_index("image_id")[["patient_id", "age", "sex", "view"]]
-            known = meta["image_id"].isin(extra.index)
-            for col in extra.columns:
-                meta.loc[known, col] = extra.loc[meta.loc[known, "image_id"], col].to_numpy()
+        if metadata is not None:  # patient, age, sex, view from NIH metadata, by image name
+            extra = metadata.drop_duplicates("image_id").set_index("image_id")
+            for col in ("patient_id", "age", "sex", "view"):
+                joined = meta["image_id"].map(extra[col])
+                meta[col] = joined.where(joined.notna(), meta[col])
         super().__init__(meta, LABELS, task="multilabel")
 
     def load_image(self, i: int) -> np.ndarray:

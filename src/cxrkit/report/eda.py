@@ -48,7 +48,7 @@ def _heatmap(df: pd.DataFrame, title: str, fmt: str, cmap: str, vmin=None, vmax=
 
 
 def _stacked_shares(table: pd.DataFrame, title: str):
-    shares = table.div(table.sum(1).replace(0, np.nan), axis=0).fillna(0)
+    shares = table.div(table.sum(axis=1).replace(0, np.nan), axis=0).fillna(0)
     fig = figure(7, 0.8 + 0.28 * len(shares))
     ax = fig.add_subplot()
     left = np.zeros(len(shares))
@@ -74,7 +74,12 @@ def _age_figs(meta: pd.DataFrame, labels: Sequence[str]):
     keep = [j for j, d in enumerate(data) if len(d)]
     fig2 = figure(7, 0.8 + 0.3 * len(keep))
     ax2 = fig2.add_subplot()
-    ax2.boxplot([data[j] for j in keep], vert=False, tick_labels=[labels[j] for j in keep], showfliers=False)
+    ax2.boxplot(
+        [data[j] for j in keep],
+        orientation="horizontal",
+        tick_labels=[labels[j] for j in keep],
+        showfliers=False,
+    )
     ax2.set_xlabel("age (years)")
     return fig, fig2
 

@@ -1,0 +1,103 @@
+"""Splits: no patient in two splits, ever; stratified; official; manifests round-trip."""
+
+import numpy as np
+import pytest
+from conftest import nih_meta_frame, shared_path
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cxrkit.data.nih import NIHDataset
+from cxrkit.data.splits import (
+    PatientLeakError,
+    check_no_patient_leak,
+    load_split_manifest,
+    patient_split,
+    save_split_manifest,
+    split_from_column,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    patients=st.lists(st.integers(0, 30), min_size=1, max_size=120),
+    seed=st.integers(0, 1000),
+    data=st.data(),
+)
+def test_no_patient_leaks_and_every_row_is_placed_once(patients, seed, data):
+    y = np.array(
+        data.draw(
+            st.lists(
+                st.lists(st.sampled_from([0.0, 1.0, np.nan]), min_size=3, max_size=3),
+                min_size=len(patients),
+                max_size=len(patients),
+            )
+        )
+    )
+    split = patient_split(np.array(patients).astype(str), y, {"train": 0.6, "val": 0.2, "test": 0.2}, seed)
+    rows = np.sort(np.concatenate(list(split.values())))
+    assert np.array_equal(rows, np.arange(len(patients)))
+    sets = [set(np.array(patients)[idx]) for idx in split.values()]
+    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+
+
+def test_fractions_and_rare_label_are_respected():
+    meta = nih_meta_frame(n_patients=100, per_patient=3)
+    split = patient_split(
+        meta["patient_id"], meta[["A", "Rare"]].to_numpy(), {"train": 0.6, "val": 0.2, "test": 0.2}
+    )
+    sizes = {k: len(v) for k, v in split.items()}
+    assert abs(sizes["train"] - 180) <= 9 and abs(sizes["val"] - 60) <= 9
+    rare = {k: int(meta["Rare"].to_numpy()[v].sum()) for k, v in split.items()}
+    assert rare == {"train": 18, "val": 6, "test": 6}  # 10 rare patients x 3 images, in proportion
+
+
+def test_seeded():
+    meta = nih_meta_frame()
+    a = patient_split(meta["patient_id"], meta[["A"]].to_numpy(), seed=3)
+    b = patient_split(meta["patient_id"], meta[["A"]].to_numpy(), seed=3)
+    c = patient_split(meta["patient_id"], meta[["A"]].to_numpy(), seed=4)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert any(not np.array_equal(a[k], c[k]) for k in a)
+
+
+def test_leak_check_names_the_patient():
+    with pytest.raises(PatientLeakError, match="patient 7 is in both 'train' and 'test'"):
+        check_no_patient_leak(np.array(["7", "7", "8"]), {"train": np.array([0]), "test": np.array([1, 2])})
+
+
+def test_bad_fractions():
+    with pytest.raises(ValueError, match="sum to 1"):
+        patient_split(["a"], np.zeros((1, 1)), {"train": 0.5, "test": 0.2})
+
+
+def test_official_split_keeps_test_and_divides_trainval_by_patient(nih_root):
+    ds = NIHDataset(nih_root)
+    split = split_from_column(ds.meta, targets=ds.targets(), val_fraction=0.3, seed=0)
+    test_ids = set(ds.meta["image_id"].iloc[split["test"]])
+    assert test_ids == {"00000004_000.png", "00000005_000.png"}
+    assert len(split["val"]) > 0 and len(split["train"]) > 0
+
+
+def test_manifest_round_trip(tmp_path):
+    meta = nih_meta_frame()
+    split = patient_split(meta["patient_id"], meta[["A"]].to_numpy())
+    path = save_split_manifest(tmp_path / "run" / "split.csv", meta, split)
+    back = load_split_manifest(path, meta)
+    assert all(np.array_equal(back[k], split[k]) for k in split)
+
+
+def test_real_shared_nih_patient_split_has_zero_patient_overlap():
+    ds = NIHDataset(shared_path("data", "nih14-64px", "images"))
+    split = patient_split(ds.meta["patient_id"], ds.targets(), seed=0)
+    pats = {k: set(ds.meta["patient_id"].iloc[v]) for k, v in split.items()}
+    assert (
+        not (pats["train"] & pats["val"])
+        and not (pats["train"] & pats["test"])
+        and not (pats["val"] & pats["test"])
+    )
+    assert sum(len(v) for v in split.values()) == 1000
+    # an image-wise random split of the same data would leak: check the data really needs grouping
+    rng = np.random.default_rng(0)
+    order = rng.permutation(1000)
+    naive = set(ds.meta["patient_id"].iloc[order[:700]]) & set(ds.meta["patient_id"].iloc[order[700:]])
+    assert len(naive) > 50

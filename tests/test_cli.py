@@ -1,0 +1,114 @@
+"""The `cxr` command: every subcommand has help, the demo runs offline, errors are one line."""
+
+import subprocess
+import sys
+
+import pytest
+from conftest import chest_like, png_bytes
+
+from cxrkit.cli import build_parser, main
+
+SUBCOMMANDS = ["demo", "eda", "prepare", "split", "inspect", "download"]
+
+
+@pytest.mark.parametrize("cmd", SUBCOMMANDS)
+def test_every_subcommand_has_help(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([cmd, "--help"])
+    assert e.value.code == 0 and "usage: cxr " + cmd in capsys.readouterr().out
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([sys.executable, "-m", "cxrkit.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("cxrkit ")
+
+
+def test_demo_runs_offline_and_writes_its_outputs(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "d"), "--n", "90", "--image-size", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "no patient leaks" in out and "4/4 EDA report" in out
+    for f in ("split.csv", "eda.html", "config.yaml", "cache/manifest.json"):
+        assert (tmp_path / "d" / f).exists()
+
+
+def test_eda_with_no_data_reports_the_real_nih_metadata(tmp_path, capsys):
+    assert main(["eda", "--out", str(tmp_path / "e.html")]) == 0
+    out = capsys.readouterr().out
+    assert "images 112,120 | patients 30,805" in out
+    assert "No Finding 60,361" in out and "Infiltration 19,894" in out and "Hernia 227" in out
+
+
+def test_prepare_twice_reuses(nih_root, tmp_path, capsys):
+    args = ["prepare", str(nih_root), "--size", "32", "--out", str(tmp_path / "c"), "--quiet"]
+    assert main(args) == 0 and "cache built" in capsys.readouterr().out
+    assert main(args) == 0 and "cache up to date: reused" in capsys.readouterr().out
+
+
+def test_prepare_lists_skipped_files(bad_files, tmp_path, capsys):
+    folder = next(iter(bad_files.values())).parent
+    (folder / "good.png").write_bytes(png_bytes(chest_like()))
+    args = [
+        "prepare",
+        str(folder),
+        "--source",
+        "files",
+        "--size",
+        "16",
+        "--out",
+        str(tmp_path / "c"),
+        "--quiet",
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "1 images" in out and "4 file(s) could not be read" in out
+    for p in bad_files.values():
+        assert f"skipped {p}: " in out
+
+
+def test_prepare_with_nothing_decodable_is_an_error(bad_files, tmp_path, capsys):
+    folder = next(iter(bad_files.values())).parent
+    args = [
+        "prepare",
+        str(folder),
+        "--source",
+        "files",
+        "--size",
+        "16",
+        "--out",
+        str(tmp_path / "c"),
+        "--quiet",
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "none of the 4 images could be decoded" in err and "Traceback" not in err
+    assert not (tmp_path / "c").exists()
+
+
+def test_inspect_prints_one_line_per_file(bad_files, capsys):
+    assert main(["inspect", *map(str, bad_files.values())]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4 and {line.split(": ")[0] for line in lines} == {str(p) for p in bad_files.values()}
+
+
+def test_split_writes_a_manifest(nih_root, tmp_path, capsys):
+    assert main(["split", str(nih_root), "--method", "official", "--out", str(tmp_path / "s.csv")]) == 0
+    assert "no patient is in two splits" in capsys.readouterr().out and (tmp_path / "s.csv").exists()
+
+
+def test_bad_input_is_one_error_line_not_a_traceback(tmp_path, capsys):
+    assert main(["eda", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing: no such file or folder" in err
+
+
+def test_download_offline_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    import cxrkit.data.chestmnist as cm
+
+    monkeypatch.setattr(cm, "ZENODO_URL", "http://127.0.0.1:9/{file}")
+    assert main(["download", "chestmnist", "--root", str(tmp_path), "--timeout", "3"]) == 2
+    assert "by hand" in capsys.readouterr().err
+
+
+def test_parser_defaults_are_none_so_yaml_is_not_overridden():
+    args = build_parser().parse_args(["prepare"])
+    assert args.size_out is None and args.mode is None and args.seed is None
