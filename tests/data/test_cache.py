@@ -108,3 +108,9 @@ def test_boxes_move_into_cached_pixels(nih_root, tmp_path):
 def test_metadata_only_dataset_cannot_be_cached(tmp_path):
     with pytest.raises(CacheError, match="metadata only"):
         prepare_cache(NIHDataset(), tmp_path / "c", progress=False)
+
+
+def test_same_folder_spelled_differently_reuses(nih_root, tmp_path, monkeypatch):
+    prepare_cache(NIHDataset(nih_root), tmp_path / "c", size=32, progress=False)
+    monkeypatch.chdir(nih_root.parent)
+    assert prepare_cache(NIHDataset("nih"), tmp_path / "c", size=32, progress=False).reused

@@ -38,7 +38,7 @@ def list_images(paths: str | Path | Sequence[str | Path]) -> list[Path]:
     """Image files (PNG/JPEG/DICOM) among ``paths``, folders searched recursively, sorted."""
     items = [paths] if isinstance(paths, (str, Path)) else list(paths)
     out: list[Path] = []
-    for item in map(Path, items):
+    for item in (Path(i).resolve() for i in items):
         if item.is_dir():
             out.extend(
                 p for p in sorted(item.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
@@ -63,7 +63,7 @@ class LabelledFolderDataset(_FileDataset):
     def __init__(
         self, root: str | Path, *, patient_patterns: Sequence[str] = DEFAULT_PATIENT_PATTERNS
     ) -> None:
-        self.root = Path(root)
+        self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise FileNotFoundError(f"labelled image folder {self.root} does not exist")
         class_dirs = sorted(d for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))

@@ -144,7 +144,7 @@ class NIHDataset(XRayDataset):
         bbox_csv: str | Path | None = None,
         views: Sequence[str] | None = None,
     ) -> None:
-        self.root = Path(root) if root is not None else None
+        self.root = Path(root).resolve() if root is not None else None
         if self.root is not None and not self.root.is_dir():
             raise FileNotFoundError(f"NIH image folder {self.root} does not exist")
         self.csv_path = (

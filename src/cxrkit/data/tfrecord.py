@@ -209,7 +209,7 @@ class TFRecordDataset(XRayDataset):
 def _shard_files(paths: str | Path | Sequence[str | Path]) -> list[Path]:
     items = [paths] if isinstance(paths, (str, Path)) else list(paths)
     files: list[Path] = []
-    for item in map(Path, items):
+    for item in (Path(i).resolve() for i in items):
         if item.is_dir():
             files.extend(sorted(p for p in item.iterdir() if ".tfrec" in p.name))
         elif item.exists():

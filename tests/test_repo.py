@@ -1,0 +1,41 @@
+"""The repository's contract: ruff clean, example configs valid, no side effects at import."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cxrkit.config import DataConfig, load_yaml, merge
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(
+    shutil.which("ruff") is None and not (Path(sys.executable).parent / "ruff").exists(),
+    reason="ruff is not installed (pip install -e '.[test]')",
+)
+def test_ruff_is_clean():
+    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    out = subprocess.run([ruff, "check", "src", "tests"], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: p.name)
+def test_example_configs_load(path):
+    doc = load_yaml(path)
+    if "data" in doc:
+        assert isinstance(merge(DataConfig(), doc["data"]), DataConfig)
+
+
+def test_import_has_no_side_effects(tmp_path):
+    code = (
+        "import warnings, sys, numpy, pandas, PIL.Image, yaml, tqdm; before = list(warnings.filters); "
+        "import cxrkit, cxrkit.data, cxrkit.cli, "
+        "cxrkit.data.cache, cxrkit.report.eda; assert warnings.filters == before; "
+        "assert 'torch' not in sys.modules, 'torch imported at import time'"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert list(tmp_path.iterdir()) == []  # no folders created
