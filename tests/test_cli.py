@@ -24,11 +24,15 @@ def test_console_script_is_installed():
 
 
 def test_demo_runs_offline_and_writes_its_outputs(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "d"), "--n", "90", "--image-size", "32"]) == 0
+    assert (
+        main(["demo", "--out", str(tmp_path / "d"), "--n", "120", "--image-size", "32", "--epochs", "2"]) == 0
+    )
     out = capsys.readouterr().out
-    assert "no patient leaks" in out and "4/4 EDA report" in out
-    for f in ("split.csv", "eda.html", "config.yaml", "cache/manifest.json"):
-        assert (tmp_path / "d" / f).exists()
+    assert "EDA report" in out and "validation: macro ROC-AUC" in out and "epoch 2/2" in out
+    run = tmp_path / "d" / "runs" / "phantom-cnn"
+    for f in ("split.csv", "config.yaml", "metrics.csv", "best.pt", "curves.png"):
+        assert (run / f).exists()
+    assert (tmp_path / "d" / "eda.html").exists()
 
 
 def test_eda_with_no_data_reports_the_real_nih_metadata(tmp_path, capsys):

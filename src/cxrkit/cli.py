@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cxrkit import __version__
-from cxrkit.config import SOURCES, DataConfig, PrepareConfig, SplitConfig, load_yaml, merge, to_yaml
+from cxrkit.config import SOURCES, DataConfig, PrepareConfig, SplitConfig, load_yaml, merge
 
 log = logging.getLogger("cxrkit")
 
@@ -171,31 +171,96 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The embedded default: phantoms -> patient split -> cache -> EDA report, all offline."""
+    """The embedded default, offline: phantoms -> EDA -> patient split + cache -> train a small CNN."""
+    from cxrkit.config import ModelConfig, RunConfig, TrainConfig
     from cxrkit.data import build_dataset
-    from cxrkit.data.cache import prepare_cache
-    from cxrkit.data.splits import patient_split, save_split_manifest, split_summary
     from cxrkit.report.eda import build_eda_report
+    from cxrkit.training.loop import fit
 
     t0 = time.perf_counter()
     out = Path(args.out)
-    dcfg = DataConfig(source="phantom", n=args.n, size=args.image_size, seed=args.seed, images_per_patient=3)
-    scfg = SplitConfig(seed=args.seed)
-    ds = build_dataset(dcfg)
-    print(f"1/4 data: {ds.summary()} (synthetic phantoms, {dcfg.size}px)")
-    split = patient_split(ds.meta["patient_id"].to_numpy(), ds.targets(), scfg.fractions(), scfg.seed)
-    save_split_manifest(out / "split.csv", ds.meta, split)
-    table = split_summary(ds.meta, split, ds.labels).iloc[:, :7].to_string()
-    print(f"2/4 split by patient, stratified (no patient leaks):\n{table}")
-    res = prepare_cache(ds, out / "cache", size=dcfg.size, mode="pad", progress=False)
-    how = "reused" if res.reused else "built"
-    print(f"3/4 cache: {res.n_images} images -> {res.path} ({how} in {res.seconds:.2f} s)")
+    cfg = RunConfig(
+        data=DataConfig(
+            source="phantom", n=args.n, size=args.image_size, seed=args.seed, images_per_patient=2
+        ),
+        prepare=PrepareConfig(size=args.image_size),
+        split=SplitConfig(train=0.7, val=0.15, test=0.15, seed=args.seed),
+        model=ModelConfig(name="cnn4_32_64_128_256_bn"),
+        train=TrainConfig(
+            epochs=args.epochs,
+            lr=2e-3,
+            schedule="cosine",
+            rotate=0,
+            shift=0,
+            scale=0,
+            seed=args.seed,
+            patience=0,
+        ),
+        out=str(out / "runs"),
+        name="phantom-cnn",
+        cache_dir=str(out / "cache"),
+    )
+    ds = build_dataset(cfg.data)
     report, _ = build_eda_report(ds, out / "eda.html", title="cxrkit demo — phantom EDA")
-    (out / "config.yaml").write_text(to_yaml(data=dcfg, split=scfg))
-    print(f"4/4 EDA report: {report}")
+    print(f"1/2 data: {ds.summary()} (synthetic phantoms, {args.image_size}px); EDA report: {report}")
+    print(f"2/2 training {cfg.model.name} for {args.epochs} epochs on a patient-grouped split:")
+    run = fit(cfg, log=lambda msg: print("    " + msg))
+    import json
+
+    val = json.loads((run / "summary.json").read_text())["val"]
     print(
-        f"done in {time.perf_counter() - t0:.1f} s. Next: `cxr eda` (real NIH metadata), "
-        f"`cxr prepare IMAGES --size 224`, `cxr split IMAGES`."
+        f"validation: macro ROC-AUC {val['macro_auc']:.3f}, micro ROC-AUC {val['micro_auc']:.3f}, "
+        f"macro F1 at 0.5 {val['macro_f1']:.3f}"
+    )
+    print(f"run folder: {run} (config.yaml, split.csv, metrics.csv, curves.png, best.pt)")
+    print(
+        f"done in {time.perf_counter() - t0:.0f} s. Next: `cxr eda` (real NIH metadata), "
+        "`cxr train --config configs/kermany.yaml`, `cxr models`."
+    )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a model: YAML config, then SECTION.KEY=VALUE overrides; or continue a run with --resume."""
+    from cxrkit.config import build_run_config, parse_overrides
+    from cxrkit.training.loop import fit
+
+    over = parse_overrides(args.overrides)
+    for key in ("out", "name"):
+        if getattr(args, key):
+            over[key] = getattr(args, key)
+    if args.resume:
+        run = fit(resume=args.resume, overrides=over)
+    else:
+        doc = load_yaml(args.config) if args.config else {}
+        run = fit(build_run_config(doc, over))
+    print(f"run folder: {run}")
+    return 0
+
+
+def cmd_experiments(args: argparse.Namespace) -> int:
+    """Run every config of a grid and write one comparison table (CSV, Markdown, HTML)."""
+    from cxrkit.config import parse_overrides
+    from cxrkit.training.experiments import run_grid
+
+    root = run_grid(args.grid, out=args.out, overrides=parse_overrides(args.overrides))
+    print((root / "comparison.md").read_text())
+    print(f"comparison: {root / 'comparison.csv'}, {root / 'comparison.html'}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """List the registered models (any timm model also works as timm:<name>)."""
+    from cxrkit.models import list_models, model_info
+
+    for name in list_models():
+        info = model_info(name)
+        print(
+            f"{name:24s} {info.family:12s} {'ImageNet' if info.has_pretrained else '-':9s} {info.description}"
+        )
+    print(
+        "timm:<name>              timm         ImageNet  any timm model, e.g. timm:xception41, "
+        "timm:convnext_tiny"
     )
     return 0
 
@@ -211,8 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="run the embedded default end to end (phantoms, offline)", description=cmd_demo.__doc__
     )
     p.add_argument("--out", default="cxr-out/demo", help="output folder")
-    p.add_argument("--n", type=int, default=600, help="number of phantom images")
+    p.add_argument("--n", type=int, default=2000, help="number of phantom images")
     p.add_argument("--image-size", type=int, default=64, help="phantom image size")
+    p.add_argument("--epochs", type=int, default=8, help="training epochs")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
 
@@ -258,6 +324,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("files", nargs="+", help="PNG/JPEG/DICOM files or folders")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser(
+        "train",
+        help="train a model (config YAML + overrides), or resume a run",
+        description=cmd_train.__doc__,
+    )
+    p.add_argument("--config", help="run config YAML (sections data, prepare, split, model, train)")
+    p.add_argument(
+        "overrides", nargs="*", metavar="SECTION.KEY=VALUE", help="e.g. train.epochs=5 model.name=resnet18"
+    )
+    p.add_argument("--resume", help="run folder to continue from its last.pt")
+    p.add_argument("--out", help="parent folder of run folders (default runs/)")
+    p.add_argument("--name", help="run folder name (default: time and model)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "experiments",
+        help="run a grid of configs and compare them in one table",
+        description=cmd_experiments.__doc__,
+    )
+    p.add_argument("grid", help="grid YAML (base config + runs with overrides)")
+    p.add_argument("overrides", nargs="*", metavar="SECTION.KEY=VALUE", help="applied to every run")
+    p.add_argument("--out", help="output folder (default: the grid's out, else runs/GRID)")
+    p.set_defaults(func=cmd_experiments)
+
+    p = sub.add_parser("models", help="list registered models", description=cmd_models.__doc__)
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("download", help="download a data set (ChestMNIST)", description=cmd_download.__doc__)
     p.add_argument("dataset", choices=("chestmnist",))

@@ -101,3 +101,136 @@ def to_yaml(**sections: Any) -> str:
 
 def _plain(d: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network: a registered name or ``timm:<name>``, and its head."""
+
+    name: str = "cnn3_32_64_128_bn"
+    pretrained: bool = False
+    grey: str = "fold"  # fold the RGB stem to one channel, or repeat the grey image 3x
+    transition: int = 0  # channels of an extra 3x3 conv before pooling (0: none)
+    hidden: int | None = None  # hidden dense layer (None: the preset's)
+    dropout: float | None = None  # head dropout (None: the preset's)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. Defaults suit a small CNN on CPU."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: str = "adam"  # adam, adamw, sgd (with momentum)
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "none"  # none, exponential (lr0 * 0.1 ** (epoch / decay_epochs)), cosine, plateau
+    decay_epochs: float = 10.0
+    warmup_epochs: int = 0
+    plateau_factor: float = 0.1
+    plateau_patience: int = 2
+    loss: str = "bce"  # bce, weighted_bce (per batch), pos_weight_bce (prevalence), focal, ce
+    focal_gamma: float = 2.0
+    focal_alpha: float | None = None
+    labels: tuple[str, ...] = ()  # train on these labels only (default: all of the dataset's)
+    monitor: str = "macro_auc"  # early-stopping metric: macro_auc, loss, macro_f1, macro_recall
+    patience: int = 5  # epochs without improvement before stopping (0: never stop early)
+    threshold: float = 0.5  # for F1/precision/recall during training
+    freeze: str = "none"  # none, backbone, last_n
+    unfreeze_last: int = 0  # with freeze last_n: trainable backbone stages, counted from the top
+    bottleneck_epochs: int = 0  # two-stage: head on cached frozen features first, then fine-tune
+    rotate: float = 5.0  # augmentation: max degrees
+    shift: float = 0.05  # max fraction of the image
+    scale: float = 0.05  # max relative zoom
+    hflip: bool = False  # left-right flips move the heart: off by default
+    steps_per_epoch: int = 0  # cap on batches per epoch (0: the whole training set)
+    grad_clip: float = 0.0  # max gradient norm (0: off)
+    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    channels_last: bool = False
+    seed: int = 0
+    device: str = "auto"  # auto, cpu, cuda
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        choices = {
+            "optimizer": ("adam", "adamw", "sgd"),
+            "schedule": ("none", "exponential", "cosine", "plateau"),
+            "loss": ("bce", "weighted_bce", "pos_weight_bce", "focal", "ce"),
+            "monitor": ("macro_auc", "loss", "macro_f1", "macro_recall", "micro_auc"),
+            "freeze": ("none", "backbone", "last_n"),
+            "device": ("auto", "cpu", "cuda"),
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"train.{key} {getattr(self, key)!r}: expected one of {', '.join(allowed)}")
+        if self.epochs < 0 or self.batch_size < 1 or not self.lr > 0:
+            raise ValueError(
+                f"train: epochs >= 0, batch_size >= 1 and lr > 0 needed (got {self.epochs}, "
+                f"{self.batch_size}, {self.lr})"
+            )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run: data, preprocessing, split, model and training, plus where it goes."""
+
+    data: DataConfig = DataConfig()
+    prepare: PrepareConfig = PrepareConfig(size=64)
+    split: SplitConfig = SplitConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    out: str = "runs"
+    name: str = ""
+    cache_dir: str = "cxr-out/cache"
+
+    def to_yaml(self) -> str:
+        """The resolved config, as saved in every run folder."""
+        doc = {
+            k: _plain(dataclasses.asdict(getattr(self, k)))
+            for k in ("data", "prepare", "split", "model", "train")
+        }
+        doc.update(out=self.out, name=self.name, cache_dir=self.cache_dir)
+        return yaml.safe_dump(doc, sort_keys=False)
+
+
+_SECTIONS = {
+    "data": DataConfig,
+    "prepare": PrepareConfig,
+    "split": SplitConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+}
+
+
+def build_run_config(doc: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """RunConfig from a YAML mapping and ``section.key`` overrides (CLI wins over YAML over defaults)."""
+    doc = {k: dict(v) if isinstance(v, Mapping) else v for k, v in doc.items()}
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if section in _SECTIONS and key:
+            doc.setdefault(section, {})[key] = value
+        elif not key and section in ("out", "name", "cache_dir"):
+            doc[section] = value
+        else:
+            raise ValueError(f"override {dotted!r}: expected SECTION.KEY with SECTION in {sorted(_SECTIONS)}")
+    unknown = sorted(set(doc) - set(_SECTIONS) - {"out", "name", "cache_dir"})
+    if unknown:
+        raise ValueError(f"unknown config section(s) {unknown}; expected {sorted(_SECTIONS)}, out, name")
+    parts = {
+        k: merge(cls() if k != "prepare" else PrepareConfig(size=64), doc.get(k) or {})
+        for k, cls in _SECTIONS.items()
+    }
+    top = {k: str(doc[k]) for k in ("out", "name", "cache_dir") if doc.get(k) is not None}
+    return RunConfig(**parts, **top)  # type: ignore[arg-type]
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["train.lr=0.01", "model.name=resnet18"]`` -> ``{"train.lr": 0.01, ...}`` (YAML-typed values)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"override {item!r}: expected SECTION.KEY=VALUE, e.g. train.epochs=5")
+        key, _, raw = item.partition("=")
+        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+    return out

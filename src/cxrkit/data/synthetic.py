@@ -19,7 +19,7 @@ import pandas as pd
 from cxrkit.data.base import XRayDataset, standard_meta
 from cxrkit.labels import FINDINGS, LABELS
 
-PHANTOM_VERSION = 1
+PHANTOM_VERSION = 4
 _GRID = 96  # resolution at which finding masks are evaluated to get their boxes
 Field = np.ndarray
 Drawer = Callable[[Field, Field, dict, dict], Field]
@@ -29,6 +29,18 @@ def _ellipse(u: Field, v: Field, cx: float, cy: float, rx: float, ry: float, edg
     """Soft ellipse mask in [0, 1]: 1 inside, fading over ``edge`` of the radius."""
     r = np.sqrt(((u - cx) / rx) ** 2 + ((v - cy) / ry) ** 2)
     return np.clip((1.0 - r) / edge, 0.0, 1.0)
+
+
+def _smooth_noise(rng: np.random.Generator, cells: int, u: Field, v: Field) -> Field:
+    """Unit-variance noise on a ``cells`` x ``cells`` grid, bilinearly interpolated at (u, v)."""
+    grid = rng.standard_normal((cells + 1, cells + 1)).astype(np.float32)
+    gx, gy = u * cells, v * cells
+    x0 = np.clip(gx.astype(int), 0, cells - 1)
+    y0 = np.clip(gy.astype(int), 0, cells - 1)
+    fx, fy = gx - x0, gy - y0
+    top = grid[y0, x0] * (1 - fx) + grid[y0, x0 + 1] * fx
+    bottom = grid[y0 + 1, x0] * (1 - fx) + grid[y0 + 1, x0 + 1] * fx
+    return top * (1 - fy) + bottom * fy
 
 
 def _gauss(u: Field, v: Field, cx: float, cy: float, s: float) -> Field:
@@ -57,11 +69,11 @@ def _lateral_x(a: dict, side: int, frac: float) -> float:
 
 
 def _nodule(u, v, a, p):
-    return 0.38 * _ellipse(u, v, p["x"], p["y"], p["r"], p["r"], 0.35)
+    return 0.45 * _ellipse(u, v, p["x"], p["y"], p["r"], p["r"], 0.3)
 
 
 def _mass(u, v, a, p):
-    return 0.32 * _ellipse(u, v, p["x"], p["y"], p["r"], p["r"] * 0.9, 0.2)
+    return 0.42 * _ellipse(u, v, p["x"], p["y"], p["r"], p["r"] * 0.9, 0.1)
 
 
 def _effusion(u, v, a, p):
@@ -77,28 +89,32 @@ def _pneumothorax(u, v, a, p):
     apex = (v < cy - p["extent"] * ry) | ((r > 1 - p["rim"]) & (v < cy))
     zone = _lung_mask(u, v, a, p["side"]) * apex
     line = 0.25 * np.exp(-(((v - (cy - p["extent"] * ry)) / 0.006) ** 2)) * _lung_mask(u, v, a, p["side"])
-    return -a["markings"] * zone - 0.08 * zone + line * (v > cy - ry) * (v < cy)
+    return -a["markings"] * zone - 0.1 * zone + line * (v > cy - ry) * (v < cy)
 
 
 def _atelectasis(u, v, a, p):
     du, dv = u - p["x"], v - p["y"]
     c, s = np.cos(p["tilt"]), np.sin(p["tilt"])
-    return 0.3 * _ellipse(c * du + s * dv, -s * du + c * dv, 0, 0, p["len"], 0.014, 0.4)
+    return 0.32 * _ellipse(c * du + s * dv, -s * du + c * dv, 0, 0, p["len"], 0.022, 0.4)
 
 
 def _infiltration(u, v, a, p):
     out = np.zeros_like(u)
     for bx, by in p["blobs"]:
-        out += 0.14 * _gauss(u, v, bx, by, 0.018)
+        out += 0.2 * _gauss(u, v, bx, by, 0.02)
     return out * _lung_mask(u, v, a, p["side"])
 
 
 def _consolidation(u, v, a, p):
-    return 0.34 * _ellipse(u, v, p["x"], p["y"], p["rx"], p["ry"], 0.12) * _lung_mask(u, v, a, p["side"])
+    """Lobar: the lung below a fissure-like boundary fills in, bounded by the lung itself."""
+    _, cy, _, ry = _lung(a, p["side"])
+    fill = np.clip((v - (cy + p["top"] * ry)) / 0.02, 0, 1)
+    return 0.3 * fill * _lung_mask(u, v, a, p["side"])
 
 
 def _pneumonia(u, v, a, p):
-    return 0.26 * _gauss(u, v, p["x"], p["y"], p["s"]) * _lung_mask(u, v, a, p["side"])
+    """Ill-defined: a broad, faint patch without a sharp edge."""
+    return 0.24 * _gauss(u, v, p["x"], p["y"], p["s"]) * _lung_mask(u, v, a, p["side"])
 
 
 def _edema(u, v, a, p):
@@ -110,17 +126,17 @@ def _edema(u, v, a, p):
 
 
 def _fibrosis(u, v, a, p):
-    pattern = (np.abs(np.sin(u * p["freq"])) < 0.18) | (np.abs(np.sin(v * p["freq"] * 1.3)) < 0.18)
+    pattern = (np.abs(np.sin(u * p["freq"])) < 0.3) | (np.abs(np.sin(v * p["freq"] * 1.2)) < 0.3)
     zone = _ellipse(u, v, p["x"], p["y"], 0.07, 0.08, 0.3) * _lung_mask(u, v, a, p["side"])
-    return 0.18 * pattern * zone
+    return 0.28 * pattern * zone
 
 
 def _pleural(u, v, a, p):
     cx, cy, rx, ry = _lung(a, p["side"])
     r = np.sqrt(((u - cx) / rx) ** 2 + ((v - cy) / ry) ** 2)
     lateral = (u < cx) if p["side"] == 0 else (u > cx)
-    band = (r > 0.86) & (r < 1.0) & lateral & (v > p["y0"]) & (v < p["y0"] + p["len"])
-    return 0.3 * band
+    band = (r > 0.78) & (r < 1.0) & lateral & (v > p["y0"]) & (v < p["y0"] + p["len"])
+    return 0.35 * band
 
 
 def _hernia(u, v, a, p):
@@ -162,7 +178,7 @@ def _sample_params(name: str, rng: np.random.Generator, a: dict) -> dict:
     side = int(rng.integers(2))
     p: dict = {"side": side}
     if name in ("Nodule", "Mass"):
-        p["r"] = rng.uniform(0.018, 0.028) if name == "Nodule" else rng.uniform(0.05, 0.07)
+        p["r"] = rng.uniform(0.022, 0.03) if name == "Nodule" else rng.uniform(0.06, 0.08)
         p["x"], p["y"] = _point_in_lung(rng, a, side, 0.2, 0.5, 0.35 if name == "Mass" else 0.2)
     elif name == "Effusion":
         p["depth"] = rng.uniform(0.06, 0.12)
@@ -175,14 +191,13 @@ def _sample_params(name: str, rng: np.random.Generator, a: dict) -> dict:
         x, y = _point_in_lung(rng, a, side, 0.0, 0.4, 0.3)
         p["blobs"] = [(x + dx, y + dy) for dx, dy in rng.uniform(-0.05, 0.05, (6, 2))]
     elif name == "Consolidation":
-        p["x"], p["y"] = _point_in_lung(rng, a, side, -0.1, 0.6, 0.3)
-        p["rx"], p["ry"] = rng.uniform(0.06, 0.08), rng.uniform(0.06, 0.09)
+        p["top"] = rng.uniform(0.05, 0.35)  # fraction of the lung's half-height below its centre
     elif name == "Pneumonia":
         p["x"], p["y"] = _point_in_lung(rng, a, side, -0.2, 0.6, 0.3)
-        p["s"] = rng.uniform(0.035, 0.05)
+        p["s"] = rng.uniform(0.05, 0.065)
     elif name == "Fibrosis":
         p["x"], p["y"] = _point_in_lung(rng, a, side, 0.0, 0.6, 0.3)
-        p["freq"] = rng.uniform(90, 130)
+        p["freq"] = rng.uniform(45, 60)  # reticular lines ~2 px wide at 64 px
     elif name == "Pleural_Thickening":
         cy, ry = _lung(a, side)[1], _lung(a, side)[3]
         p["y0"], p["len"] = rng.uniform(cy - 0.7 * ry, cy), rng.uniform(0.12, 0.2)
@@ -269,9 +284,7 @@ def render_case(case: PhantomCase, size: int) -> np.ndarray:
     img = 0.04 + a["body"] * body
     trng = np.random.default_rng(a["texture_seed"])
     lungs = np.maximum(_lung_mask(u, v, a, 0), _lung_mask(u, v, a, 1))
-    coarse = trng.standard_normal((12, 12)).astype(np.float32)
-    idx = np.minimum((np.stack([v, u]) * 12).astype(int), 11)
-    markings = a["markings"] * (0.6 + 0.4 * coarse[idx[0], idx[1]]) * (1 - np.abs(u - 0.5) * 1.6)
+    markings = a["markings"] * (0.6 + 0.4 * _smooth_noise(trng, 12, u, v)) * (1 - np.abs(u - 0.5) * 1.6)
     ribs = 0.06 * (np.sin((v + 0.25 * (u - 0.5) ** 2) * 55 + a["rib_phase"] * 6.28) > 0.6)
     img = img * (1 - lungs) + lungs * (a["lung_level"] + markings + ribs)
     hx, hy, hrx, hry = a["heart"]
@@ -280,7 +293,13 @@ def render_case(case: PhantomCase, size: int) -> np.ndarray:
     img = np.maximum(img, 0.6 * np.maximum(heart, spine))
     for name, p in case.findings.items():
         img = img + DRAWERS[name](u, v, a, p)
-    img = img + 0.025 * trng.standard_normal(img.shape).astype(np.float32)
+    # mottle at a fixed anatomical scale plus faint grain: like a downsampled radiograph, not
+    # per-pixel white noise (which resampling augmentations would visibly smooth away)
+    img = (
+        img
+        + 0.02 * _smooth_noise(trng, 24, u, v)
+        + 0.006 * trng.standard_normal(img.shape).astype(np.float32)
+    )
     return np.clip(img * 255, 0, 255).astype(np.uint8)
 
 

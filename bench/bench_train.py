@@ -1,0 +1,86 @@
+"""Training throughput (forward + backward + Adam step) of registered models at 64, 128 and 224 px.
+
+Random 1-channel batches, so only the model's cost is measured; each model is also shown as a
+ratio to resnet18 at the same size, measured in the same run (the machine is noisy).
+
+    python bench/bench_train.py                         # every registered model, 64/128/224 px
+    python bench/bench_train.py --models cnn4_32_64_128_256_bn resnet18 --sizes 64 --steps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import torch
+
+from cxrkit.models import create_model, list_models
+
+PEER = "resnet18"
+
+
+def images_per_second(name: str, size: int, batch: int, steps: int, device: torch.device) -> float:
+    """Median-free simple rate: ``steps`` timed training steps after one warm-up step."""
+    torch.manual_seed(0)
+    model = create_model(name, 15).to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.rand(batch, 1, size, size, device=device)
+    y = (torch.rand(batch, 15, device=device) < 0.1).float()
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        opt.step()
+
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return batch * steps / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="*", default=None)
+    ap.add_argument("--sizes", nargs="*", type=int, default=[64, 128, 224])
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    names = args.models or list_models()
+    if PEER not in names:
+        names = [PEER, *names]
+    where = (
+        torch.cuda.get_device_name()
+        if device.type == "cuda"
+        else f"{platform.machine()} CPU, {os.cpu_count()} cores"
+    )
+    print(
+        f"training img/s, batch {args.batch}, {args.steps} steps after 1 warm-up, {where}, "
+        f"torch {torch.__version__}"
+    )
+    print(f"{'model':24s}" + "".join(f"{f'{s}px':>10s}{f'/{PEER}':>11s}" for s in args.sizes))
+    rates = {}
+    for name in names:
+        cells = ""
+        for s in args.sizes:
+            try:
+                r = images_per_second(name, s, args.batch, args.steps, device)
+            except RuntimeError as err:  # e.g. a model whose pooling needs a larger input
+                r = float("nan")
+                print(f"  {name} at {s}px: {str(err).splitlines()[0][:80]}")
+            rates[(name, s)] = r
+            cells += f"{r:10.1f}{r / rates[(PEER, s)]:10.2f}x"
+        print(f"{name:24s}{cells}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

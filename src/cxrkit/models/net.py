@@ -1,0 +1,119 @@
+"""CXRNet: any backbone's feature map -> optional transition conv -> global pooling -> linear.
+
+One head for every model keeps Grad-CAM uniform: ``cam_layer`` is the module whose output is
+the last spatial feature map (the transition conv when present, else the backbone). Inputs are
+images in [0, 1], (B, 1, H, W); the model normalises them itself (``mean``/``std`` buffers), so
+callers, exports and the web service never need to know a model's preprocessing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class CXRNet(nn.Module):
+    """Backbone + CAM-friendly head. ``forward_features`` gives the map, ``forward_head`` the logits."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feature_dim: int,
+        num_labels: int,
+        *,
+        blocks: Sequence[nn.Module],
+        stem: nn.Module | None,
+        transition: int = 0,
+        hidden: int = 0,
+        dropout: float = 0.0,
+        mean: float = 0.5,
+        std: float = 0.25,
+        repeat_rgb: bool = False,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.transition = (
+            nn.Sequential(
+                nn.Conv2d(feature_dim, transition, 3, padding=1, bias=False),
+                nn.BatchNorm2d(transition),
+                nn.ReLU(inplace=True),
+            )
+            if transition
+            else None
+        )
+        dim = transition or feature_dim
+        layers: list[nn.Module] = []
+        if hidden:
+            layers += [nn.Linear(dim, hidden), nn.ReLU(inplace=True)]
+            dim = hidden
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        layers.append(nn.Linear(dim, num_labels))
+        self.head = nn.Sequential(*layers)
+        self.register_buffer("mean", torch.tensor(mean), persistent=False)
+        self.register_buffer("std", torch.tensor(std), persistent=False)
+        self.repeat_rgb = repeat_rgb
+        # plain tuples, not submodules: these are views into the backbone (no duplicate state_dict keys)
+        self.blocks: tuple[nn.Module, ...] = tuple(blocks)  # backbone stages, input to output
+        self.stems: tuple[nn.Module, ...] = (stem,) if stem is not None else ()
+        self.feature_dim = feature_dim
+        self.num_labels = num_labels
+
+    @property
+    def cam_layer(self) -> nn.Module:
+        """The module whose output is the last spatial feature map (Grad-CAM's target)."""
+        return self.transition if self.transition is not None else self.backbone
+
+    @property
+    def pooled_dim(self) -> int:
+        """Size of the pooled feature vector the head receives."""
+        return self.transition[0].out_channels if self.transition is not None else self.feature_dim
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W) in [0, 1] -> feature map (B, C, h, w)."""
+        x = (x - self.mean) / self.std
+        if self.repeat_rgb:
+            x = x.expand(-1, 3, -1, -1)
+        f = self.backbone(x)
+        return self.transition(f) if self.transition is not None else f
+
+    def pool(self, f: torch.Tensor) -> torch.Tensor:
+        """Global average pooling of a feature map: (B, C, h, w) -> (B, C)."""
+        return f.mean(dim=(2, 3))
+
+    def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled features (B, C) -> logits (B, L)."""
+        return self.head(pooled)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W) in [0, 1] -> logits (B, L)."""
+        return self.forward_head(self.pool(self.forward_features(x)))
+
+    def class_weights(self) -> torch.Tensor | None:
+        """(L, C) weights of a purely linear head (plain CAM needs them); None when a hidden layer exists."""
+        linears = [m for m in self.head if isinstance(m, nn.Linear)]
+        return linears[0].weight if len(linears) == 1 else None
+
+    def train(self, mode: bool = True) -> CXRNet:
+        """Like nn.Module.train, but BatchNorm layers of frozen stages keep their running statistics."""
+        super().train(mode)
+        if mode:
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(
+                    p.requires_grad for p in m.parameters()
+                ):
+                    m.eval()
+        return self
+
+    def freeze(self, mode: str = "none", last_n: int = 0) -> None:
+        """Freeze nothing, the whole backbone, or all but its last ``last_n`` stages."""
+        if mode not in ("none", "backbone", "last_n"):
+            raise ValueError(f"freeze mode {mode!r}: expected none, backbone or last_n")
+        for p in self.backbone.parameters():
+            p.requires_grad = mode == "none"
+        if mode == "last_n":
+            for block in self.blocks[len(self.blocks) - last_n :] if last_n > 0 else []:
+                for p in block.parameters():
+                    p.requires_grad = True

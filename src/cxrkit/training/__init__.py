@@ -1,0 +1,1 @@
+"""Training: ``fit(RunConfig) -> run folder``; losses, augmentation, checkpoints, DDP, experiment grids."""
