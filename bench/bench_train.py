@@ -56,8 +56,7 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device(args.device)
     names = args.models or list_models()
-    if PEER not in names:
-        names = [PEER, *names]
+    names = [PEER, *(n for n in names if n != PEER)]  # the peer is measured first
     where = (
         torch.cuda.get_device_name()
         if device.type == "cuda"

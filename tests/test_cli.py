@@ -48,20 +48,14 @@ def test_prepare_twice_reuses(nih_root, tmp_path, capsys):
     assert main(args) == 0 and "cache up to date: reused" in capsys.readouterr().out
 
 
+def prepare_files_args(folder, out) -> list[str]:
+    return ["prepare", str(folder), "--source", "files", "--size", "16", "--out", str(out), "--quiet"]
+
+
 def test_prepare_lists_skipped_files(bad_files, tmp_path, capsys):
     folder = next(iter(bad_files.values())).parent
     (folder / "good.png").write_bytes(png_bytes(chest_like()))
-    args = [
-        "prepare",
-        str(folder),
-        "--source",
-        "files",
-        "--size",
-        "16",
-        "--out",
-        str(tmp_path / "c"),
-        "--quiet",
-    ]
+    args = prepare_files_args(folder, tmp_path / "c")
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "1 images" in out and "4 file(s) could not be read" in out
@@ -71,17 +65,7 @@ def test_prepare_lists_skipped_files(bad_files, tmp_path, capsys):
 
 def test_prepare_with_nothing_decodable_is_an_error(bad_files, tmp_path, capsys):
     folder = next(iter(bad_files.values())).parent
-    args = [
-        "prepare",
-        str(folder),
-        "--source",
-        "files",
-        "--size",
-        "16",
-        "--out",
-        str(tmp_path / "c"),
-        "--quiet",
-    ]
+    args = prepare_files_args(folder, tmp_path / "c")
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "none of the 4 images could be decoded" in err and "Traceback" not in err
@@ -116,3 +100,28 @@ def test_download_offline_is_a_clear_error(tmp_path, capsys, monkeypatch):
 def test_parser_defaults_are_none_so_yaml_is_not_overridden():
     args = build_parser().parse_args(["prepare"])
     assert args.size_out is None and args.mode is None and args.seed is None
+
+
+def test_overrides_may_follow_options(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "train",
+                "--out",
+                str(tmp_path / "r"),
+                "--name",
+                "x",
+                "data.n=60",
+                "data.size=32",
+                "prepare.size=32",
+                "train.epochs=1",
+                "train.progress=false",
+                "model.name=cnn2_64_128_bn",
+                f"cache_dir={tmp_path / 'c'}",
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "r" / "x" / "best.pt").exists()
+    with pytest.raises(SystemExit):
+        main(["eda", "--bogus"])

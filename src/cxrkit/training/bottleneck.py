@@ -67,7 +67,7 @@ def train_head_on_features(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(b)
+            total += float(loss.detach()) * len(b)
         model.head.eval()
         with torch.no_grad():
             logits = model.forward_head(x_va).float()

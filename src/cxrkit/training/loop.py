@@ -4,8 +4,8 @@ A run folder holds ``config.yaml`` (resolved), ``split.csv``, ``metrics.csv`` (o
 ``curves.png``, ``best.pt`` and ``last.pt``. Every random draw of epoch ``e`` comes from seeds
 derived from (seed, e), so a run is repeatable and a resumed run continues exactly as an
 uninterrupted one would. Under torchrun each rank trains on its DistributedSampler shard, every
-rank evaluates the same validation set (so all reach the same early-stopping decision), and
-rank 0 alone writes.
+rank evaluates the validation set, rank 0's monitored value decides early stopping for all,
+and rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -385,6 +385,9 @@ def _fit(
         row.update(train_one_epoch(net, opt, loss_fn, data, t, epoch, device, info))
         row.update(evaluate(model, data, "val", t, device, loss_fn))
         value = row["val_loss"] if t.monitor == "loss" else row[t.monitor]
+        # ranks' BN running statistics differ slightly after their last local batch: take rank 0's
+        # number so every rank makes the same early-stopping and schedule decision (no deadlock)
+        value = ddp.broadcast(info, float(value))
         improved = _improved(value, state["best"], t.monitor)
         if improved:
             state.update(best=float(value), best_epoch=epoch + 1, bad_epochs=0)
