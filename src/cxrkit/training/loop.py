@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from cxrkit.config import RunConfig, SplitConfig, TrainConfig, build_run_config, load_yaml, merge
+from cxrkit.config import RunConfig, SplitConfig, TrainConfig, build_run_config, load_yaml
 from cxrkit.data import build_dataset
 from cxrkit.data.cache import CachedDataset, cache_key, prepare_cache
 from cxrkit.data.splits import Split, patient_split, save_split_manifest, split_from_column
@@ -461,8 +461,3 @@ def write_summary(run_dir: Path, history: list[dict], state: dict, t: TrainConfi
         "val": {k: v for k, v in best.items() if k not in ("epoch", "stage", "lr", "seconds", "img_per_s")},
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
-
-
-def override_train(cfg: RunConfig, **kw) -> RunConfig:
-    """A copy of ``cfg`` with train fields replaced (used by tests and experiment grids)."""
-    return dataclasses.replace(cfg, train=merge(cfg.train, kw))
