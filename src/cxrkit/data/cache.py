@@ -152,13 +152,18 @@ def prepare_cache(
     workers: int | None = None,
     progress: bool = True,
     force: bool = False,
+    key: str | None = None,
 ) -> PrepareResult:
-    """Build (or reuse) the cache of ``dataset`` at ``size`` px in folder ``out``."""
+    """Build (or reuse) the cache of ``dataset`` at ``size`` px in folder ``out``.
+
+    ``key``: ``cache_key(dataset, size, mode)`` when the caller already computed it (it stats
+    every source file, so computing it twice costs a second pass over 100k files).
+    """
     start = time.perf_counter()
     out = Path(out)
     if not dataset.has_images:
         raise CacheError(f"{dataset.source} dataset has no images to cache (metadata only)")
-    key = cache_key(dataset, size, mode)
+    key = key or cache_key(dataset, size, mode)
     manifest = None if force else _valid_for(out, key)
     if manifest is not None:
         return PrepareResult(

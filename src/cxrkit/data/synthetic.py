@@ -59,12 +59,6 @@ def _lung_mask(u: Field, v: Field, a: dict, side: int) -> Field:
     return _ellipse(u, v, cx, cy, rx, ry, 0.06) * (v < a["dome"] + 0.0)
 
 
-def _lateral_x(a: dict, side: int, frac: float) -> float:
-    """x at ``frac`` of the way from the lung's centre to its lateral edge."""
-    cx, _, rx, _ = _lung(a, side)
-    return cx + (-1 if side == 0 else 1) * frac * rx
-
-
 # --- findings: each returns an additive intensity field (and reads its parameters) -------------
 
 

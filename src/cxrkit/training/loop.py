@@ -99,6 +99,7 @@ def prepare_data(cfg: RunConfig, info: ddp.DistInfo, log: Log) -> TrainData:
             workers=p.workers or None,  # type: ignore[arg-type]
             progress=cfg.train.progress,
             force=p.force,
+            key=key,
         )
         log(
             f"data: {ds.summary()}; cache {'reused' if res.reused else 'built'} at {path}"
