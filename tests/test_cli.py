@@ -8,7 +8,7 @@ from conftest import chest_like, png_bytes
 
 from cxrkit.cli import build_parser, main
 
-SUBCOMMANDS = ["demo", "eda", "prepare", "split", "inspect", "download"]
+SUBCOMMANDS = ["demo", "eda", "prepare", "split", "inspect", "download", "evaluate", "triage", "compare"]
 
 
 @pytest.mark.parametrize("cmd", SUBCOMMANDS)
@@ -25,12 +25,28 @@ def test_console_script_is_installed():
 
 def test_demo_runs_offline_and_writes_its_outputs(tmp_path, capsys):
     assert (
-        main(["demo", "--out", str(tmp_path / "d"), "--n", "120", "--image-size", "32", "--epochs", "2"]) == 0
+        main(
+            [
+                "demo",
+                "--out",
+                str(tmp_path / "d"),
+                "--n",
+                "120",
+                "--image-size",
+                "32",
+                "--epochs",
+                "2",
+                "--bootstrap",
+                "20",
+            ]
+        )
+        == 0
     )
     out = capsys.readouterr().out
     assert "EDA report" in out and "validation: macro ROC-AUC" in out and "epoch 2/2" in out
     run = tmp_path / "d" / "runs" / "phantom-cnn"
-    for f in ("split.csv", "config.yaml", "metrics.csv", "best.pt", "curves.png"):
+    assert "triage (no_finding)" in out and "reads saved" in out
+    for f in ("split.csv", "config.yaml", "metrics.csv", "best.pt", "curves.png", "eval-test/report.html"):
         assert (run / f).exists()
     assert (tmp_path / "d" / "eda.html").exists()
 

@@ -171,7 +171,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The embedded default, offline: phantoms -> EDA -> patient split + cache -> train a small CNN."""
+    """The embedded default, offline: phantoms -> EDA -> split + cache -> train -> evaluate + triage."""
     from cxrkit.config import ModelConfig, RunConfig, TrainConfig
     from cxrkit.data import build_dataset
     from cxrkit.report.eda import build_eda_report
@@ -202,8 +202,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     ds = build_dataset(cfg.data)
     report, _ = build_eda_report(ds, out / "eda.html", title="cxrkit demo — phantom EDA")
-    print(f"1/2 data: {ds.summary()} (synthetic phantoms, {args.image_size}px); EDA report: {report}")
-    print(f"2/2 training {cfg.model.name} for {args.epochs} epochs on a patient-grouped split:")
+    print(f"1/3 data: {ds.summary()} (synthetic phantoms, {args.image_size}px); EDA report: {report}")
+    print(f"2/3 training {cfg.model.name} for {args.epochs} epochs on a patient-grouped split:")
     run = fit(cfg, log=lambda msg: print("    " + msg))
     import json
 
@@ -213,9 +213,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"macro F1 at 0.5 {val['macro_f1']:.3f}"
     )
     print(f"run folder: {run} (config.yaml, split.csv, metrics.csv, curves.png, best.pt)")
+    from cxrkit.evaluate.evaluation import EvalConfig, evaluate_run
+
+    print("3/3 evaluating on the held-out test split (thresholds and triage point tuned on validation):")
+    evaluate_run(run, EvalConfig(n_boot=args.bootstrap), log=lambda msg: print("    " + msg))
     print(
-        f"done in {time.perf_counter() - t0:.0f} s. Next: `cxr eda` (real NIH metadata), "
-        "`cxr train --config configs/kermany.yaml`, `cxr models`."
+        f"done in {time.perf_counter() - t0:.0f} s. Open {run / 'eval-test' / 'report.html'}. "
+        "Next: `cxr eda` (real NIH metadata), `cxr train --config configs/kermany.yaml`, "
+        "`cxr triage RUN IMAGES...`."
     )
     return 0
 
@@ -280,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=64, help="phantom image size")
     p.add_argument("--epochs", type=int, default=8, help="training epochs")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bootstrap", type=int, default=500, help="patient-bootstrap replicates for the CIs")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("eda", help="exploratory data analysis report (HTML)", description=cmd_eda.__doc__)
@@ -348,6 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="SECTION.KEY=VALUE", help="applied to every run")
     p.add_argument("--out", help="output folder (default: the grid's out, else runs/GRID)")
     p.set_defaults(func=cmd_experiments)
+
+    from cxrkit.cli_eval import add_eval_commands
+    from cxrkit.cli_explain import add_explain_commands
+
+    add_eval_commands(sub)
+    add_explain_commands(sub)
 
     p = sub.add_parser("models", help="list registered models", description=cmd_models.__doc__)
     p.set_defaults(func=cmd_models)

@@ -6,13 +6,35 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    f1_score,
+    fbeta_score,
+    hamming_loss,
+    precision_recall_curve,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
 
 from cxrkit.evaluate.metrics import (
+    Ranked,
+    ap_from_counts,
+    auc_from_counts,
+    average_precision,
+    confusion_counts,
+    macro_ap,
     macro_auc,
+    micro_ap,
     micro_auc,
+    multilabel_accuracy,
+    per_label_ap,
     per_label_auc,
+    pr_curve_points,
     roc_auc,
+    roc_curve_points,
     summary_metrics,
     threshold_metrics,
 )
@@ -66,3 +88,109 @@ def test_single_class_label_is_nan_and_skipped_in_macro():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert macro_auc(y, s) == 1.0
+
+
+def _data(seed: int, n: int, n_labels: int, nan_share: float = 0.0, ties: bool = False):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, (n, n_labels)).astype(float)
+    s = (
+        rng.integers(0, 5, (n, n_labels)) / 4.0
+        if ties
+        else np.clip(rng.random((n, n_labels)) + 0.2 * y, 0, 1)
+    )
+    if nan_share:
+        y[rng.random((n, n_labels)) < nan_share] = np.nan
+    return y, s
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10_000), st.integers(4, 80), st.integers(1, 5), st.booleans())
+def test_average_precision_per_label_macro_micro_match_sklearn(seed, n, n_labels, ties):
+    y, s = _data(seed, n, n_labels, ties=ties)
+    two_class = [j for j in range(n_labels) if 0 < y[:, j].sum() < n]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ap = per_label_ap(y, s)
+        auc = per_label_auc(y, s)
+        for j in range(n_labels):
+            if j in two_class:
+                assert np.isclose(ap[j], average_precision_score(y[:, j], s[:, j]))
+                assert np.isclose(auc[j], roc_auc_score(y[:, j], s[:, j]))
+            else:
+                assert np.isnan(ap[j]) and np.isnan(auc[j])
+        if two_class:
+            yc, sc = y[:, two_class], s[:, two_class]
+            assert np.isclose(macro_ap(y, s), average_precision_score(yc, sc, average="macro"))
+            assert np.isclose(macro_auc(y, s), roc_auc_score(yc, sc, average="macro"))
+        if 0 < y.sum() < y.size:
+            assert np.isclose(micro_ap(y, s), average_precision_score(y, s, average="micro"))
+            assert np.isclose(micro_auc(y, s), roc_auc_score(y, s, average="micro"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(0, 10_000), st.integers(2, 80), st.floats(0.05, 0.95), st.sampled_from([0.5, 1.0, 2.0, 3.0])
+)
+def test_threshold_metrics_and_multilabel_accuracy_match_sklearn(seed, n, threshold, beta):
+    y, s = _data(seed, n, 3)
+    pred = (s >= threshold).astype(int)
+    t = threshold_metrics(y, s, threshold, beta)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for j in range(3):
+            yj, pj = y[:, j].astype(int), pred[:, j]
+            if pj.sum():
+                assert np.isclose(t["precision"][j], precision_score(yj, pj))
+            else:
+                assert np.isnan(t["precision"][j])
+            if yj.sum():
+                assert np.isclose(t["recall"][j], recall_score(yj, pj))
+                assert np.isclose(t["fbeta"][j], fbeta_score(yj, pj, beta=beta))
+                assert np.isclose(t["f1"][j], f1_score(yj, pj))
+            if (1 - yj).sum():
+                assert np.isclose(t["specificity"][j], recall_score(1 - yj, 1 - pj))
+        m = summary_metrics(y, s, threshold, beta)
+        if y.sum() and pred.sum():
+            assert np.isclose(m["micro_fbeta"], fbeta_score(y, pred, beta=beta, average="micro"))
+            assert np.isclose(m["micro_precision"], precision_score(y, pred, average="micro"))
+            assert np.isclose(m["micro_recall"], recall_score(y, pred, average="micro"))
+    acc = multilabel_accuracy(y, s, threshold)
+    assert np.isclose(acc["hamming_loss"], hamming_loss(y.astype(int), pred))
+    assert np.isclose(acc["subset_accuracy"], accuracy_score(y.astype(int), pred))
+    assert np.isclose(acc["binary_accuracy"], 1 - hamming_loss(y.astype(int), pred))
+
+
+def test_per_label_threshold_vector_and_nan_entries_are_ignored():
+    y, s = _data(3, 200, 3, nan_share=0.2)
+    th = np.array([0.3, 0.5, 0.7])
+    t = threshold_metrics(y, s, th)
+    for j in range(3):
+        known = ~np.isnan(y[:, j])
+        yj, pj = y[known, j].astype(int), (s[known, j] >= th[j]).astype(int)
+        assert np.isclose(t["f1"][j], f1_score(yj, pj))
+        assert t["support"][j] == yj.sum()
+        assert np.isclose(average_precision(y[:, j], s[:, j]), average_precision_score(yj, s[known, j]))
+    c = confusion_counts(y, s, th)
+    assert (c["tp"] + c["fp"] + c["tn"] + c["fn"] == (~np.isnan(y)).sum(0)).all()
+    acc = multilabel_accuracy(y, s, th)
+    wrong = ((s >= th) != (y > 0.5)) & ~np.isnan(y)
+    assert np.isclose(acc["hamming_loss"], wrong.sum() / (~np.isnan(y)).sum())
+
+
+def test_weighted_counts_match_sklearn_sample_weight():
+    y, s = _data(5, 150, 1, ties=True)
+    w = np.random.default_rng(5).integers(0, 4, 150).astype(float)
+    r = Ranked.build(y[:, 0], s[:, 0])
+    pos, neg = r.counts(w[None])
+    assert np.isclose(auc_from_counts(pos, neg)[0], roc_auc_score(y[:, 0], s[:, 0], sample_weight=w))
+    assert np.isclose(ap_from_counts(pos, neg)[0], average_precision_score(y[:, 0], s[:, 0], sample_weight=w))
+
+
+def test_curve_points_match_sklearn():
+    y, s = _data(7, 120, 1)
+    fpr, tpr = roc_curve_points(y[:, 0], s[:, 0])
+    ref_fpr, ref_tpr, _ = roc_curve(y[:, 0], s[:, 0], drop_intermediate=False)
+    assert np.allclose(fpr, ref_fpr) and np.allclose(tpr, ref_tpr)
+    rec, prec = pr_curve_points(y[:, 0], s[:, 0])
+    ref_p, ref_r, _ = precision_recall_curve(y[:, 0], s[:, 0], drop_intermediate=False)
+    assert np.allclose(rec, ref_r[::-1][1:]) and np.allclose(prec, ref_p[::-1][1:])

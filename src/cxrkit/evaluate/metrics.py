@@ -1,71 +1,159 @@
 """Classification metrics as pure functions: arrays in, numbers out; ``y_true`` explicit, NaN-aware.
 
 Labels are (N, L) arrays with NaN for unknown; unknown entries are ignored per label. A label
-with only one class present has no ROC-AUC: it gives NaN with a warning, never a crash, and
-macro averages skip it.
+with only one class present has no ROC-AUC or average precision: it gives NaN with a warning,
+never a crash, and macro averages skip it. Ranking metrics are computed from per-score-group
+counts (:class:`Ranked`), so the bootstrap re-weights the same sorted arrays instead of re-sorting.
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
 
-def _pairs(y_true: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _pairs(y_true: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     y = np.asarray(y_true, dtype=np.float64).ravel()
     s = np.asarray(score, dtype=np.float64).ravel()
     if y.shape != s.shape:
         raise ValueError(f"y_true has {y.size} values, score has {s.size}")
     keep = ~np.isnan(y) & ~np.isnan(s)
-    return y[keep] > 0.5, s[keep]
+    return y[keep] > 0.5, s[keep], np.flatnonzero(keep)
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One label's known entries sorted by score (descending) and cut into groups of tied scores.
+
+    ``rows`` are the entries' positions in the input (for weights); ``group`` maps each sorted
+    entry to its tie group; ``scores`` holds each group's score.
+    """
+
+    rows: np.ndarray
+    positive: np.ndarray
+    group: np.ndarray
+    scores: np.ndarray
+
+    @staticmethod
+    def build(y_true: np.ndarray, score: np.ndarray) -> Ranked:
+        """Sort the known (y, score) pairs of one label."""
+        y, s, rows = _pairs(y_true, score)
+        order = np.argsort(-s, kind="mergesort")
+        s_sorted = s[order]
+        new = np.r_[True, s_sorted[1:] != s_sorted[:-1]] if s.size else np.zeros(0, bool)
+        return Ranked(rows[order], y[order], np.cumsum(new) - 1, s_sorted[new])
+
+    def counts(self, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Weighted positives and negatives per tie group: two (B, G) arrays (B=1 without weights).
+
+        ``weights`` is (B, N) over the input rows (bootstrap multiplicities) or None for all ones.
+        """
+        g = self.scores.size
+        if weights is None:
+            pos = np.bincount(self.group, self.positive.astype(np.float64), minlength=g)[None]
+            tot = np.bincount(self.group, minlength=g).astype(np.float64)[None]
+            return pos, tot - pos
+        w = np.asarray(weights)[:, self.rows]
+        pos_w = np.where(self.positive[None], w, 0)
+        if g == self.rows.size:  # no ties: each entry is its own group
+            return pos_w.astype(np.float64), (w - pos_w).astype(np.float64)
+        if g == 0:
+            return np.zeros((w.shape[0], 0)), np.zeros((w.shape[0], 0))
+        starts = np.flatnonzero(np.r_[True, self.group[1:] != self.group[:-1]])
+        tot = np.add.reduceat(w, starts, axis=1, dtype=np.float64)
+        pos = np.add.reduceat(pos_w, starts, axis=1, dtype=np.float64)
+        return pos, tot - pos
+
+
+def auc_from_counts(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """ROC-AUC (B,) from per-group counts sorted by descending score; ties count one half."""
+    n_pos, n_neg = pos.sum(1), neg.sum(1)
+    neg_below = n_neg[:, None] - np.cumsum(neg, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = (pos * (neg_below + 0.5 * neg)).sum(1) / (n_pos * n_neg)
+    return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
+
+
+def ap_from_counts(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """Average precision (B,) as scikit-learn defines it: sum over thresholds of recall step x precision."""
+    n_pos, n_neg = pos.sum(1), neg.sum(1)
+    tp, fp = np.cumsum(pos, 1), np.cumsum(neg, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        ap = (pos * precision).sum(1) / n_pos
+    return np.where((n_pos > 0) & (n_neg > 0), ap, np.nan)
+
+
+def _single_class_warning(metric: str, name: str) -> None:
+    warnings.warn(f"{metric} of {name} is undefined: only one class present", RuntimeWarning, stacklevel=3)
 
 
 def roc_auc(y_true: np.ndarray, score: np.ndarray, *, name: str = "label") -> float:
-    """ROC-AUC of one label (Mann-Whitney U with average ranks for ties); NaN if one class only."""
-    y, s = _pairs(y_true, score)
-    n_pos = int(y.sum())
-    n_neg = y.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        warnings.warn(f"ROC-AUC of {name} is undefined: only one class present", RuntimeWarning, stacklevel=2)
-        return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(s.size, dtype=np.float64)
-    sorted_s = s[order]
-    # average ranks of tied groups
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_s)) + 1]
-    ends = np.r_[starts[1:], s.size]
-    avg = (starts + ends + 1) / 2.0
-    ranks[order] = np.repeat(avg, ends - starts)
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    """ROC-AUC of one label (Mann-Whitney U, ties count one half); NaN with a warning if one class only."""
+    value = float(auc_from_counts(*Ranked.build(y_true, score).counts())[0])
+    if value != value:
+        _single_class_warning("ROC-AUC", name)
+    return value
+
+
+def average_precision(y_true: np.ndarray, score: np.ndarray, *, name: str = "label") -> float:
+    """PR-AUC as average precision (scikit-learn's definition); NaN with a warning if one class only."""
+    value = float(ap_from_counts(*Ranked.build(y_true, score).counts())[0])
+    if value != value:
+        _single_class_warning("Average precision", name)
+    return value
+
+
+def _per_label(fn, metric: str, y_true: np.ndarray, scores: np.ndarray, labels) -> np.ndarray:
+    y_true, scores = np.atleast_2d(y_true), np.atleast_2d(scores)
+    names = list(labels) if labels else [str(j) for j in range(y_true.shape[1])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = np.array([fn(y_true[:, j], scores[:, j], name=names[j]) for j in range(y_true.shape[1])])
+    undefined = [names[j] for j in np.flatnonzero(np.isnan(out))]
+    if undefined:
+        warnings.warn(
+            f"{metric} undefined (one class present) for: {', '.join(undefined)}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return out
 
 
 def per_label_auc(y_true: np.ndarray, scores: np.ndarray, labels: list[str] | None = None) -> np.ndarray:
     """ROC-AUC of each column (L,), NaN where undefined."""
-    y_true, scores = np.atleast_2d(y_true), np.atleast_2d(scores)
-    names = labels or [str(j) for j in range(y_true.shape[1])]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        out = np.array([roc_auc(y_true[:, j], scores[:, j], name=names[j]) for j in range(y_true.shape[1])])
-    undefined = [names[j] for j in np.flatnonzero(np.isnan(out))]
-    if undefined:
-        warnings.warn(
-            f"ROC-AUC undefined (one class present) for: {', '.join(undefined)}", RuntimeWarning, stacklevel=2
-        )
-    return out
+    return _per_label(roc_auc, "ROC-AUC", y_true, scores, labels)
+
+
+def per_label_ap(y_true: np.ndarray, scores: np.ndarray, labels: list[str] | None = None) -> np.ndarray:
+    """Average precision of each column (L,), NaN where undefined."""
+    return _per_label(average_precision, "Average precision", y_true, scores, labels)
 
 
 def macro_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
     """Mean ROC-AUC over labels where it is defined (NaN if none is)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        aucs = per_label_auc(y_true, scores)
-    return float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan")
+        return nanmean(per_label_auc(y_true, scores))
+
+
+def macro_ap(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """Mean average precision over labels where it is defined (NaN if none is)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return nanmean(per_label_ap(y_true, scores))
 
 
 def micro_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
     """ROC-AUC of all (image, label) pairs pooled."""
     return roc_auc(y_true, scores, name="all labels (micro)")
+
+
+def micro_ap(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """Average precision of all (image, label) pairs pooled."""
+    return average_precision(y_true, scores, name="all labels (micro)")
 
 
 def confusion_counts(y_true: np.ndarray, scores: np.ndarray, threshold: float | np.ndarray = 0.5) -> dict:
@@ -89,35 +177,61 @@ def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(b > 0, a / np.maximum(b, 1e-300), np.nan)
 
 
-def threshold_metrics(
-    y_true: np.ndarray, scores: np.ndarray, threshold: float | np.ndarray = 0.5, beta: float = 1.0
-) -> dict[str, np.ndarray]:
-    """Per-label precision, recall (sensitivity), specificity, F-beta and accuracy at ``threshold``."""
-    c = confusion_counts(y_true, scores, threshold)
-    tp, fp, tn, fn = (c[k].astype(np.float64) for k in ("tp", "fp", "tn", "fn"))
-    precision, recall = _div(tp, tp + fp), _div(tp, tp + fn)
+def rates_from_counts(tp, fp, tn, fn, beta: float = 1.0) -> dict[str, np.ndarray]:
+    """Precision, recall (sensitivity), specificity, F1, F-beta and accuracy from confusion counts.
+
+    Works element-wise on arrays (per label, or (B, L) bootstrap counts); undefined ratios are NaN.
+    """
+    tp, fp, tn, fn = (np.asarray(v, dtype=np.float64) for v in (tp, fp, tn, fn))
     b2 = beta * beta
-    fbeta = _div((1 + b2) * tp, (1 + b2) * tp + b2 * fn + fp)
     return {
-        "precision": precision,
-        "recall": recall,
+        "precision": _div(tp, tp + fp),
+        "recall": _div(tp, tp + fn),
         "specificity": _div(tn, tn + fp),
-        "f1" if beta == 1.0 else f"f{beta:g}": fbeta,
+        "f1": _div(2 * tp, 2 * tp + fn + fp),
+        "fbeta": _div((1 + b2) * tp, (1 + b2) * tp + b2 * fn + fp),
         "accuracy": _div(tp + tn, tp + tn + fp + fn),
-        "support": tp + fn,
     }
 
 
-def micro_threshold_metrics(
-    y_true: np.ndarray, scores: np.ndarray, threshold: float | np.ndarray = 0.5
-) -> dict[str, float]:
-    """Precision, recall and F1 over all (image, label) pairs pooled."""
+def threshold_metrics(
+    y_true: np.ndarray, scores: np.ndarray, threshold: float | np.ndarray = 0.5, beta: float = 1.0
+) -> dict[str, np.ndarray]:
+    """Per-label precision, recall, specificity, F1, F-beta (``beta``), accuracy and support.
+
+    ``threshold`` is one number or a per-label vector; an image is positive when score >= threshold.
+    """
     c = confusion_counts(y_true, scores, threshold)
-    tp, fp, fn = (float(c[k].sum()) for k in ("tp", "fp", "fn"))
-    p = tp / (tp + fp) if tp + fp else float("nan")
-    r = tp / (tp + fn) if tp + fn else float("nan")
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
-    return {"precision": p, "recall": r, "f1": f1}
+    out = rates_from_counts(c["tp"], c["fp"], c["tn"], c["fn"], beta)
+    out["support"] = (c["tp"] + c["fn"]).astype(np.float64)
+    return out
+
+
+def micro_threshold_metrics(
+    y_true: np.ndarray, scores: np.ndarray, threshold: float | np.ndarray = 0.5, beta: float = 1.0
+) -> dict[str, float]:
+    """Precision, recall, specificity, F1 and F-beta over all (image, label) pairs pooled."""
+    c = confusion_counts(y_true, scores, threshold)
+    out = rates_from_counts(*(c[k].sum() for k in ("tp", "fp", "tn", "fn")), beta)
+    return {k: float(v) for k, v in out.items() if k != "accuracy"}
+
+
+def multilabel_accuracy(y_true: np.ndarray, scores: np.ndarray, threshold: float | np.ndarray = 0.5) -> dict:
+    """Binary (label-wise) accuracy, Hamming loss and subset accuracy over known entries.
+
+    Binary accuracy = 1 - Hamming loss = share of known (image, label) pairs right; subset accuracy =
+    share of images whose every known label is right (scikit-learn's multi-label ``accuracy_score``).
+    """
+    y = np.atleast_2d(np.asarray(y_true, dtype=np.float64))
+    s = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    known = ~np.isnan(y)
+    pred = s >= np.broadcast_to(np.asarray(threshold, dtype=np.float64), (s.shape[1],))[None, :]
+    wrong = (pred != (y > 0.5)) & known
+    n_known = known.sum()
+    hamming = float(wrong.sum() / n_known) if n_known else float("nan")
+    rows = known.any(1)
+    subset = float((~wrong.any(1))[rows].mean()) if rows.any() else float("nan")
+    return {"binary_accuracy": 1.0 - hamming, "hamming_loss": hamming, "subset_accuracy": subset}
 
 
 def nanmean(values: np.ndarray) -> float:
@@ -126,23 +240,40 @@ def nanmean(values: np.ndarray) -> float:
     return float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
 
 
-def summary_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """The headline numbers a training run tracks: AUCs, binary accuracy, macro/micro P/R/F1."""
-    t = threshold_metrics(y_true, scores, threshold)
-    micro = micro_threshold_metrics(y_true, scores, threshold)
+def summary_metrics(
+    y_true: np.ndarray, scores: np.ndarray, threshold: float | np.ndarray = 0.5, beta: float = 1.0
+) -> dict[str, float]:
+    """The headline numbers of a model on one split: AUCs, APs, accuracies, macro/micro P/R/F1."""
+    t = threshold_metrics(y_true, scores, threshold, beta)
+    micro = micro_threshold_metrics(y_true, scores, threshold, beta)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        out = {"macro_auc": macro_auc(y_true, scores), "micro_auc": micro_auc(y_true, scores)}
-    out.update(
-        {
-            "binary_accuracy": nanmean(t["accuracy"]),
-            "macro_precision": nanmean(t["precision"]),
-            "macro_recall": nanmean(t["recall"]),
-            "macro_specificity": nanmean(t["specificity"]),
-            "macro_f1": nanmean(t["f1"]),
-            "micro_precision": micro["precision"],
-            "micro_recall": micro["recall"],
-            "micro_f1": micro["f1"],
+        out = {
+            "macro_auc": macro_auc(y_true, scores),
+            "micro_auc": micro_auc(y_true, scores),
+            "macro_ap": macro_ap(y_true, scores),
+            "micro_ap": micro_ap(y_true, scores),
         }
-    )
+    out.update(multilabel_accuracy(y_true, scores, threshold))
+    for k in ("precision", "recall", "specificity", "f1", "fbeta"):
+        out[f"macro_{k}"] = nanmean(t[k])
+    for k in ("precision", "recall", "specificity", "f1", "fbeta"):
+        out[f"micro_{k}"] = micro[k]
     return out
+
+
+def roc_curve_points(y_true: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """FPR and TPR at every distinct threshold, from (0, 0) to (1, 1); empty arrays if undefined."""
+    pos, neg = (c[0] for c in Ranked.build(y_true, score).counts())
+    if pos.sum() == 0 or neg.sum() == 0:
+        return np.zeros(0), np.zeros(0)
+    return np.r_[0.0, np.cumsum(neg) / neg.sum()], np.r_[0.0, np.cumsum(pos) / pos.sum()]
+
+
+def pr_curve_points(y_true: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Recall and precision at every distinct threshold (highest first); empty if there are no positives."""
+    pos, neg = (c[0] for c in Ranked.build(y_true, score).counts())
+    if pos.sum() == 0:
+        return np.zeros(0), np.zeros(0)
+    tp, fp = np.cumsum(pos), np.cumsum(neg)
+    return tp / pos.sum(), tp / (tp + fp)

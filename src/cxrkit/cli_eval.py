@@ -1,0 +1,110 @@
+"""``cxr evaluate``, ``cxr triage`` and ``cxr compare``: parse, build the config, call; nothing else."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a run on a split: metrics.json + a self-contained HTML report (thresholds tuned on val)."""
+    from cxrkit.evaluate.evaluation import evaluate_run
+
+    evaluate_run(args.run, _eval_config(args))
+    return 0
+
+
+def _eval_config(args: argparse.Namespace):
+    from cxrkit.evaluate.evaluation import EvalConfig
+
+    return EvalConfig(
+        split=args.split,
+        threshold=args.threshold,
+        beta=args.beta,
+        target_sensitivity=args.target_sensitivity,
+        triage_score=args.triage_score,
+        n_boot=args.bootstrap,
+        seed=args.seed,
+        device=args.device,
+        out=getattr(args, "out", None),
+    )
+
+
+def cmd_triage(args: argparse.Namespace) -> int:
+    """A worklist, most urgent first, at the threshold giving the target sensitivity on validation."""
+    from cxrkit.triage_run import triage
+
+    triage(
+        args.run,
+        args.images or None,
+        split=args.split,
+        target=args.target_sensitivity,
+        score=args.triage_score,
+        out=args.out,
+        device=args.device,
+    )
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Several runs side by side in one table (runs not yet evaluated on the split are evaluated first)."""
+    from cxrkit.evaluate.evaluation import evaluate_run
+    from cxrkit.report.compare import compare_runs
+
+    cfg = _eval_config(argparse.Namespace(**{**vars(args), "out": None}))
+    frame, out = compare_runs(args.runs, args.split, args.out, evaluate=lambda r: evaluate_run(r, cfg))
+    cols = ["run", "model", "macro_auc", "micro_auc", "macro_ap", "macro_f1", "triage_sensitivity"]
+    print(frame[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"wrote {Path(out) / 'comparison.html'} and comparison.csv")
+    return 0
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to score")
+    p.add_argument("--target-sensitivity", type=float, default=0.95, help="triage sensitivity on validation")
+    p.add_argument(
+        "--triage-score",
+        default="auto",
+        choices=("auto", "no_finding", "noisy_or", "max"),
+        help="abnormality score (auto: 1 - P(No Finding) if the model has it, else noisy-OR)",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+
+
+def _add_metric_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threshold",
+        default="max_f1",
+        help="per-label threshold rule, tuned on val: 0.5, 0.2, max_f1, max_f3, youden, sensitivity:0.9",
+    )
+    p.add_argument("--beta", type=float, default=3.0, help="beta of the F-beta score reported beside F1")
+    p.add_argument("--bootstrap", type=int, default=1000, help="patient-bootstrap replicates (0: no CIs)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+
+
+def add_eval_commands(sub) -> None:
+    """Register evaluate, triage and compare on the ``cxr`` subparsers."""
+    p = sub.add_parser(
+        "evaluate", help="metrics with CIs + HTML report for a run", description=cmd_evaluate.__doc__
+    )
+    p.add_argument("run", help="run folder (from cxr train)")
+    _add_common(p)
+    _add_metric_options(p)
+    p.add_argument("--out", help="output folder (default RUN/eval-SPLIT)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("triage", help="worklist of likely-abnormal studies", description=cmd_triage.__doc__)
+    p.add_argument("run", help="run folder (from cxr train)")
+    p.add_argument(
+        "images", nargs="*", help="new PNG/JPEG/DICOM files or folders (default: the run's --split)"
+    )
+    _add_common(p)
+    p.add_argument("--out", help="output folder (default RUN/triage-SPLIT or RUN/triage-images)")
+    p.set_defaults(func=cmd_triage)
+
+    p = sub.add_parser("compare", help="several runs side by side", description=cmd_compare.__doc__)
+    p.add_argument("runs", nargs="+", help="run folders")
+    _add_common(p)
+    _add_metric_options(p)
+    p.add_argument("--out", help="output folder (default PARENT/comparison-SPLIT)")
+    p.set_defaults(func=cmd_compare)

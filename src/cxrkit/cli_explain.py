@@ -1,0 +1,72 @@
+"""``cxr explain`` and ``cxr localize``: parse, call; nothing else."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Heatmap overlays (PNG per image and label, plus a grid) for new PNG/JPEG/DICOM images."""
+    from cxrkit.explain.images import explain_images
+
+    explain_images(
+        args.run,
+        args.images,
+        labels=args.label or (),
+        top=args.top,
+        method=args.method,
+        frac=args.frac,
+        out=args.out,
+        device=args.device,
+    )
+    return 0
+
+
+def cmd_localize(args: argparse.Namespace) -> int:
+    """Score heatmap boxes against ground-truth boxes (IoBB/IoU table) on the run's boxed images."""
+    from cxrkit.explain.localize import localize_run
+
+    table, out = localize_run(
+        args.run,
+        boxes_csv=args.boxes,
+        split=args.split,
+        frac=args.frac,
+        method=args.method,
+        max_boxes=args.max_boxes,
+        device=args.device,
+    )
+    print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+    print(f"wrote {out}/table.csv, scores.csv, report.html (and the table into the run's evaluation reports)")
+    return 0
+
+
+def add_explain_commands(sub) -> None:
+    """Register explain and localize on the ``cxr`` subparsers."""
+    methods = ("gradcam", "gradcam++", "cam")
+    p = sub.add_parser("explain", help="Grad-CAM overlays for images", description=cmd_explain.__doc__)
+    p.add_argument("run", help="run folder (from cxr train)")
+    p.add_argument("images", nargs="+", help="PNG/JPEG/DICOM files or folders")
+    p.add_argument("--label", action="append", help="label to explain (repeatable); default: --top findings")
+    p.add_argument("--top", type=int, default=3, help="explain each image's K most probable findings")
+    p.add_argument("--method", default="gradcam", choices=methods, help="cam needs a model with hidden=0")
+    p.add_argument("--frac", type=float, help="box threshold, fraction of heatmap max (default: localize's)")
+    p.add_argument("--out", help="output folder (default RUN/explain)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser(
+        "localize", help="IoBB/IoU of heatmap boxes vs NIH boxes", description=cmd_localize.__doc__
+    )
+    p.add_argument("run", help="run folder (from cxr train)")
+    p.add_argument("--boxes", help="BBox_List_2017.csv (default: the boxes the run's data carries)")
+    p.add_argument(
+        "--split",
+        default="auto",
+        choices=("auto", "train", "val", "test", "all"),
+        help="boxed images to score (auto: test if it has any, else all)",
+    )
+    p.add_argument("--frac", type=float, help="box threshold (default: chosen on validation boxes, else 0.5)")
+    p.add_argument("--method", default="gradcam", choices=methods)
+    p.add_argument("--max-boxes", type=int, default=1, help="boxes per heatmap (largest components)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_localize)

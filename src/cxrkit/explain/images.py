@@ -1,0 +1,97 @@
+"""``cxr explain``: heatmap overlays for new images, for named labels or each image's top findings."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cxrkit.data.decode import read_image
+from cxrkit.data.transforms import compute_geometry
+from cxrkit.explain.boxes import Box, heatmap_boxes
+from cxrkit.explain.gradcam import compute_heatmaps, label_index
+from cxrkit.explain.overlay import heatmap_to_source, render_overlay, save_grid
+from cxrkit.inference import load_run, predict_files
+from cxrkit.labels import NO_FINDING
+from cxrkit.training.loop import Log
+
+
+def _known_boxes(names: Sequence[str]) -> dict[str, list[tuple[str, Box]]]:
+    """NIH boxes (1024 frame) for files named like NIH images, from the shipped BBox_List_2017."""
+    from cxrkit.data.nih import read_nih_boxes, shipped_data_file
+
+    try:
+        boxes = read_nih_boxes(shipped_data_file("BBox_List_2017.csv.gz"))
+    except (FileNotFoundError, ValueError):
+        return {}
+    boxes = boxes[boxes["image_id"].isin(set(names))]
+    out: dict[str, list[tuple[str, Box]]] = {}
+    for b in boxes.itertuples(index=False):
+        out.setdefault(b.image_id, []).append(
+            (b.label, Box(b.x, b.y, b.w, b.h).scaled(1 / b.ref_w, 1 / b.ref_h))
+        )
+    return out
+
+
+def explain_images(
+    run_dir: str | Path,
+    images: Sequence[str | Path],
+    labels: Sequence[str] = (),
+    top: int = 3,
+    method: str = "gradcam",
+    frac: float | None = None,
+    out: str | Path | None = None,
+    device: str = "auto",
+    log: Log = print,
+) -> list[Path]:
+    """Write one overlay PNG per (image, label) and a grid.png; return the overlay paths.
+
+    Without ``labels`` each image's ``top`` most probable findings are explained ("No Finding" has
+    no region and is skipped). The heatmap box threshold is the run's localization choice when
+    ``cxr localize`` saved one, else 0.5.
+    """
+    run = load_run(run_dir, device)
+    cols = [label_index(run.labels, name) for name in labels]
+    if frac is None:
+        saved = run.run_dir / "localization.json"
+        frac = float(json.loads(saved.read_text())["fraction"]) if saved.is_file() else 0.5
+    pred = predict_files(run, list(images))
+    for path, reason in pred.failures:
+        log(f"skipped {path}: {reason}")
+    folder = Path(out) if out else run.run_dir / "explain"
+    folder.mkdir(parents=True, exist_ok=True)
+    findings = [j for j, name in enumerate(run.labels) if name != NO_FINDING]
+    truth = _known_boxes(list(pred.meta["image_id"]))
+    written, tiles = [], []
+    for i, row in pred.meta.iterrows():
+        chosen = cols or sorted(findings, key=lambda j: -pred.probs[i, j])[:top]
+        x = torch.from_numpy(np.repeat(pred.images[i : i + 1], len(chosen), 0)).to(run.device)
+        heats = compute_heatmaps(run.model, x.unsqueeze(1).float().div_(255.0), chosen, method).cpu().numpy()
+        original = read_image(row["path"])
+        geo = compute_geometry(original.shape[1], original.shape[0], run.size, run.cfg.prepare.mode)  # type: ignore[arg-type]
+        for j, heat in zip(chosen, heats, strict=True):
+            name = run.labels[j]
+            boxes = [b.to_source(geo) for b in heatmap_boxes(heat, frac)]
+            true = [
+                b.scaled(geo.src_w, geo.src_h) for lab, b in truth.get(row["image_id"], []) if lab == name
+            ]
+            caption = f"{name} {pred.probs[i, j]:.2f} ({method})"
+            im = render_overlay(original, heatmap_to_source(heat, geo), boxes, true, caption)
+            stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(row["image_id"]).stem)[:80]
+            path = folder / f"{stem}__{name}.png"
+            tmp = path.with_name(f".{path.name}.tmp")
+            im.save(tmp, format="PNG")
+            tmp.replace(path)
+            written.append(path)
+            tiles.append(im)
+            log(
+                f"{row['image_id']}: {name} {pred.probs[i, j]:.3f} -> {path}"
+                + (" (true box drawn)" if true else "")
+            )
+    if tiles:
+        log(f"grid of {len(tiles)} overlays: {save_grid(tiles, folder / 'grid.png')}")
+    return written

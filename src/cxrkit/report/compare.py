@@ -1,0 +1,107 @@
+"""``cxr compare``: several evaluated runs side by side, one row per run, the same columns for each."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cxrkit.report.html import Section, fig_tag, figure, render_page, table_html, write_page
+
+COLUMNS = (
+    "macro_auc",
+    "micro_auc",
+    "macro_ap",
+    "micro_ap",
+    "macro_precision",
+    "macro_recall",
+    "macro_specificity",
+    "macro_f1",
+    "macro_fbeta",
+    "micro_f1",
+    "binary_accuracy",
+    "subset_accuracy",
+    "hamming_loss",
+)
+
+
+def comparison_row(m: dict) -> dict:
+    """One run's row: identity, headline metrics with AUC intervals, triage, per-label AUC."""
+    row = {"run": Path(m["run"]).name, "model": m["model"], "split": m["split"], "images": m["images"]}
+    for k in ("macro_auc", "micro_auc"):
+        row[f"{k}_low"], row[f"{k}_high"] = m[k]["low"], m[k]["high"]
+    row.update({k: m["summary"].get(k) for k in COLUMNS})
+    tri = m["triage"][m["split"]]
+    row.update(
+        triage_threshold=m["triage"]["threshold"],
+        triage_sensitivity=tri["sensitivity"],
+        triage_specificity=tri["specificity"],
+        reads_saved_share=tri["reads_saved_share"],
+    )
+    row.update({f"auc:{r['label']}": r["auc"] for r in m["per_label"]})
+    return row
+
+
+def compare_runs(
+    runs: Sequence[str | Path],
+    split: str = "test",
+    out: str | Path | None = None,
+    evaluate: Callable[[Path], Path] | None = None,
+) -> tuple[pd.DataFrame, Path]:
+    """Read each run's eval-<split>/metrics.json (evaluating first via ``evaluate`` when missing)."""
+    rows = []
+    for r in map(Path, runs):
+        path = r / f"eval-{split}" / "metrics.json"
+        if not path.is_file():
+            if evaluate is None:
+                raise FileNotFoundError(f"{path} is missing: run `cxr evaluate {r} --split {split}` first")
+            evaluate(r)
+        rows.append(comparison_row(json.loads(path.read_text())))
+    frame = pd.DataFrame(rows).astype(object).where(lambda d: d.notna(), np.nan)
+    out = Path(out) if out else Path(runs[0]).parent / f"comparison-{split}"
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out / "comparison.csv", index=False)
+    head = frame.set_index("run")[
+        [
+            "model",
+            "images",
+            "macro_auc",
+            "macro_auc_low",
+            "macro_auc_high",
+            *COLUMNS[1:],
+            "triage_sensitivity",
+            "triage_specificity",
+            "reads_saved_share",
+        ]
+    ]
+    per_label = frame.set_index("run")[[c for c in frame.columns if c.startswith("auc:")]]
+    per_label.columns = [c[4:] for c in per_label.columns]
+    page = render_page(
+        f"Comparison of {len(frame)} runs ({split})",
+        [
+            Section("Headline metrics", table_html(head)),
+            Section(
+                "ROC-AUC per label",
+                table_html(per_label.T) + fig_tag(_plot(per_label), "per-label AUC by run"),
+            ),
+        ],
+        subtitle="Thresholds and triage points were tuned on each run's own validation split.",
+    )
+    write_page(out / "comparison.html", page)
+    return frame, out
+
+
+def _plot(per_label: pd.DataFrame):
+    fig = figure(9, 3.6)
+    ax = fig.subplots()
+    x = np.arange(per_label.shape[1])
+    for k, (name, row) in enumerate(per_label.iterrows()):
+        ax.plot(x + (k - (len(per_label) - 1) / 2) * 0.1, row.astype(float), "o", label=str(name))
+    ax.set_xticks(x, per_label.columns, rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel("ROC-AUC")
+    ax.axhline(0.5, color="#bbb", ls="--", lw=0.8)
+    ax.legend(fontsize=7)
+    return fig

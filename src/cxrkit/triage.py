@@ -1,0 +1,152 @@
+"""Triage: which studies look abnormal and should be read first, and how many reads a threshold saves.
+
+Abnormality score of a multi-label model (``method="auto"`` picks the first that applies):
+- ``no_finding``: 1 - P(No Finding), when the model has a "No Finding" output. Preferred: that output
+  is trained on exactly the normal/abnormal question, and on ChestX-ray14 abnormal studies include
+  findings outside the 14 labels' strongest signals.
+- ``noisy_or``: 1 - prod_k (1 - P(finding k)), the chance that at least one finding is present if
+  findings were independent. Used when there is no "No Finding" output (e.g. one-label models, where
+  it is simply P(finding)). It over-counts correlated findings, so its scale is not calibrated.
+- ``max``: the largest finding probability (offered for comparison).
+A binary (softmax) model with a "No Finding" class uses 1 - P(No Finding) too.
+
+The operating point is the highest threshold whose *validation* sensitivity for "abnormal" is
+still >= the target; it is then applied unchanged to test or to new images. Reads saved are the
+true negatives: normal studies below the threshold that a radiologist could deprioritise; the
+false negatives below it are the abnormal studies that would be missed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from cxrkit.evaluate.thresholds import ThresholdRule, choose_threshold
+from cxrkit.labels import NO_FINDING
+
+SCORE_METHODS = ("auto", "no_finding", "noisy_or", "max")
+
+
+def abnormality_score(
+    probs: np.ndarray, labels: Sequence[str], method: str = "auto"
+) -> tuple[np.ndarray, str]:
+    """(N,) abnormality scores in [0, 1] and the method used (see the module docstring)."""
+    p = np.atleast_2d(np.asarray(probs, dtype=np.float64))
+    labels = list(labels)
+    findings = [j for j, name in enumerate(labels) if name != NO_FINDING]
+    if method == "auto":
+        method = "no_finding" if NO_FINDING in labels else "noisy_or"
+    if method == "no_finding":
+        if NO_FINDING not in labels:
+            raise ValueError("triage score no_finding: the model has no 'No Finding' output; use noisy_or")
+        return 1.0 - p[:, labels.index(NO_FINDING)], method
+    if not findings:
+        raise ValueError("triage: the model has no finding outputs")
+    if method == "noisy_or":
+        return 1.0 - np.prod(1.0 - p[:, findings], axis=1), method
+    if method == "max":
+        return p[:, findings].max(axis=1), method
+    raise ValueError(f"triage score {method!r}: expected one of {', '.join(SCORE_METHODS)}")
+
+
+def abnormal_truth(targets: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+    """(N,) 1 abnormal / 0 normal / NaN unknown: from "No Finding" if present, else any finding."""
+    t = np.atleast_2d(np.asarray(targets, dtype=np.float64))
+    labels = list(labels)
+    if NO_FINDING in labels:
+        return 1.0 - t[:, labels.index(NO_FINDING)]
+    any_pos = np.nansum(t > 0.5, axis=1) > 0
+    all_known = ~np.isnan(t).any(axis=1)
+    return np.where(any_pos, 1.0, np.where(all_known, 0.0, np.nan))
+
+
+def operating_point(y_val: np.ndarray, score_val: np.ndarray, target_sensitivity: float = 0.95) -> float:
+    """The highest threshold whose validation sensitivity for "abnormal" is >= the target."""
+    return choose_threshold(y_val, score_val, ThresholdRule("sensitivity", target_sensitivity), "abnormal")
+
+
+def triage_counts(y: np.ndarray, score: np.ndarray, threshold: float) -> dict[str, float]:
+    """Flagged / reads saved (TN) / missed (FN) and rates at one threshold (flag when score >= t)."""
+    y = np.asarray(y, dtype=np.float64)
+    known = ~np.isnan(y)
+    pos, s = y[known] > 0.5, np.asarray(score, dtype=np.float64)[known]
+    flag = s >= threshold
+    tp, fp = int((flag & pos).sum()), int((flag & ~pos).sum())
+    tn, fn = int((~flag & ~pos).sum()), int((~flag & pos).sum())
+    n = tp + fp + tn + fn
+    nan = float("nan")
+    return {
+        "threshold": float(threshold),
+        "images": n,
+        "abnormal": tp + fn,
+        "flagged": tp + fp,
+        "reads_saved": tn,
+        "missed": fn,
+        "sensitivity": tp / (tp + fn) if tp + fn else nan,
+        "specificity": tn / (tn + fp) if tn + fp else nan,
+        "reads_saved_share": tn / n if n else nan,
+        "deferred_share": (tn + fn) / n if n else nan,
+        "missed_share": fn / (tp + fn) if tp + fn else nan,
+    }
+
+
+def triage_sweep(
+    y: np.ndarray, score: np.ndarray, chosen: float | None = None, steps: int = 20
+) -> pd.DataFrame:
+    """Threshold by threshold: reads saved against missed abnormal studies.
+
+    Thresholds are the score quantiles that defer 0%, 5%, ..., 100% of studies, plus ``chosen``
+    (marked in column ``chosen``); rows sorted by threshold.
+    """
+    s = np.asarray(score, dtype=np.float64)
+    s = s[~np.isnan(np.asarray(y, dtype=np.float64))]
+    grid = np.unique(np.quantile(s, np.linspace(0, 1, steps + 1))) if s.size else np.zeros(0)
+    grid = np.r_[grid, np.nextafter(grid[-1], np.inf)] if grid.size else grid  # flag nothing
+    rows = [triage_counts(y, score, t) | {"chosen": False} for t in grid]
+    if chosen is not None:
+        rows.append(triage_counts(y, score, chosen) | {"chosen": True})
+    return pd.DataFrame(rows).sort_values(["threshold", "chosen"]).reset_index(drop=True)
+
+
+def top_findings(probs: np.ndarray, labels: Sequence[str], k: int = 3) -> list[str]:
+    """Per image, the ``k`` most probable findings as "Effusion 0.81; Mass 0.42" ("No Finding" left out)."""
+    p = np.atleast_2d(np.asarray(probs, dtype=np.float64))
+    cols = [j for j, name in enumerate(labels) if name != NO_FINDING]
+    out = []
+    for row in p[:, cols]:
+        best = np.argsort(-row, kind="stable")[:k]
+        out.append("; ".join(f"{labels[cols[j]]} {row[j]:.2f}" for j in best))
+    return out
+
+
+def build_worklist(
+    meta: pd.DataFrame,
+    probs: np.ndarray,
+    labels: Sequence[str],
+    score: np.ndarray,
+    threshold: float,
+    truth: np.ndarray | None = None,
+    k: int = 3,
+) -> pd.DataFrame:
+    """One row per image, most urgent first: rank, ids, abnormality score, flag, top findings (and truth)."""
+    out = pd.DataFrame(
+        {
+            "image_id": meta["image_id"].astype(str).to_numpy(),
+            "patient_id": meta["patient_id"].astype(str).to_numpy() if "patient_id" in meta else "",
+            "score": np.round(np.asarray(score, dtype=np.float64), 6),
+            "flag": np.where(np.asarray(score) >= threshold, "abnormal", "normal"),
+            "top_findings": top_findings(probs, labels, k),
+        }
+    )
+    if "path" in meta:
+        out["path"] = meta["path"].astype(str).to_numpy()
+    if truth is not None:
+        t = np.asarray(truth, dtype=np.float64)
+        out["truth"] = np.where(np.isnan(t), "", np.where(t > 0.5, "abnormal", "normal"))
+    out = out.sort_values(["score", "image_id"], ascending=[False, True], kind="stable").reset_index(
+        drop=True
+    )
+    out.insert(0, "rank", np.arange(1, len(out) + 1))
+    return out

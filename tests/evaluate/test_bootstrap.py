@@ -1,0 +1,70 @@
+"""Patient-bootstrap intervals: contain the estimate, narrow with data, resample patients not images."""
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cxrkit.evaluate.bootstrap import patient_weights, ranking_cis, rate_cis
+from cxrkit.evaluate.metrics import macro_ap, macro_auc, micro_ap, micro_auc, per_label_auc
+
+
+def _data(n_patients: int, per_patient: int, seed: int, signal: float = 0.8):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, (n_patients, 3)).astype(float)
+    s = rng.normal(size=(n_patients, 3)) + signal * y
+    y, s = np.repeat(y, per_patient, 0), np.repeat(s, per_patient, 0)  # a patient's images agree
+    s = s + rng.normal(scale=0.05, size=s.shape)
+    return y, s, np.repeat(np.arange(n_patients), per_patient)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 10_000), st.integers(60, 200), st.integers(1, 3))
+def test_intervals_contain_the_point_estimate(seed, n_patients, per_patient):
+    y, s, g = _data(n_patients, per_patient, seed)
+    c = ranking_cis(y, s, g, n_boot=200, seed=seed)
+    assert np.isclose(c.macro_auc.value, macro_auc(y, s)) and np.isclose(c.micro_auc.value, micro_auc(y, s))
+    assert np.isclose(c.macro_ap.value, macro_ap(y, s)) and np.isclose(c.micro_ap.value, micro_ap(y, s))
+    assert np.allclose([i.value for i in c.auc], per_label_auc(y, s))
+    for i in [*c.auc, *c.ap, c.macro_auc, c.macro_ap, c.micro_auc, c.micro_ap]:
+        assert i.low <= i.value <= i.high and i.replicates == 200
+
+
+def test_intervals_narrow_as_data_grows():
+    widths = []
+    for n in (100, 400, 1600):
+        y, s, g = _data(n, 1, seed=1)
+        c = ranking_cis(y, s, g, n_boot=300)
+        widths.append(c.macro_auc.high - c.macro_auc.low)
+    assert widths[0] > 1.5 * widths[1] > 2.25 * widths[2]  # about 1/sqrt(n): halves per 4x data
+
+
+def test_patients_are_resampled_not_images():
+    y, s, g = _data(150, 6, seed=2)
+    for w in patient_weights(g, 50, seed=0):
+        per_patient = w.reshape(len(w), 150, 6)
+        assert (per_patient == per_patient[:, :, :1]).all()  # a patient's images share its weight
+        assert np.allclose(per_patient[:, :, 0].sum(1), 150)  # 150 patients drawn per replicate
+    by_patient = ranking_cis(y, s, g, n_boot=400)
+    by_image = ranking_cis(y, s, np.arange(len(y)), n_boot=400)  # wrongly treats images as independent
+    wide = by_patient.macro_auc.high - by_patient.macro_auc.low
+    narrow = by_image.macro_auc.high - by_image.macro_auc.low
+    assert wide > 1.8 * narrow  # six near-copies per patient: sqrt(6) ~ 2.4x wider
+
+
+def test_rate_intervals():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 500).astype(float)
+    flagged = (y > 0) & (rng.random(500) < 0.9) | (rng.random(500) < 0.1)
+    c = rate_cis(y, flagged, np.arange(500), n_boot=300)
+    sens = ((flagged) & (y > 0)).sum() / (y > 0).sum()
+    assert np.isclose(c["sensitivity"].value, sens)
+    assert c["sensitivity"].low < sens < c["sensitivity"].high
+    assert c["specificity"].high - c["specificity"].low < 0.15
+
+
+def test_single_class_label_gives_nan_interval_not_a_crash():
+    y, s, g = _data(80, 1, seed=3)
+    y[:, 1] = 0
+    c = ranking_cis(y, s, g, n_boot=50)
+    assert np.isnan(c.auc[1].value) and np.isnan(c.auc[1].low)
+    assert np.isfinite(c.macro_auc.value) and np.isfinite(c.macro_auc.low)

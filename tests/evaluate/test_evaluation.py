@@ -1,0 +1,59 @@
+"""evaluate_run end to end on a trained phantom run: honest thresholds, baselines beaten, files written."""
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from cxrkit.evaluate.thresholds import choose_thresholds
+from cxrkit.inference import load_run, load_run_data, predict_split
+from cxrkit.triage import abnormal_truth, abnormality_score, operating_point, triage_counts
+
+
+def test_outputs_and_baselines_beaten(phantom_eval):
+    for f in (
+        "metrics.json",
+        "report.html",
+        "per_label.csv",
+        "worklist.csv",
+        "triage_sweep.csv",
+        "predictions.csv",
+    ):
+        assert (phantom_eval / f).is_file(), f
+    m = json.loads((phantom_eval / "metrics.json").read_text())
+    split = pd.read_csv(phantom_eval.parent / "split.csv")
+    assert (
+        m["split"] == "test" and len(m["per_label"]) == 15 and m["images"] == (split["split"] == "test").sum()
+    )
+    assert {b["model"] for b in m["baselines"]} == {"majority", "prevalence", "always_abnormal"}
+    for b in m["baselines"]:
+        assert m["macro_auc"]["low"] > b["macro_auc"] + 0.1, b["model"]
+    assert m["macro_auc"]["low"] <= m["macro_auc"]["value"] <= m["macro_auc"]["high"]
+    assert {s["attribute"] for s in m["subgroups"]} == {"sex", "age band", "view"}
+
+
+def test_thresholds_from_val_are_applied_unchanged_to_test(phantom_run, phantom_eval):
+    m = json.loads((phantom_eval / "metrics.json").read_text())
+    run = load_run(phantom_run, "cpu")
+    data = load_run_data(run)
+    val, test = predict_split(run, data, "val"), predict_split(run, data, "test")
+    assert np.allclose(
+        [r["threshold"] for r in m["per_label"]], choose_thresholds(val.targets, val.probs, "max_f1")
+    )
+    s_val, _ = abnormality_score(val.probs, run.labels)
+    t = operating_point(abnormal_truth(val.targets, run.labels), s_val, 0.95)
+    assert np.isclose(m["triage"]["threshold"], t)
+    assert m["triage"]["val"]["sensitivity"] >= 0.95
+    s_test, _ = abnormality_score(test.probs, run.labels)
+    c = triage_counts(abnormal_truth(test.targets, run.labels), s_test, t)
+    assert np.isclose(m["triage"]["test"]["sensitivity"], c["sensitivity"])
+    html = (phantom_eval / "report.html").read_text()
+    assert f"Applied unchanged to <b>test</b>: sensitivity <b>{100 * c['sensitivity']:.1f}%</b>" in html
+
+
+def test_worklist_and_predictions(phantom_eval):
+    w = pd.read_csv(phantom_eval / "worklist.csv")
+    assert w["score"].is_monotonic_decreasing and list(w["rank"]) == list(range(1, len(w) + 1))
+    assert set(w["flag"]) <= {"abnormal", "normal"} and w["top_findings"].str.contains(r"\d\.\d\d").all()
+    p = pd.read_csv(phantom_eval / "predictions.csv")
+    assert len(p) == len(w) and "prob:Effusion" in p and "true:Effusion" in p

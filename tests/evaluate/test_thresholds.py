@@ -1,0 +1,65 @@
+"""Threshold rules pick what they promise on validation; fixed rules parse; bad rules are refused."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cxrkit.evaluate.metrics import threshold_metrics
+from cxrkit.evaluate.thresholds import choose_threshold, choose_thresholds, parse_rule
+
+
+def _val(seed: int, n: int = 300):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n).astype(float)
+    y[:2] = [0, 1]
+    return y, np.round(rng.random(n) * 0.6 + 0.4 * y, 3)  # rounded: ties happen
+
+
+def _rates(y, s, t):
+    pred = s >= t
+    tp, fp = (pred & (y > 0)).sum(), (pred & (y == 0)).sum()
+    return tp / (y > 0).sum(), fp / (y == 0).sum(), tp, fp
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.floats(0.5, 1.0))
+def test_target_sensitivity_is_the_highest_threshold_reaching_it(seed, target):
+    y, s = _val(seed)
+    t = choose_threshold(y, s, f"sensitivity:{target}")
+    assert t in s  # a validation score: the validation numbers are exact
+    assert _rates(y, s, t)[0] >= target - 1e-12
+    higher = np.unique(s[s > t])
+    if higher.size:  # the next higher score no longer reaches the target
+        assert _rates(y, s, higher.min())[0] < target
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.sampled_from([1.0, 2.0, 3.0]))
+def test_max_fbeta_and_youden_match_brute_force(seed, beta):
+    y, s = _val(seed)
+    cands = np.unique(s)
+    fb = [threshold_metrics(y[:, None], s[:, None], c, beta)["fbeta"][0] for c in cands]
+    t = choose_threshold(y, s, f"max_f{beta:g}")
+    assert np.isclose(threshold_metrics(y[:, None], s[:, None], t, beta)["fbeta"][0], max(fb))
+    j = [(_rates(y, s, c)[0] - _rates(y, s, c)[1]) for c in cands]
+    t = choose_threshold(y, s, "youden")
+    assert np.isclose(_rates(y, s, t)[0] - _rates(y, s, t)[1], max(j))
+
+
+def test_rules_parse_and_bad_ones_are_refused():
+    assert str(parse_rule("0.2")) == "0.2" and parse_rule(0.5).value == 0.5
+    assert str(parse_rule("MAX_F3")) == "max_f3" and str(parse_rule("sens:0.9")) == "sensitivity:0.9"
+    assert parse_rule("youden").method == "youden"
+    for bad in ("1.5", "max_f0", "sensitivity:1.2", "best", "sensitivity:"):
+        with pytest.raises(ValueError, match="threshold"):
+            parse_rule(bad)
+
+
+def test_per_label_vector_and_fallback_for_a_label_without_positives():
+    y = np.stack([_val(1)[0], np.zeros(300)], 1)
+    s = np.stack([_val(1)[1], _val(2)[1]], 1)
+    with pytest.warns(RuntimeWarning, match="Mass: validation has 0 positives"):
+        th = choose_thresholds(y, s, "max_f1", ["Effusion", "Mass"])
+    assert th[1] == 0.5 and th[0] == choose_threshold(y[:, 0], s[:, 0], "max_f1")
+    assert (choose_thresholds(y, s, "0.2") == 0.2).all()

@@ -1,0 +1,58 @@
+"""Heatmap -> box is exact through resize and padding; IoBB and IoU are what the papers define."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxrkit.data.transforms import compute_geometry
+from cxrkit.explain.boxes import Box, best_overlaps, heatmap_boxes, iobb, iou, localization_table
+from cxrkit.explain.overlay import heatmap_to_source
+
+
+@pytest.mark.parametrize("mode", ["pad", "crop"])
+def test_box_survives_resize_and_padding_exactly(mode):
+    # a 200 x 100 (w x h) image shown to a 64 px model: pad scales by 0.32 and adds 16 rows above
+    geo = compute_geometry(200, 100, 64, mode)
+    true = Box(50.0, 25.0, 100.0, 50.0) if mode == "pad" else Box(75.0, 25.0, 75.0, 50.0)
+    out = true.to_output(geo)
+    assert out == (Box(16.0, 24.0, 32.0, 16.0) if mode == "pad" else Box(16.0, 16.0, 48.0, 32.0))
+    heat = np.zeros((64, 64))
+    heat[int(out.y) : int(out.y + out.h), int(out.x) : int(out.x + out.w)] = 1.0
+    heat[2:4, 2:4] = 0.9  # a smaller second blob: only the largest component is taken
+    (box,) = heatmap_boxes(heat, frac=0.5)
+    assert box == out
+    assert box.to_source(geo) == true
+    assert len(heatmap_boxes(heat, 0.5, max_boxes=2)) == 2
+
+
+def test_nih_1024_frame_rescaled_to_the_image_used():
+    # BBox_List_2017 gives boxes on 1024 x 1024 PNGs; the shared copies are 64 x 64
+    nih = Box(512.0, 256.0, 128.0, 64.0)
+    assert nih.scaled(64 / 1024, 64 / 1024) == Box(32.0, 16.0, 8.0, 4.0)
+
+
+def test_heatmap_back_on_source_pixels():
+    geo = compute_geometry(200, 100, 64, "pad")
+    heat = np.zeros((64, 64), np.float32)
+    heat[24:40, 16:48] = 1.0  # the box above, in model pixels
+    src = heatmap_to_source(heat, geo)
+    assert src.shape == (100, 200)
+    inside, outside = src[30:70, 60:140], np.r_[src[:20].ravel(), src[80:].ravel()]
+    assert inside.min() > 0.99 and outside.max() < 0.01
+
+
+def test_iobb_iou_and_thresholds():
+    t = Box(0, 0, 10, 10)
+    assert iobb(Box(0, 0, 5, 5), t) == 1.0 and iou(Box(0, 0, 5, 5), t) == 0.25
+    assert iobb(Box(5, 5, 10, 10), t) == 0.25 and np.isclose(iou(Box(5, 5, 10, 10), t), 25 / 175)
+    assert iobb(Box(20, 20, 5, 5), t) == 0.0 and best_overlaps([], t) == (0.0, 0.0)
+    assert heatmap_boxes(np.zeros((8, 8))) == []
+    with pytest.raises(ValueError, match="fraction"):
+        heatmap_boxes(np.ones((4, 4)), 0.0)
+    scores = pd.DataFrame(
+        {"label": ["Mass", "Mass", "Nodule"], "iobb": [0.6, 0.3, 0.95], "iou": [0.5, 0.1, 0.2]}
+    )
+    table = localization_table(scores)
+    assert table.loc["T(IoBB)=0.5", "Mass"] == 0.5 and table.loc["T(IoBB)=0.9", "Nodule"] == 1.0
+    assert table.loc["T(IoU)=0.3", "all"] == pytest.approx(1 / 3) and table.loc["boxes", "all"] == 3
+    assert list(table.index[:5]) == [f"T(IoBB)={t:g}" for t in (0.1, 0.25, 0.5, 0.75, 0.9)]

@@ -1,0 +1,65 @@
+"""Open a local HTML file in Debian's headless Chromium (driven by Playwright) and report what it shows."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("CXR_CHROMIUM", "/usr/bin/chromium")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def require_chromium() -> None:
+    """Skip (visibly) without Chromium on a developer machine; in CI (``CI`` set) its absence fails."""
+    missing = not Path(CHROMIUM).exists()
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing = True
+    if missing:
+        msg = f"browser test needs Chromium at {CHROMIUM} and playwright (.ci/run installs both)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+def open_page(path: Path, screenshot: Path) -> dict:
+    """Console errors, page errors, failed requests and <img> states of ``path``; a full-page screenshot."""
+    from playwright.sync_api import sync_playwright
+
+    seen: dict = {"console_errors": [], "page_errors": [], "failed_requests": []}
+    with sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
+        ctx = pw.chromium.launch_persistent_context(
+            profile,
+            executable_path=CHROMIUM,
+            args=FLAGS,
+            headless=True,
+            viewport={"width": 1280, "height": 900},
+        )
+        try:
+            page = ctx.new_page()
+            page.on("console", lambda m: m.type == "error" and seen["console_errors"].append(m.text))
+            page.on("pageerror", lambda e: seen["page_errors"].append(str(e)))
+            page.on("requestfailed", lambda r: seen["failed_requests"].append(r.url))
+            page.goto(path.resolve().as_uri(), wait_until="load", timeout=30_000)
+            seen["images"] = page.evaluate(
+                "Array.from(document.images).map(i => ({alt: i.alt, complete: i.complete, "
+                "w: i.naturalWidth, h: i.naturalHeight, shown: i.getBoundingClientRect().width}))"
+            )
+            seen["title"] = page.title()
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            ctx.close()
+    return seen
