@@ -35,6 +35,15 @@ from cxrkit.triage import (
 )
 
 FIXED_RULES = ("0.5", "0.2", "max_f1", "youden")
+RULE_COLUMNS = (
+    "macro_precision",
+    "macro_recall",
+    "macro_specificity",
+    "macro_f1",
+    "macro_fbeta",
+    "micro_f1",
+    "subset_accuracy",
+)
 
 
 @dataclass(frozen=True)
@@ -116,23 +125,7 @@ def _rule_table(val: SplitPredictions, ev: SplitPredictions, labels, cfg: EvalCo
         for rule in rules:
             th = choose_thresholds(val.targets, val.probs, rule, labels)
             m = summary_metrics(ev.targets, ev.probs, th, cfg.beta)
-            rows.append(
-                {
-                    "rule": rule,
-                    **{
-                        k: m[k]
-                        for k in (
-                            "macro_precision",
-                            "macro_recall",
-                            "macro_specificity",
-                            "macro_f1",
-                            "macro_fbeta",
-                            "micro_f1",
-                            "subset_accuracy",
-                        )
-                    },
-                }
-            )
+            rows.append({"rule": rule, **{k: m[k] for k in RULE_COLUMNS}})
     return pd.DataFrame(rows)
 
 

@@ -134,6 +134,38 @@ def choose_fraction(gt_val: pd.DataFrame, heat: dict, data: TrainData, max_boxes
     return best[2]
 
 
+def write_box_overlays(
+    scores: pd.DataFrame,
+    heat: dict,
+    data: TrainData,
+    out: Path,
+    frac: float,
+    max_boxes: int = 1,
+    limit: int = 24,
+) -> Path | None:
+    """Overlays of the first ``limit`` scored boxes (true box green, heatmap box red) and their grid."""
+    from cxrkit.explain.overlay import render_overlay, save_grid
+
+    meta = data.cache.meta
+    row_of = pd.Series(np.arange(len(meta)), index=meta["image_id"].astype(str))
+    gt = data.cache.boxes  # in cached pixels, like the heatmaps
+    tiles = []
+    for s in scores.head(limit).itertuples(index=False):
+        r = int(row_of[str(s.image_id)])
+        h = heat[(r, s.label)]
+        true = [
+            Box(b.x, b.y, b.w, b.h)
+            for b in gt[(gt["image_id"] == s.image_id) & (gt["label"] == s.label)].itertuples()
+        ]
+        caption = f"{s.label}: IoBB {s.iobb:.2f}, IoU {s.iou:.2f}"
+        tiles.append(
+            render_overlay(
+                np.asarray(data.cache.images[r]), h, heatmap_boxes(h, frac, max_boxes), true, caption
+            )
+        )
+    return save_grid(tiles, out / "overlays.png") if tiles else None
+
+
 def localize_run(
     run_dir: str | Path,
     boxes_csv: str | Path | None = None,
@@ -189,6 +221,7 @@ def localize_run(
         "accuracy_iobb": {f"{t:g}": float((scores["iobb"] > t).mean()) for t in IOBB_THRESHOLDS},
     }
     (run.run_dir / RESULT_FILE).write_text(json.dumps(result, indent=1, default=float))
+    write_box_overlays(scores, heat, data, out, frac, max_boxes)
     from cxrkit.report.localization import write_localization_report
 
     write_localization_report(run.run_dir, table, base_table, result)

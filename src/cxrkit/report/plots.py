@@ -30,15 +30,20 @@ def plot_roc_grid(y: np.ndarray, p: np.ndarray, labels: Sequence[str], aucs: Seq
         ax.plot([0, 1], [0, 1], color="#bbb", lw=0.8, ls="--")
         if fpr.size:
             ax.plot(fpr, tpr, color="C0", lw=1.4)
-        ax.set_title(
-            f"{name}\nAUC {aucs[j]:.3f}" if aucs[j] == aucs[j] else f"{name}\nAUC undefined", fontsize=8
-        )
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.01)
-        ax.tick_params(labelsize=6)
-        ax.set_xlabel("1 - specificity", fontsize=7)
-        ax.set_ylabel("sensitivity", fontsize=7)
+        _unit_panel(ax, name, "AUC", aucs[j], "1 - specificity", "sensitivity")
     return fig
+
+
+def _unit_panel(ax, name: str, metric: str, value: float, xlabel: str, ylabel: str) -> None:
+    """Title with the panel's metric (or "undefined"), unit axes, small labels."""
+    ax.set_title(
+        f"{name}\n{metric} {value:.3f}" if value == value else f"{name}\n{metric} undefined", fontsize=8
+    )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.tick_params(labelsize=6)
+    ax.set_xlabel(xlabel, fontsize=7)
+    ax.set_ylabel(ylabel, fontsize=7)
 
 
 def plot_pr_grid(y: np.ndarray, p: np.ndarray, labels: Sequence[str], aps: Sequence[float]):
@@ -51,12 +56,7 @@ def plot_pr_grid(y: np.ndarray, p: np.ndarray, labels: Sequence[str], aps: Seque
             ax.axhline(float((known > 0.5).mean()), color="#bbb", lw=0.8, ls=":")
         if rec.size:
             ax.plot(np.r_[0.0, rec], np.r_[prec[0], prec], color="C1", lw=1.4, drawstyle="steps-post")
-        ax.set_title(f"{name}\nAP {aps[j]:.3f}" if aps[j] == aps[j] else f"{name}\nAP undefined", fontsize=8)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.01)
-        ax.tick_params(labelsize=6)
-        ax.set_xlabel("recall", fontsize=7)
-        ax.set_ylabel("precision", fontsize=7)
+        _unit_panel(ax, name, "AP", aps[j], "recall", "precision")
     return fig
 
 
