@@ -5,22 +5,30 @@ import torch
 
 from cxrkit.explain.gradcam import capture, compute_heatmaps, label_index
 from cxrkit.labels import LABELS
-from cxrkit.models import create_model
+from cxrkit.models import create_model, list_models
 
 
 def _hooks(model) -> int:
     return sum(len(m._forward_hooks) for m in model.modules())
 
 
+@pytest.mark.parametrize("name", list_models())
+def test_gradcam_for_every_registered_model(name):
+    _check(name, "gradcam")
+
+
 @pytest.mark.parametrize("name", ["cnn4_32_64_128_256_bn", "resnet18", "densenet121", "mobilenet_v3_small"])
-@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
-def test_heatmaps_for_registered_models(name, method):
+def test_gradcam_plus_plus(name):
+    _check(name, "gradcam++")
+
+
+def _check(name: str, method: str) -> None:
     torch.manual_seed(0)
     model = create_model(name, len(LABELS), 1, False)
     x = torch.rand(2, 1, 64, 64)
     heat = compute_heatmaps(model, x, [label_index(LABELS, "Effusion"), label_index(LABELS, "mass")], method)
     assert heat.shape == (2, 64, 64) and heat.min() >= 0 and heat.max() <= 1
-    assert all(float(h.max()) in (0.0, 1.0) or torch.isclose(h.max(), torch.tensor(1.0)) for h in heat)
+    assert all(torch.isclose(h.max(), torch.tensor(1.0)) or h.max() == 0 for h in heat)  # peak-normalised
     assert _hooks(model) == 0 and model.training  # hooks gone, train/eval mode restored
 
 

@@ -59,8 +59,8 @@ def capture(layer: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
 def _normalise(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     cam = F.interpolate(cam.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
     cam = cam.clamp_min(0)
-    peak = cam.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
-    return cam / peak
+    peak = cam.flatten(1).amax(1)[:, None, None]
+    return torch.where(peak > 1e-12, cam / peak.clamp_min(1e-12), torch.zeros_like(cam))
 
 
 def compute_heatmaps(
