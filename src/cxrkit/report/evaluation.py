@@ -30,6 +30,11 @@ def _ci(v: dict | None) -> str:
     return f"{v['value']:.3f} [{v['low']:.3f}, {v['high']:.3f}]"
 
 
+def _sig(v: float) -> str:
+    """Scores near 0 or 1 need more than three decimals to tell thresholds apart."""
+    return f"{v:.6f}" if 0.999 < v < 1.0 or 0 < v < 0.001 else f"{v:.4f}"
+
+
 def _pct(v: float | None) -> str:
     return "–" if v is None or v != v else f"{100 * v:.1f}%"
 
@@ -237,5 +242,7 @@ def _triage(m: dict, sweep: pd.DataFrame, cfg) -> str:
         "chosen",
     ]
     return (
-        text + fig_tag(plot_triage_sweep(sweep, split), "triage sweep") + table_html(sweep[cols], index=False)
+        text
+        + fig_tag(plot_triage_sweep(sweep, split), "triage sweep")
+        + table_html(sweep[cols].assign(threshold=sweep["threshold"].map(_sig)), index=False)
     )
