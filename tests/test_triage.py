@@ -28,6 +28,8 @@ def test_scores():
     assert m == "noisy_or"
     with pytest.raises(ValueError, match="No Finding"):
         abnormality_score(p[:, :2], LABELS[:2], "no_finding")
+    with pytest.raises(ValueError, match="expected one of"):
+        abnormality_score(p, LABELS, "mean")
 
 
 def test_truth_from_no_finding_or_any_finding():

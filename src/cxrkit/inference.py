@@ -127,16 +127,23 @@ class FilePredictions:
     images: np.ndarray  # (N, S, S) uint8 at the model's input size
     probs: np.ndarray
     failures: list[tuple[str, str]]
+    originals: list[np.ndarray] | None = None  # the decoded full-size images, when asked for
 
 
-def predict_files(run: LoadedRun, paths: list[str | Path], batch_size: int = 32) -> FilePredictions:
-    """Run the model on PNG/JPEG/DICOM files or folders, preprocessed as the run's cache was."""
+def predict_files(
+    run: LoadedRun, paths: list[str | Path], batch_size: int = 32, keep_originals: bool = False
+) -> FilePredictions:
+    """Run the model on PNG/JPEG/DICOM files or folders, preprocessed as the run's cache was.
+
+    ``keep_originals`` also returns each decoded image at full size (for overlays), so nothing is
+    decoded twice.
+    """
     from cxrkit.data.folder import list_images
 
     files = list_images([str(p) for p in paths])
     if not files:
         raise FileNotFoundError(f"no PNG/JPEG/DICOM files in {', '.join(map(str, paths))}")
-    images, rows, failures = [], [], []
+    images, rows, failures, originals = [], [], [], []
     for f in files:
         try:
             img = read_image(f)
@@ -145,6 +152,8 @@ def predict_files(run: LoadedRun, paths: list[str | Path], batch_size: int = 32)
             continue
         out, _ = resize_square(img, run.size, run.cfg.prepare.mode)  # type: ignore[arg-type]
         images.append(out)
+        if keep_originals:
+            originals.append(img)
         rows.append(
             {
                 "image_id": f.name,
@@ -156,4 +165,4 @@ def predict_files(run: LoadedRun, paths: list[str | Path], batch_size: int = 32)
         )
     arr = np.stack(images) if images else np.zeros((0, run.size, run.size), np.uint8)
     probs = run.predict_images(arr, batch_size) if len(arr) else np.zeros((0, len(run.labels)), np.float32)
-    return FilePredictions(pd.DataFrame(rows), arr, probs, failures)
+    return FilePredictions(pd.DataFrame(rows), arr, probs, failures, originals if keep_originals else None)

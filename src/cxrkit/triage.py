@@ -29,6 +29,15 @@ from cxrkit.labels import NO_FINDING
 SCORE_METHODS = ("auto", "no_finding", "noisy_or", "max")
 
 
+def resolve_score_method(labels: Sequence[str], method: str = "auto") -> str:
+    """The score ``method`` stands for with these model outputs ("auto" resolved)."""
+    if method not in SCORE_METHODS:
+        raise ValueError(f"triage score {method!r}: expected one of {', '.join(SCORE_METHODS)}")
+    if method == "auto":
+        return "no_finding" if NO_FINDING in labels else "noisy_or"
+    return method
+
+
 def abnormality_score(
     probs: np.ndarray, labels: Sequence[str], method: str = "auto"
 ) -> tuple[np.ndarray, str]:
@@ -36,8 +45,7 @@ def abnormality_score(
     p = np.atleast_2d(np.asarray(probs, dtype=np.float64))
     labels = list(labels)
     findings = [j for j, name in enumerate(labels) if name != NO_FINDING]
-    if method == "auto":
-        method = "no_finding" if NO_FINDING in labels else "noisy_or"
+    method = resolve_score_method(labels, method)
     if method == "no_finding":
         if NO_FINDING not in labels:
             raise ValueError("triage score no_finding: the model has no 'No Finding' output; use noisy_or")
@@ -46,9 +54,7 @@ def abnormality_score(
         raise ValueError("triage: the model has no finding outputs")
     if method == "noisy_or":
         return 1.0 - np.prod(1.0 - p[:, findings], axis=1), method
-    if method == "max":
-        return p[:, findings].max(axis=1), method
-    raise ValueError(f"triage score {method!r}: expected one of {', '.join(SCORE_METHODS)}")
+    return p[:, findings].max(axis=1), method  # "max"
 
 
 def abnormal_truth(targets: np.ndarray, labels: Sequence[str]) -> np.ndarray:

@@ -22,6 +22,7 @@ from cxrkit.triage import (
     abnormality_score,
     build_worklist,
     operating_point,
+    resolve_score_method,
     triage_counts,
     triage_sweep,
 )
@@ -62,8 +63,7 @@ def get_operating_point(
     path = run.run_dir / POINT_FILE
     if path.is_file():
         saved = OperatingPoint(**json.loads(path.read_text()))
-        wanted = abnormality_score(np.zeros((1, len(run.labels))), run.labels, score)[1]
-        if saved.target_sensitivity == target and saved.score == wanted:
+        if saved.target_sensitivity == target and saved.score == resolve_score_method(run.labels, score):
             return saved
     return compute_operating_point(run, target, score, log, data)
 

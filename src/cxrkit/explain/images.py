@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxrkit.data.decode import read_image
 from cxrkit.data.transforms import compute_geometry
 from cxrkit.explain.boxes import Box, heatmap_boxes
 from cxrkit.explain.gradcam import compute_heatmaps, label_index
@@ -59,7 +58,7 @@ def explain_images(
     if frac is None:
         saved = run.run_dir / "localization.json"
         frac = float(json.loads(saved.read_text())["fraction"]) if saved.is_file() else 0.5
-    pred = predict_files(run, list(images))
+    pred = predict_files(run, list(images), keep_originals=True)
     for path, reason in pred.failures:
         log(f"skipped {path}: {reason}")
     folder = Path(out) if out else run.run_dir / "explain"
@@ -71,7 +70,7 @@ def explain_images(
         chosen = cols or sorted(findings, key=lambda j: -pred.probs[i, j])[:top]
         x = torch.from_numpy(np.repeat(pred.images[i : i + 1], len(chosen), 0)).to(run.device)
         heats = compute_heatmaps(run.model, x.unsqueeze(1).float().div_(255.0), chosen, method).cpu().numpy()
-        original = read_image(row["path"])
+        original = pred.originals[i]  # type: ignore[index]
         geo = compute_geometry(original.shape[1], original.shape[0], run.size, run.cfg.prepare.mode)  # type: ignore[arg-type]
         for j, heat in zip(chosen, heats, strict=True):
             name = run.labels[j]
