@@ -250,6 +250,6 @@ def phantom_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def phantom_eval(phantom_run) -> Path:
     """``evaluate_run`` of ``phantom_run`` on its test split (200 bootstrap replicates)."""
-    from cxrkit.evaluate.evaluation import EvalConfig, evaluate_run
+    from cxrkit.workflows.evaluate import EvalConfig, evaluate_run
 
     return evaluate_run(phantom_run, EvalConfig(n_boot=200, samples=8), log=lambda m: None)

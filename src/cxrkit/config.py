@@ -172,24 +172,65 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class TriageConfig:
+    """The triage operating point stored with a run: target sensitivity on validation and score."""
+
+    target_sensitivity: float = 0.95
+    score: str = "auto"  # auto, no_finding, noisy_or, max (see cxrkit.evaluate.triage)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.target_sensitivity <= 1.0:
+            raise ValueError(
+                f"triage.target_sensitivity {self.target_sensitivity}: expected a value in (0, 1]"
+            )
+        if self.score not in ("auto", "no_finding", "noisy_or", "max"):
+            raise ValueError(f"triage.score {self.score!r}: expected auto, no_finding, noisy_or or max")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What to evaluate and how: split, threshold rule, F-beta, triage target, bootstrap size."""
+
+    split: str = "test"
+    threshold: str = "max_f1"  # per-label rule, chosen on val: 0.5, 0.2, max_f1, max_f<beta>, youden, ...
+    beta: float = 3.0  # F-beta reported beside F1 (3: recall weighs 9x precision, as triage wants)
+    target_sensitivity: float | None = None  # None: the run's stored operating point
+    triage_score: str | None = None  # None: the run's stored score (auto, no_finding, noisy_or, max)
+    n_boot: int = 1000
+    seed: int = 0
+    device: str = "auto"
+    samples: int = 12  # images in the prediction grid
+    out: str | None = None  # default: <run>/eval-<split>
+
+    def __post_init__(self) -> None:
+        from cxrkit.evaluate.thresholds import parse_rule
+
+        parse_rule(self.threshold)
+        if self.split not in ("train", "val", "test"):
+            raise ValueError(f"split {self.split!r}: expected train, val or test")
+        if self.target_sensitivity is not None and not 0.0 < self.target_sensitivity <= 1.0:
+            raise ValueError(f"target sensitivity {self.target_sensitivity}: expected a value in (0, 1]")
+        if self.n_boot < 0 or self.beta <= 0:
+            raise ValueError("n_boot must be >= 0 and beta > 0")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """One training run: data, preprocessing, split, model and training, plus where it goes."""
 
     data: DataConfig = DataConfig()
-    prepare: PrepareConfig = PrepareConfig(size=64)
+    prepare: PrepareConfig = PrepareConfig()
     split: SplitConfig = SplitConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    triage: TriageConfig = TriageConfig()
     out: str = "runs"
     name: str = ""
     cache_dir: str = "cxr-out/cache"
 
     def to_yaml(self) -> str:
         """The resolved config, as saved in every run folder."""
-        doc = {
-            k: _plain(dataclasses.asdict(getattr(self, k)))
-            for k in ("data", "prepare", "split", "model", "train")
-        }
+        doc = {k: _plain(dataclasses.asdict(getattr(self, k))) for k in _SECTIONS}
         doc.update(out=self.out, name=self.name, cache_dir=self.cache_dir)
         return yaml.safe_dump(doc, sort_keys=False)
 
@@ -200,6 +241,7 @@ _SECTIONS = {
     "split": SplitConfig,
     "model": ModelConfig,
     "train": TrainConfig,
+    "triage": TriageConfig,
 }
 
 
@@ -217,10 +259,7 @@ def build_run_config(doc: Mapping[str, Any], overrides: Mapping[str, Any] | None
     unknown = sorted(set(doc) - set(_SECTIONS) - {"out", "name", "cache_dir"})
     if unknown:
         raise ValueError(f"unknown config section(s) {unknown}; expected {sorted(_SECTIONS)}, out, name")
-    parts = {
-        k: merge(cls() if k != "prepare" else PrepareConfig(size=64), doc.get(k) or {})
-        for k, cls in _SECTIONS.items()
-    }
+    parts = {k: merge(cls(), doc.get(k) or {}) for k, cls in _SECTIONS.items()}
     top = {k: str(doc[k]) for k in ("out", "name", "cache_dir") if doc.get(k) is not None}
     return RunConfig(**parts, **top)  # type: ignore[arg-type]
 

@@ -163,3 +163,13 @@ def google2019_to_labels(rows: Mapping[str, Sequence[str]]) -> np.ndarray:
     for name in ("Nodule", "Mass"):
         out[:, LABELS.index(name)] = np.where(nm == 0, 0.0, np.nan)
     return out
+
+
+def finding_columns(labels: Sequence[str]) -> list[int]:
+    """Columns that macro/micro averages cover: every label except "No Finding" (all if that is the only one).
+
+    The literature's ChestX-ray14 figure is the mean over the 14 findings; "No Finding" is the
+    normal-vs-abnormal question and is reported on its own line.
+    """
+    cols = [j for j, name in enumerate(labels) if name != NO_FINDING]
+    return cols or list(range(len(labels)))

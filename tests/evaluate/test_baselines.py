@@ -5,8 +5,8 @@ import pytest
 
 from cxrkit.evaluate.baselines import baseline_scores, training_prevalence
 from cxrkit.evaluate.metrics import summary_metrics
+from cxrkit.evaluate.triage import abnormal_truth, abnormality_score, triage_counts
 from cxrkit.labels import NO_FINDING
-from cxrkit.triage import abnormal_truth, abnormality_score, triage_counts
 
 LABELS = ["Effusion", "Mass", NO_FINDING]
 

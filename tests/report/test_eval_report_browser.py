@@ -15,7 +15,7 @@ def test_report_renders_in_chromium(phantom_eval, tmp_path):
         "ROC curves per label",
         "PR curves per label",
         "confusion matrices",
-        "reliability diagram",
+        "reliability diagram before and after calibration",
         "triage sweep",
         "sample predictions",
         "per-label ROC-AUC with intervals",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxrkit.training.checkpoint import load_checkpoint
+from cxrkit.run.checkpoint import load_checkpoint
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="torchrun with gloo is tested on Linux/macOS")

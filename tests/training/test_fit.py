@@ -9,8 +9,8 @@ import torch
 from conftest import chest_like, jpeg_bytes
 
 from cxrkit.config import build_run_config
+from cxrkit.run.checkpoint import load_checkpoint
 from cxrkit.training import loop
-from cxrkit.training.checkpoint import load_checkpoint
 from cxrkit.training.loop import fit
 
 TIMING = ["seconds", "img_per_s"]

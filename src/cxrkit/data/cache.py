@@ -60,6 +60,14 @@ def cache_key(dataset: XRayDataset, size: int, mode: ResizeMode) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def cache_folder(cache_dir: str | Path, source: str, size: int, mode: str, key: str) -> Path:
+    """The one cache location of a dataset at a size and mode: ``cache_dir/SOURCE-SIZEMODE-KEY12``.
+
+    ``cxr prepare`` and ``cxr train`` both use it, so preparing first makes training reuse the cache.
+    """
+    return Path(cache_dir) / f"{source}-{size}{mode}-{key[:12]}"
+
+
 def read_manifest(path: str | Path) -> dict:
     """The manifest of a complete cache folder, or CacheError saying what is wrong."""
     path = Path(path)

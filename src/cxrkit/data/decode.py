@@ -145,3 +145,39 @@ def _apply_luts(arr: np.ndarray, ds) -> np.ndarray:
     if "WindowCenter" in ds or "VOILUTSequence" in ds:
         out = apply_voi_lut(out, ds, index=0)
     return np.asarray(out, dtype=np.float64)
+
+
+def array_to_grey(arr: np.ndarray, name: str | Path = "<array>") -> np.ndarray:
+    """Any in-memory image as (H, W) uint8 grey, by the same rules as files.
+
+    uint8 is kept as is; bool as 0/255; other integers (12/16-bit) by their own range; floats in
+    [0, 1] as x * 255, other floats by their own range; (H, W, 3|4) colour by the file rules
+    (equal channels keep their exact grey, otherwise luma; alpha dropped).
+    """
+    a = np.asarray(arr)
+    if a.ndim == 3 and a.shape[-1] in (3, 4):
+        a = a[..., :3]
+        if np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(a[..., 0], a[..., 2]):
+            a = a[..., 0]
+        else:
+            a = a.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+            if np.asarray(arr).dtype == np.uint8:
+                return np.clip(np.round(a), 0, 255).astype(np.uint8)
+    if a.ndim != 2:
+        raise ImageReadError(
+            name, f"expected a (H, W) or (H, W, 3|4) image, got shape {np.asarray(arr).shape}"
+        )
+    if min(a.shape) < 1:
+        raise ImageReadError(name, f"empty image of shape {a.shape}")
+    if a.dtype == np.uint8:
+        return np.ascontiguousarray(a)
+    if a.dtype == np.bool_:
+        return a.astype(np.uint8) * np.uint8(255)
+    if np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all():
+            raise ImageReadError(name, "image holds NaN or infinite pixel values")
+        if a.min() >= 0.0 and a.max() <= 1.0:
+            return np.round(a.astype(np.float64) * 255.0).astype(np.uint8)
+    if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        raise ImageReadError(name, f"unsupported pixel type {a.dtype}")
+    return scale_to_uint8(a, name)

@@ -69,3 +69,58 @@ def resize_square(img: np.ndarray, size: int, mode: ResizeMode = "pad") -> tuple
     cw, ch = min(new_w - sx0, size - dx0), min(new_h - sy0, size - dy0)
     out[dy0 : dy0 + ch, dx0 : dx0 + cw] = scaled[sy0 : sy0 + ch, sx0 : sx0 + cw]
     return out, geo
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model expects, stored with every run: one grey channel, ``size`` px square by ``mode``.
+
+    Every path (cache building, training, evaluation, prediction, explanation, export) turns an
+    image into model input the same way: decode to (H, W) uint8 grey (``data.decode``), resize
+    with ``prepare_image``, then ``to_model_input`` divides by 255 (values in [0, 1]); the network
+    normalises internally.
+    """
+
+    size: int
+    mode: ResizeMode = "pad"
+    channels: int = 1
+    value_range: tuple[float, float] = (0.0, 1.0)
+
+    def as_dict(self) -> dict:
+        """JSON-ready form (saved in the run's model.json)."""
+        return {
+            "size": self.size,
+            "mode": self.mode,
+            "channels": self.channels,
+            "value_range": list(self.value_range),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> InputSpec:
+        """Inverse of ``as_dict``."""
+        return cls(
+            int(d["size"]),
+            d.get("mode", "pad"),
+            int(d.get("channels", 1)),
+            tuple(d.get("value_range", (0, 1))),
+        )
+
+
+def prepare_image(img: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Any image (any size, uint8/uint16/float, grey or colour) -> (S, S) uint8, as training saw images."""
+    from cxrkit.data.decode import array_to_grey
+
+    grey = img if img.dtype == np.uint8 and img.ndim == 2 else array_to_grey(img)
+    if grey.shape == (spec.size, spec.size):
+        return grey
+    return resize_square(grey, spec.size, spec.mode)[0]
+
+
+def to_model_input(images: np.ndarray, device=None):
+    """uint8 (N, S, S) -> float32 tensor (N, 1, S, S) in [0, 1] on ``device`` (the only such conversion)."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    if device is not None:
+        x = x.to(device)
+    return x.unsqueeze(1).float().div_(255.0)

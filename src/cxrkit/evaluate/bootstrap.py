@@ -9,7 +9,7 @@ in which the metric is defined.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -77,28 +77,32 @@ def ranking_cis(
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
+    average: Sequence[int] | None = None,
 ) -> RankingCIs:
     """ROC-AUC and AP per label, macro and micro, each with a patient-bootstrap (1 - alpha) interval.
 
     ``y_true``/``scores`` are (N, L), ``groups`` (N,) patient IDs. ``n_boot=0`` gives points only.
+    ``average``: the columns macro and micro averages cover (default all; evaluation passes the
+    findings, leaving "No Finding" out).
     """
     y = np.atleast_2d(np.asarray(y_true, dtype=np.float64))
     s = np.atleast_2d(np.asarray(scores, dtype=np.float64))
     n_labels = y.shape[1]
+    cols = list(range(n_labels)) if average is None else list(average)
     ranked = [Ranked.build(y[:, j], s[:, j]) for j in range(n_labels)]
-    pooled = Ranked.build(y.ravel(), s.ravel())
-    pooled = replace(pooled, rows=pooled.rows // n_labels)  # row-major: pooled entry r is image r // L
+    pooled = Ranked.build(y[:, cols].ravel(), s[:, cols].ravel())
+    pooled = replace(pooled, rows=pooled.rows // len(cols))  # row-major: pooled entry r is image r // C
 
     def compute(w: np.ndarray | None) -> np.ndarray:
         """(B, 2L + 2): per-label AUC, per-label AP, micro AUC, micro AP."""
-        cols = []
+        per = []
         for r in ranked:
             pos, neg = r.counts(w)
-            cols.append((auc_from_counts(pos, neg), ap_from_counts(pos, neg)))
+            per.append((auc_from_counts(pos, neg), ap_from_counts(pos, neg)))
         pos, neg = pooled.counts(w)
         return np.column_stack(
-            [c[0] for c in cols]
-            + [c[1] for c in cols]
+            [c[0] for c in per]
+            + [c[1] for c in per]
             + [auc_from_counts(pos, neg), ap_from_counts(pos, neg)]
         )
 
@@ -106,13 +110,13 @@ def ranking_cis(
     reps = [compute(w) for w in patient_weights(groups, n_boot, seed)] if n_boot else []
     rep = np.vstack(reps) if reps else np.full((0, point.size), np.nan)
     with np.errstate(invalid="ignore"):
-        macro_rep_auc = _nanmean_rows(rep[:, :n_labels])
-        macro_rep_ap = _nanmean_rows(rep[:, n_labels : 2 * n_labels])
+        macro_rep_auc = _nanmean_rows(rep[:, cols])
+        macro_rep_ap = _nanmean_rows(rep[:, [n_labels + j for j in cols]])
     return RankingCIs(
         auc=[interval(point[j], rep[:, j], alpha) for j in range(n_labels)],
         ap=[interval(point[n_labels + j], rep[:, n_labels + j], alpha) for j in range(n_labels)],
-        macro_auc=interval(nanmean(point[:n_labels]), macro_rep_auc, alpha),
-        macro_ap=interval(nanmean(point[n_labels : 2 * n_labels]), macro_rep_ap, alpha),
+        macro_auc=interval(nanmean(point[cols]), macro_rep_auc, alpha),
+        macro_ap=interval(nanmean(point[[n_labels + j for j in cols]]), macro_rep_ap, alpha),
         micro_auc=interval(point[-2], rep[:, -2], alpha),
         micro_ap=interval(point[-1], rep[:, -1], alpha),
     )

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from cxrkit.evaluate.metrics import macro_ap, macro_auc, micro_auc, nanmean, per_label_auc, threshold_metrics
-from cxrkit.triage import triage_counts
+from cxrkit.evaluate.triage import triage_counts
 
 AGE_BANDS = (0, 18, 40, 60, 80, 200)
 AGE_NAMES = ("0-17", "18-39", "40-59", "60-79", "80+")

@@ -9,9 +9,12 @@ counts (:class:`Ranked`), so the bootstrap re-weights the same sorted arrays ins
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from cxrkit.labels import NO_FINDING, finding_columns
 
 
 def _pairs(y_true: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -241,20 +244,38 @@ def nanmean(values: np.ndarray) -> float:
 
 
 def summary_metrics(
-    y_true: np.ndarray, scores: np.ndarray, threshold: float | np.ndarray = 0.5, beta: float = 1.0
+    y_true: np.ndarray,
+    scores: np.ndarray,
+    threshold: float | np.ndarray = 0.5,
+    beta: float = 1.0,
+    labels: Sequence[str] | None = None,
 ) -> dict[str, float]:
-    """The headline numbers of a model on one split: AUCs, APs, accuracies, macro/micro P/R/F1."""
-    t = threshold_metrics(y_true, scores, threshold, beta)
-    micro = micro_threshold_metrics(y_true, scores, threshold, beta)
+    """The headline numbers of a model on one split: AUCs, APs, accuracies, macro/micro P/R/F1.
+
+    With ``labels``, macro and micro averages cover the findings only ("No Finding" excluded, as in
+    the ChestX-ray14 literature) and "No Finding" gets its own ``no_finding_auc``/``no_finding_ap``;
+    ``macro_labels`` counts the labels averaged.
+    """
+    y, p = np.atleast_2d(y_true), np.atleast_2d(scores)
+    th = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (y.shape[1],))
+    cols = finding_columns(labels) if labels is not None else list(range(y.shape[1]))
+    yc, pc, tc = y[:, cols], p[:, cols], th[cols]
+    t = threshold_metrics(yc, pc, tc, beta)
+    micro = micro_threshold_metrics(yc, pc, tc, beta)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         out = {
-            "macro_auc": macro_auc(y_true, scores),
-            "micro_auc": micro_auc(y_true, scores),
-            "macro_ap": macro_ap(y_true, scores),
-            "micro_ap": micro_ap(y_true, scores),
+            "macro_auc": macro_auc(yc, pc),
+            "micro_auc": micro_auc(yc, pc),
+            "macro_ap": macro_ap(yc, pc),
+            "micro_ap": micro_ap(yc, pc),
         }
-    out.update(multilabel_accuracy(y_true, scores, threshold))
+        if labels is not None and NO_FINDING in labels and len(cols) < len(labels):
+            j = list(labels).index(NO_FINDING)
+            out["no_finding_auc"] = roc_auc(y[:, j], p[:, j], name=NO_FINDING)
+            out["no_finding_ap"] = average_precision(y[:, j], p[:, j], name=NO_FINDING)
+    out["macro_labels"] = len(cols)
+    out.update(multilabel_accuracy(yc, pc, tc))
     for k in ("precision", "recall", "specificity", "f1", "fbeta"):
         out[f"macro_{k}"] = nanmean(t[k])
     for k in ("precision", "recall", "specificity", "f1", "fbeta"):

@@ -1,15 +1,13 @@
-"""``cxr compare``: several evaluated runs side by side, one row per run, the same columns for each."""
+"""The comparison of evaluated runs: one row per run from its metrics.json, and the page that shows them."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from cxrkit.report.html import Section, fig_tag, figure, render_page, table_html, write_page
+from cxrkit.report.html import Section, fig_tag, figure, render_page, table_html
 
 COLUMNS = (
     "macro_auc",
@@ -45,25 +43,8 @@ def comparison_row(m: dict) -> dict:
     return row
 
 
-def compare_runs(
-    runs: Sequence[str | Path],
-    split: str = "test",
-    out: str | Path | None = None,
-    evaluate: Callable[[Path], Path] | None = None,
-) -> tuple[pd.DataFrame, Path]:
-    """Read each run's eval-<split>/metrics.json (evaluating first via ``evaluate`` when missing)."""
-    rows = []
-    for r in map(Path, runs):
-        path = r / f"eval-{split}" / "metrics.json"
-        if not path.is_file():
-            if evaluate is None:
-                raise FileNotFoundError(f"{path} is missing: run `cxr evaluate {r} --split {split}` first")
-            evaluate(r)
-        rows.append(comparison_row(json.loads(path.read_text())))
-    frame = pd.DataFrame(rows).astype(object).where(lambda d: d.notna(), np.nan)
-    out = Path(out) if out else Path(runs[0]).parent / f"comparison-{split}"
-    out.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out / "comparison.csv", index=False)
+def comparison_page(frame: pd.DataFrame, split: str) -> str:
+    """The comparison page: headline metrics per run and per-label ROC-AUC (table and plot)."""
     head = frame.set_index("run")[
         [
             "model",
@@ -79,7 +60,7 @@ def compare_runs(
     ]
     per_label = frame.set_index("run")[[c for c in frame.columns if c.startswith("auc:")]]
     per_label.columns = [c[4:] for c in per_label.columns]
-    page = render_page(
+    return render_page(
         f"Comparison of {len(frame)} runs ({split})",
         [
             Section("Headline metrics", table_html(head)),
@@ -88,10 +69,9 @@ def compare_runs(
                 table_html(per_label.T) + fig_tag(_plot(per_label), "per-label AUC by run"),
             ),
         ],
-        subtitle="Thresholds and triage points were tuned on each run's own validation split.",
+        subtitle="Thresholds and triage points were tuned on each run's own validation split. Macro "
+        "averages cover the findings (No Finding excluded).",
     )
-    write_page(out / "comparison.html", page)
-    return frame, out
 
 
 def _plot(per_label: pd.DataFrame):

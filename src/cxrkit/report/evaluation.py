@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from cxrkit.evaluate.triage import top_findings
 from cxrkit.report.html import Section, fig_tag, kpis, render_page, table_html, write_page
+from cxrkit.report.localization import localization_section
 from cxrkit.report.plots import (
     plot_auc_forest,
     plot_calibration,
@@ -19,7 +23,19 @@ from cxrkit.report.plots import (
     plot_sample_grid,
     plot_triage_sweep,
 )
-from cxrkit.triage import top_findings
+
+
+@dataclass
+class EvalFigures:
+    """What the report draws besides metrics.json: per-image truth and probabilities, images, tables."""
+
+    targets: np.ndarray  # (N, L)
+    probs: np.ndarray  # (N, L) calibrated
+    image_ids: list[str]
+    image: Callable[[int], np.ndarray]  # i -> (S, S) uint8
+    sweep: pd.DataFrame
+    worklist: pd.DataFrame
+    localization: dict | None = None
 
 
 def _ci(v: dict | None) -> str:
@@ -62,54 +78,97 @@ def per_label_frame(per_label: list[dict], beta: float) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("label").astype(object).where(lambda d: d.notna(), float("nan"))
 
 
-def _samples(ev, labels, n: int) -> tuple[list[np.ndarray], list[str]]:
+def _samples(fig: EvalFigures, labels, n: int) -> tuple[list[np.ndarray], list[str]]:
     """A spread of images: the most confident abnormal, normal and a few in between."""
-    if n <= 0 or len(ev.probs) == 0:
+    if n <= 0 or len(fig.probs) == 0:
         return [], []
-    idx = np.linspace(0, len(ev.probs) - 1, min(n, len(ev.probs))).round().astype(int)
-    tops = top_findings(ev.probs[idx], labels, 2)
+    idx = np.linspace(0, len(fig.probs) - 1, min(n, len(fig.probs))).round().astype(int)
+    tops = top_findings(fig.probs[idx], labels, 2)
     images, caps = [], []
     for k, i in enumerate(idx):
-        truth = [lab for j, lab in enumerate(labels) if ev.targets[i, j] > 0.5] or ["(none)"]
-        images.append(ev.image(i))
-        caps.append(f"{ev.meta['image_id'].iloc[i]}\ntrue: {', '.join(truth)[:40]}\npred: {tops[k][:40]}")
+        truth = [lab for j, lab in enumerate(labels) if fig.targets[i, j] > 0.5] or ["(none)"]
+        images.append(fig.image(int(i)))
+        caps.append(f"{fig.image_ids[i]}\ntrue: {', '.join(truth)[:40]}\npred: {tops[k][:40]}")
     return images, caps
 
 
-def write_eval_report(path: Path, m: dict[str, Any], ev, val, sweep: pd.DataFrame, worklist, cfg) -> Path:
-    """Render metrics.json's content (``m``) with curves, matrices, calibration, triage and samples."""
+def _calibration(m: dict) -> str:
+    c = m["calibration"]
+    curve, before = pd.DataFrame(c["curve"]), pd.DataFrame(c["curve_before"])
+    table = pd.DataFrame(c["table"])
+    near = table[table["predicted"] == "0.7-0.8"] if len(table) else table
+    answer = ""
+    if len(near):
+        r = near.iloc[0]
+        answer = (
+            f"<p><b>What does 0.7 mean?</b> On these held-out images, image-label pairs scored 0.7-0.8 "
+            f"(mean {r['mean_predicted']:.2f}) were positive <b>{100 * r['observed_positive_rate']:.0f}%</b> "
+            f"of the time ({int(r['pairs']):,} pairs).</p>"
+        )
+    temps = ", ".join(f"{lab} {t:.2f}" for lab, t in zip(m["labels"], c["temperatures"], strict=True))
+    ece_b = c["ece_pooled_before"] if c["ece_pooled_before"] is not None else float("nan")
+    ece_a = c["ece_pooled"] if c["ece_pooled"] is not None else float("nan")
+    return (
+        fig_tag(
+            plot_calibration(curve, ece_a, before, ece_b), "reliability diagram before and after calibration"
+        )
+        + answer
+        + (table_html(table.set_index("predicted")) if len(table) else "")
+        + '<p class="note">Probabilities are temperature-scaled per label (fitted on the validation split '
+        f"at "
+        f"the end of training: {html.escape(temps)}). ECE over the {len(c['covers'])} averaged labels, "
+        f"all known image-label pairs pooled: {ece_b:.3f} before, {ece_a:.3f} after. "
+        "Per-label ECE (after): per-label table.</p>"
+    )
+
+
+def _headline_note(m: dict, cfg: dict) -> str:
+    covers = m["averaged_labels"]
+    nf = m.get("no_finding_auc")
+    return (
+        f'<p class="note">{m["images"]:,} images of {m["patients"]:,} patients ({m["split"]} split). '
+        f"Macro and micro averages cover the {len(covers)} findings"
+        + (" (&quot;No Finding&quot; is the normal-vs-abnormal score, shown on its own)" if nf else "")
+        + f": {html.escape(', '.join(covers))}. Intervals: percentile bootstrap over patients "
+        f"({cfg['n_boot']} replicates). Thresholds chosen on the validation split with rule "
+        f"<b>{html.escape(cfg['threshold'])}</b> "
+        f"({html.escape(m.get('thresholds_source', 'stored in the run'))}) "
+        "and applied unchanged."
+        + (
+            " <b>This is the validation split itself, so thresholded numbers are optimistic.</b>"
+            if m["split"] == "val"
+            else ""
+        )
+        + "</p>"
+    )
+
+
+def write_eval_report(path: Path, m: dict[str, Any], fig: EvalFigures, samples: int = 12) -> Path:
+    """Render metrics.json's content (``m``): curves, matrices, calibration, triage, samples, localization."""
     labels = m["labels"]
-    s, tri = m["summary"], m["triage"]
+    s, tri, cfg = m["summary"], m["triage"], m["config"]
     t_split = tri[m["split"]]
-    same = m["split"] == "val"
+    nf = m.get("no_finding_auc")
     sections = [
         Section(
             "Headline",
             kpis(
                 [
-                    ("macro ROC-AUC [95% CI]", _ci(m["macro_auc"])),
+                    (f"macro ROC-AUC, {len(m['averaged_labels'])} findings [95% CI]", _ci(m["macro_auc"])),
                     ("micro ROC-AUC", _ci(m["micro_auc"])),
                     ("macro AP", _ci(m["macro_ap"])),
-                    (f"macro F1 ({cfg.threshold})", f"{s['macro_f1']:.3f}"),
+                    (f"macro F1 ({cfg['threshold']})", f"{s['macro_f1']:.3f}"),
                     (f"triage sensitivity ({m['split']})", _pct(t_split["sensitivity"])),
                     (f"triage specificity ({m['split']})", _pct(t_split["specificity"])),
                     ("reads saved", _pct(t_split["reads_saved_share"])),
                 ]
+                + ([("No Finding ROC-AUC (normal vs abnormal)", _ci(nf))] if nf else [])
             )
-            + f'<p class="note">{m["images"]:,} images of {m["patients"]:,} patients ({m["split"]} split). '
-            "Intervals: percentile bootstrap over patients "
-            f"({cfg.n_boot} replicates). Thresholds tuned on the validation split with rule "
-            f"<b>{html.escape(cfg.threshold)}</b> and applied unchanged."
-            + (
-                " <b>This is the validation split itself, so thresholded numbers are optimistic.</b>"
-                if same
-                else ""
-            )
-            + "</p>",
+            + _headline_note(m, cfg),
         ),
         Section(
             "Per label",
-            table_html(per_label_frame(m["per_label"], cfg.beta))
+            table_html(per_label_frame(m["per_label"], cfg["beta"]))
             + fig_tag(plot_auc_forest(pd.DataFrame(m["per_label"])), "per-label ROC-AUC with intervals"),
         ),
         Section(
@@ -123,14 +182,14 @@ def write_eval_report(path: Path, m: dict[str, Any], ev, val, sweep: pd.DataFram
         Section(
             "ROC curves",
             fig_tag(
-                plot_roc_grid(ev.targets, ev.probs, labels, [r["auc"] or np.nan for r in m["per_label"]]),
+                plot_roc_grid(fig.targets, fig.probs, labels, [r["auc"] or np.nan for r in m["per_label"]]),
                 "ROC curves per label",
             ),
         ),
         Section(
             "Precision-recall curves",
             fig_tag(
-                plot_pr_grid(ev.targets, ev.probs, labels, [r["ap"] or np.nan for r in m["per_label"]]),
+                plot_pr_grid(fig.targets, fig.probs, labels, [r["ap"] or np.nan for r in m["per_label"]]),
                 "PR curves per label",
             ),
         ),
@@ -138,16 +197,7 @@ def write_eval_report(path: Path, m: dict[str, Any], ev, val, sweep: pd.DataFram
             "Confusion matrices (tuned thresholds)",
             fig_tag(plot_confusion_grid(m["confusion"]), "confusion matrices"),
         ),
-        Section(
-            "Calibration",
-            fig_tag(
-                plot_calibration(
-                    pd.DataFrame(m["calibration"]["curve"]), m["calibration"]["ece_pooled"] or np.nan
-                ),
-                "reliability diagram",
-            )
-            + '<p class="note">All known image-label pairs pooled; per-label ECE: per-label table.</p>',
-        ),
+        Section("Calibration", _calibration(m)),
         Section(
             "Baselines (same metrics, same images)",
             table_html(
@@ -181,10 +231,12 @@ def write_eval_report(path: Path, m: dict[str, Any], ev, val, sweep: pd.DataFram
             "prevalence: random with the training prevalence; always_abnormal: every study flagged.</p>",
         ),
         Section("Subgroups", _subgroups(m)),
-        Section("Triage", _triage(m, sweep, cfg)),
-        Section("Worklist (first 15 rows of worklist.csv)", table_html(worklist.head(15), index=False)),
+        Section("Triage", _triage(m, fig.sweep)),
+        Section("Worklist (first 15 rows of worklist.csv)", table_html(fig.worklist.head(15), index=False)),
     ]
-    images, caps = _samples(ev, labels, cfg.samples)
+    if fig.localization is not None:
+        sections.append(localization_section(fig.localization))
+    images, caps = _samples(fig, labels, samples)
     if images:
         sections.append(
             Section("Sample predictions", fig_tag(plot_sample_grid(images, caps), "sample predictions"))
@@ -213,7 +265,7 @@ def _subgroups(m: dict) -> str:
     )
 
 
-def _triage(m: dict, sweep: pd.DataFrame, cfg) -> str:
+def _triage(m: dict, sweep: pd.DataFrame) -> str:
     tri = m["triage"]
     split = m["split"]
     t, v, ci = tri[split], tri["val"], tri["ci"]
@@ -221,7 +273,13 @@ def _triage(m: dict, sweep: pd.DataFrame, cfg) -> str:
         f"<p>Abnormality score: <b>{html.escape(tri['score'])}</b>. Operating point: the highest threshold "
         f"whose validation sensitivity is at least {tri['target_sensitivity']:g}: "
         f"<b>t = {tri['threshold']:.4f}</b> (validation sensitivity {_pct(v['sensitivity'])}, "
-        f"specificity {_pct(v['specificity'])}).</p>"
+        f"specificity {_pct(v['specificity'])}; {html.escape(tri.get('source', 'stored in the run'))})."
+        + (
+            ""
+            if tri.get("reached_on_val", True)
+            else " <b>The target sensitivity was not reached on validation.</b>"
+        )
+        + "</p>"
         f"<p>Applied unchanged to <b>{split}</b>: sensitivity <b>{_pct(t['sensitivity'])}</b> "
         f"[{_pct(ci['sensitivity']['low'])}, {_pct(ci['sensitivity']['high'])}], specificity "
         f"<b>{_pct(t['specificity'])}</b> "

@@ -1,23 +1,21 @@
-"""The localization table as a page of its own and as a section inserted into a run's evaluation reports."""
+"""The localization table: one page of its own, and a section the evaluation report includes.
+
+Both are rendered from ``localization.json``'s content; no page is ever edited after writing.
+"""
 
 from __future__ import annotations
 
 import html
-import json
-import re
-from pathlib import Path
 
 import pandas as pd
 
-from cxrkit.report.html import Section, render_page, table_html, write_page
-
-START, END = "<!--cxr:localization-->", "<!--/cxr:localization-->"
+from cxrkit.report.html import Section, render_page, table_html
 
 
-def localization_section(table: pd.DataFrame, baseline: pd.Series, result: dict) -> str:
-    """HTML of the ChestX-ray8-style table: accuracy per finding at each T(IoBB) and T(IoU), boxes last."""
-    t = table.copy()
-    t["centred box (all)"] = baseline
+def localization_section(result: dict) -> Section:
+    """The ChestX-ray8-style table: accuracy per finding at each T(IoBB) and T(IoU), boxes last."""
+    t = pd.DataFrame(result["table"])
+    t["centred box (all)"] = pd.Series(result["baseline_centred_box"])
     counts = ", ".join(f"{k}: {v}" for k, v in result["splits_of_boxed_images"].items())
     note = (
         f'<p class="note">{html.escape(result["method"])} heatmaps for each box\'s own finding, '
@@ -27,38 +25,9 @@ def localization_section(table: pd.DataFrame, baseline: pd.Series, result: dict)
         f"(or IoU) exceeds T. {result['boxes']} boxes on {result['images']} images (splits: {counts}). "
         "Last column: a centred box of the ground truth's mean relative size.</p>"
     )
-    title = "<h2>Localization (heatmap boxes vs ground truth)</h2>"
-    return f"{START}<section>{title}{note}{table_html(t)}</section>{END}"
+    return Section("Localization (heatmap boxes vs ground truth)", note + table_html(t))
 
 
-def insert_section(report: Path, section: str) -> None:
-    """Put ``section`` into an existing report (replacing an earlier one), atomically."""
-    page = report.read_text(encoding="utf-8")
-    page = re.sub(re.escape(START) + ".*?" + re.escape(END), "", page, flags=re.S)
-    write_page(report, page.replace("</body>", section + "</body>", 1))
-
-
-def write_localization_report(
-    run_dir: Path, table: pd.DataFrame, baseline: pd.DataFrame, result: dict
-) -> Path:
-    """RUN/localization/report.html, and the section added to every RUN/eval-*/report.html."""
-    section = localization_section(table, baseline["all"], result)
-    path = write_page(
-        run_dir / "localization" / "report.html",
-        render_page(f"Localization: {run_dir.name}", [Section("About", "")]).replace(
-            "</body>", section + "</body>"
-        ),
-    )
-    for report in sorted(run_dir.glob("eval-*/report.html")):
-        insert_section(report, section)
-    return path
-
-
-def add_saved_localization(run_dir: Path, report: Path) -> None:
-    """Add the run's saved localization table (if ``cxr localize`` ran) to a freshly written report."""
-    saved = run_dir / "localization.json"
-    if not saved.is_file():
-        return
-    result = json.loads(saved.read_text())
-    table = pd.DataFrame(result["table"])
-    insert_section(report, localization_section(table, pd.Series(result["baseline_centred_box"]), result))
+def localization_page(run_name: str, result: dict) -> str:
+    """RUN/localization/report.html: the table on a page of its own."""
+    return render_page(f"Localization: {run_name}", [localization_section(result)])

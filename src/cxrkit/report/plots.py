@@ -76,12 +76,28 @@ def plot_confusion_grid(confusion: dict[str, dict[str, int]]):
     return fig
 
 
-def plot_calibration(curve: pd.DataFrame, ece: float):
-    """Reliability diagram (observed rate against mean predicted probability) with bin counts."""
+def plot_calibration(
+    curve: pd.DataFrame, ece: float, before: pd.DataFrame | None = None, ece_before: float | None = None
+):
+    """Reliability diagram (observed rate against mean predicted probability) with bin counts.
+
+    ``before``: the curve of the uncalibrated outputs, drawn beside the calibrated one.
+    """
     fig = figure(7.5, 3.4)
     ax1, ax2 = fig.subplots(1, 2)
     ax1.plot([0, 1], [0, 1], color="#bbb", ls="--", lw=0.8, label="perfect")
-    ax1.plot(curve["mean_predicted"], curve["observed"], "o-", color="C2", label=f"model (ECE {ece:.3f})")
+    if before is not None and len(before):
+        ax1.plot(
+            before["mean_predicted"],
+            before["observed"],
+            "s--",
+            color="C1",
+            alpha=0.8,
+            label=f"before calibration (ECE {ece_before:.3f})",
+        )
+    ax1.plot(
+        curve["mean_predicted"], curve["observed"], "o-", color="C2", label=f"calibrated (ECE {ece:.3f})"
+    )
     ax1.set_xlabel("mean predicted probability")
     ax1.set_ylabel("observed positive rate")
     ax1.set_xlim(0, 1)

@@ -14,7 +14,9 @@ import numpy as np
 import torch
 
 from cxrkit.config import TrainConfig
+from cxrkit.evaluate.calibration import logits_to_probs
 from cxrkit.evaluate.metrics import macro_auc
+from cxrkit.labels import finding_columns
 from cxrkit.models.net import CXRNet
 from cxrkit.training.losses import LossFn
 
@@ -72,10 +74,9 @@ def train_head_on_features(
         with torch.no_grad():
             logits = model.forward_head(x_va).float()
             val_loss = float(loss_fn(logits, y_va))
-            probs = (
-                torch.softmax(logits, 1) if data.task in ("binary", "multiclass") else torch.sigmoid(logits)
-            )
-        auc = macro_auc(data.targets[va], probs.cpu().numpy())
+        probs = logits_to_probs(logits.cpu().numpy(), data.task)
+        cols = finding_columns(data.labels)
+        auc = macro_auc(data.targets[va][:, cols], probs[:, cols])
         rows.append(
             {
                 "epoch": epoch + 1,

@@ -13,8 +13,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,99 +20,24 @@ import pandas as pd
 import torch
 from torch import nn
 
-from cxrkit.config import RunConfig, SplitConfig, TrainConfig, build_run_config, load_yaml
+from cxrkit.config import RunConfig, TrainConfig
 from cxrkit.data import build_dataset
-from cxrkit.data.cache import CachedDataset, cache_key, prepare_cache
-from cxrkit.data.splits import Split, patient_split, save_split_manifest, split_from_column
+from cxrkit.data.splits import save_split_manifest
+from cxrkit.data.transforms import InputSpec
+from cxrkit.evaluate.calibration import logits_to_probs
 from cxrkit.evaluate.metrics import summary_metrics
-from cxrkit.labels import try_canonical_label
-from cxrkit.models import create_model
+from cxrkit.models.device import resolve_device
 from cxrkit.models.net import CXRNet
+from cxrkit.run import files
+from cxrkit.run.checkpoint import atomic_write_text, cpu_state, load_checkpoint, save_checkpoint
+from cxrkit.run.data import Log, TrainData, build_cache, load_run_config, locate_cache, open_data
+from cxrkit.run.model import build_network
+from cxrkit.run.package import build_package, write_package
 from cxrkit.training import distributed as ddp
 from cxrkit.training.augment import augment_batch
-from cxrkit.training.checkpoint import cpu_state, load_checkpoint, save_checkpoint
 from cxrkit.training.losses import LossFn, build_loss
 
-Log = Callable[[str], None]
 MINIMISE = {"loss"}
-
-
-@dataclass
-class TrainData:
-    """A prepared cache, the labels trained on, their targets and the split."""
-
-    cache: CachedDataset
-    labels: tuple[str, ...]
-    targets: np.ndarray  # (N, L) float32, NaN unknown
-    split: Split
-    task: str
-
-    def batch(self, idx: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images (B, 1, S, S) in [0, 1] and targets (B, L) for rows ``idx`` (read in sorted order)."""
-        idx = np.sort(idx)
-        x = torch.from_numpy(np.ascontiguousarray(self.cache.images[idx])).to(device)
-        x = x.unsqueeze(1).float().div_(255.0)
-        return x, torch.from_numpy(self.targets[idx]).to(device)
-
-
-def select_labels(available: tuple[str, ...], wanted: tuple[str, ...]) -> list[int]:
-    """Columns of ``wanted`` labels (any spelling) among ``available``; all when none is given."""
-    if not wanted:
-        return list(range(len(available)))
-    out = []
-    for w in wanted:
-        name = try_canonical_label(w) or w
-        if name not in available:
-            raise ValueError(f"train.labels: {w!r} is not a label of this dataset ({', '.join(available)})")
-        out.append(available.index(name))
-    return out
-
-
-def make_split(meta: pd.DataFrame, targets: np.ndarray, scfg: SplitConfig) -> Split:
-    """Patient-grouped stratified split, or the source's official one; train and val must exist."""
-    if scfg.method == "official":
-        split = split_from_column(meta, targets=targets, val_fraction=scfg.val, seed=scfg.seed)
-    elif scfg.method == "patient":
-        split = patient_split(meta["patient_id"].to_numpy(), targets, scfg.fractions(), scfg.seed)
-    else:
-        raise ValueError(f"split.method {scfg.method!r}: expected patient or official")
-    for part in ("train", "val"):
-        if len(split.get(part, [])) == 0:
-            raise ValueError(f"the split has no {part} images; use more data or other split fractions")
-    return split
-
-
-def prepare_data(cfg: RunConfig, info: ddp.DistInfo, log: Log) -> TrainData:
-    """Build the dataset, cache it once (rank 0), select labels, split by patient."""
-    ds = build_dataset(cfg.data)
-    p = cfg.prepare
-    key = cache_key(ds, p.size, p.mode)  # type: ignore[arg-type]
-    path = Path(cfg.cache_dir) / f"{ds.source}-{p.size}{p.mode}-{key[:12]}"
-    if info.main:
-        res = prepare_cache(
-            ds,
-            path,
-            size=p.size,
-            mode=p.mode,
-            workers=p.workers or None,  # type: ignore[arg-type]
-            progress=cfg.train.progress,
-            force=p.force,
-            key=key,
-        )
-        log(
-            f"data: {ds.summary()}; cache {'reused' if res.reused else 'built'} at {path}"
-            + (f" ({len(res.failures)} unreadable files skipped)" if res.failures else "")
-        )
-    ddp.barrier(info)
-    cache = CachedDataset(path)
-    cols = select_labels(cache.labels, cfg.train.labels)
-    targets = cache.targets()[:, cols]
-    task = cache.task if cfg.train.loss == "ce" else "multilabel"
-    if cfg.train.loss == "ce" and cache.task not in ("binary", "multiclass"):
-        raise ValueError("loss ce needs a single-label dataset (class folders); use bce for multi-label")
-    return TrainData(
-        cache, tuple(cache.labels[c] for c in cols), targets, make_split(cache.meta, targets, cfg.split), task
-    )
 
 
 def build_optimizer(params, t: TrainConfig) -> torch.optim.Optimizer:
@@ -219,7 +142,7 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def predict(
+def predict_logits(
     model: CXRNet,
     data: TrainData,
     idx: np.ndarray,
@@ -227,21 +150,20 @@ def predict(
     device: torch.device,
     loss_fn: LossFn | None = None,
 ) -> tuple[np.ndarray, float]:
-    """Probabilities (len(idx), L) in the order of ``idx``, and the mean loss when ``loss_fn`` is given."""
+    """Logits (len(idx), L) in the order of ``idx``, and the mean loss when ``loss_fn`` is given."""
     model.eval()
     idx = np.asarray(idx)
     order = np.argsort(idx, kind="stable")
-    probs = np.empty((len(idx), len(data.labels)), dtype=np.float32)
+    logits = np.empty((len(idx), len(data.labels)), dtype=np.float32)
     total = 0.0
     for s in range(0, len(idx), batch_size):
         rows = order[s : s + batch_size]
         x, y = data.batch(idx[rows], device)  # batch() sorts; rows are already in sorted-index order
-        logits = model(x).float()
+        out = model(x).float()
         if loss_fn is not None:
-            total += float(loss_fn(logits, y)) * len(rows)
-        p = torch.softmax(logits, 1) if data.task in ("binary", "multiclass") else torch.sigmoid(logits)
-        probs[rows] = p.cpu().numpy()
-    return probs, total / max(len(idx), 1)
+            total += float(loss_fn(out, y)) * len(rows)
+        logits[rows] = out.cpu().numpy()
+    return logits, total / max(len(idx), 1)
 
 
 def evaluate(
@@ -249,8 +171,9 @@ def evaluate(
 ) -> dict[str, float]:
     """Loss and summary metrics of split ``part``."""
     idx = data.split[part]
-    probs, loss = predict(model, data, idx, t.batch_size * 2, device, loss_fn)
-    return {"val_loss": loss, **summary_metrics(data.targets[idx], probs, t.threshold)}
+    logits, loss = predict_logits(model, data, idx, t.batch_size * 2, device, loss_fn)
+    probs = logits_to_probs(logits, data.task)
+    return {"val_loss": loss, **summary_metrics(data.targets[idx], probs, t.threshold, labels=data.labels)}
 
 
 def _improved(value: float, best: float | None, monitor: str) -> bool:
@@ -276,17 +199,6 @@ def _run_dir(cfg: RunConfig, info: ddp.DistInfo) -> Path:
     return Path(ddp.broadcast(info, run))
 
 
-def _device(name: str, info: ddp.DistInfo) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda", info.local_rank)
-    return torch.device("cpu")
-
-
-def load_run_config(run_dir: Path, overrides: dict | None = None) -> RunConfig:
-    """The resolved config saved in a run folder, with optional ``section.key`` overrides."""
-    return build_run_config(load_yaml(run_dir / "config.yaml"), overrides)
-
-
 def fit(
     cfg: RunConfig | None = None,
     *,
@@ -309,29 +221,25 @@ def _fit(
     if resume is not None:
         run_dir = Path(resume)
         cfg = load_run_config(run_dir, overrides)
-        ckpt = load_checkpoint(run_dir / "last.pt")
+        ckpt = load_checkpoint(run_dir / files.LAST)
     elif cfg is not None:
         run_dir, ckpt = _run_dir(cfg, info), None
     else:
         raise ValueError("fit needs a RunConfig or a run folder to resume")
     t = cfg.train
-    device = _device(t.device, info)
+    device = resolve_device(t.device, info.local_rank)
     torch.manual_seed(t.seed)
-    data = prepare_data(cfg, info, log)
+    ds = build_dataset(cfg.data)
+    cache_path, key = locate_cache(cfg, ds)
     if info.main:
-        (run_dir / "config.yaml").write_text(cfg.to_yaml())
-        save_split_manifest(run_dir / "split.csv", data.cache.meta, data.split)
+        build_cache(cfg, ds, cache_path, key, log)
+    ddp.barrier(info)
+    data = open_data(cfg, cache_path)
+    if info.main:
+        atomic_write_text(run_dir / files.CONFIG, cfg.to_yaml())
+        save_split_manifest(run_dir / files.SPLIT, data.cache.meta, data.split)
     m = cfg.model
-    model = create_model(
-        m.name,
-        len(data.labels),
-        1,
-        m.pretrained,
-        grey=m.grey,
-        transition=m.transition,
-        hidden=m.hidden,
-        dropout=m.dropout,
-    )
+    model = build_network(m.name, dataclasses.asdict(m), len(data.labels), pretrained=m.pretrained)
     loss_fn = build_loss(t.loss, data.targets[data.split["train"]], gamma=t.focal_gamma, alpha=t.focal_alpha)
     history: list[dict] = list(ckpt["history"]) if ckpt else []
     if ckpt is None and t.bottleneck_epochs:
@@ -361,8 +269,8 @@ def _fit(
         start = int(ckpt["epoch"]) + 1
         log(f"resuming {run_dir} at epoch {start + 1}/{t.epochs}")
     best_state = (
-        load_checkpoint(run_dir / "best.pt")["model_state"]
-        if ckpt and (run_dir / "best.pt").exists()
+        load_checkpoint(run_dir / files.BEST)["model_state"]
+        if ckpt and (run_dir / files.BEST).exists()
         else cpu_state(model)
     )
     meta = {
@@ -370,7 +278,7 @@ def _fit(
         "model_config": dataclasses.asdict(m),
         "labels": list(data.labels),
         "task": data.task,
-        "input_size": cfg.prepare.size,
+        "input": InputSpec(cfg.prepare.size, cfg.prepare.mode).as_dict(),  # type: ignore[arg-type]
         "config_yaml": cfg.to_yaml(),
     }
     n_train, n_val = len(data.split["train"]), len(data.split["val"])
@@ -412,9 +320,9 @@ def _fit(
         )
         if info.main:
             if improved:
-                save_checkpoint(run_dir / "best.pt", model_state=best_state, epoch=epoch, **meta)
+                save_checkpoint(run_dir / files.BEST, model_state=best_state, epoch=epoch, **meta)
             save_checkpoint(
-                run_dir / "last.pt",
+                run_dir / files.LAST,
                 model_state=cpu_state(model),
                 optimizer=opt.state_dict(),
                 scheduler=sched.state_dict(),
@@ -426,23 +334,49 @@ def _fit(
             write_history(run_dir, history)
     model.load_state_dict(best_state)  # restore the best epoch's weights
     if info.main:
-        if not (run_dir / "best.pt").exists():
-            save_checkpoint(run_dir / "best.pt", model_state=best_state, epoch=-1, **meta)
+        if not (run_dir / files.BEST).exists():
+            save_checkpoint(run_dir / files.BEST, model_state=best_state, epoch=-1, **meta)
         write_history(run_dir, history)
         write_summary(run_dir, history, state, t, model)
+        pkg = package_model(model, data, cfg, device)
+        write_package(run_dir, pkg)
+        op = pkg.operating_point
+        log(
+            f"packaged: temperatures fitted on {len(data.split['val']):,} validation images "
+            f"(ECE {pkg.validation['ece_before']:.3f} -> {pkg.validation['ece_after']:.3f}); triage "
+            f"threshold {op.threshold:.4f} for sensitivity {op.target_sensitivity:g} "
+            f"({'reached' if op.reached else 'NOT reached'}: validation {op.val_sensitivity:.3f})"
+        )
         if state["best"] is not None:
             log(f"best {t.monitor} {state['best']:.4f} at epoch {state['best_epoch']}; run folder {run_dir}")
     ddp.barrier(info)
     return run_dir
 
 
+def package_model(model: CXRNet, data: TrainData, cfg: RunConfig, device: torch.device):
+    """The run's model.json content: calibration, thresholds and operating point from validation logits."""
+    idx = data.split["val"]
+    logits, _ = predict_logits(model, data, idx, cfg.train.batch_size * 2, device)
+    return build_package(
+        model_name=cfg.model.name,
+        model_config=dataclasses.asdict(cfg.model),
+        labels=data.labels,
+        task=data.task,
+        input_spec=InputSpec(cfg.prepare.size, cfg.prepare.mode),  # type: ignore[arg-type]
+        val_logits=logits,
+        val_targets=data.targets[idx],
+        target_sensitivity=cfg.triage.target_sensitivity,
+        triage_score=cfg.triage.score,
+    )
+
+
 def write_history(run_dir: Path, history: list[dict]) -> None:
     """metrics.csv and curves.png from the per-epoch rows."""
     frame = pd.DataFrame(history)
-    frame.to_csv(run_dir / "metrics.csv", index=False)
+    frame.to_csv(run_dir / files.HISTORY, index=False)
     from cxrkit.report.curves import plot_training_curves
 
-    plot_training_curves(frame, run_dir / "curves.png")
+    plot_training_curves(frame, run_dir / files.CURVES)
 
 
 def write_summary(run_dir: Path, history: list[dict], state: dict, t: TrainConfig, model: nn.Module) -> None:
@@ -461,4 +395,4 @@ def write_summary(run_dir: Path, history: list[dict], state: dict, t: TrainConfi
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "val": {k: v for k, v in best.items() if k not in ("epoch", "stage", "lr", "seconds", "img_per_s")},
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    atomic_write_text(run_dir / files.SUMMARY, json.dumps(summary, indent=1, default=float))

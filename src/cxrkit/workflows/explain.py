@@ -8,15 +8,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from cxrkit.data.transforms import compute_geometry
+from cxrkit.data.transforms import compute_geometry, to_model_input
 from cxrkit.explain.boxes import Box, heatmap_boxes
 from cxrkit.explain.gradcam import compute_heatmaps, label_index
 from cxrkit.explain.overlay import heatmap_to_source, render_overlay, save_grid
-from cxrkit.inference import load_run, predict_files
 from cxrkit.labels import NO_FINDING
-from cxrkit.training.loop import Log
+from cxrkit.run import files
+from cxrkit.run.data import Log
+from cxrkit.run.inputs import PreparedInputs
+from cxrkit.run.model import RunModel
 
 
 def _known_boxes(names: Sequence[str]) -> dict[str, list[tuple[str, Box]]]:
@@ -37,7 +38,7 @@ def _known_boxes(names: Sequence[str]) -> dict[str, list[tuple[str, Box]]]:
 
 
 def explain_images(
-    run_dir: str | Path,
+    run: str | Path | RunModel,
     images: Sequence[str | Path],
     labels: Sequence[str] = (),
     top: int = 3,
@@ -53,32 +54,50 @@ def explain_images(
     no region and is skipped). The heatmap box threshold is the run's localization choice when
     ``cxr localize`` saved one, else 0.5.
     """
-    run = load_run(run_dir, device)
-    cols = [label_index(run.labels, name) for name in labels]
-    if frac is None:
-        saved = run.run_dir / "localization.json"
-        frac = float(json.loads(saved.read_text())["fraction"]) if saved.is_file() else 0.5
-    pred = predict_files(run, list(images), keep_originals=True)
+    run = run if isinstance(run, RunModel) else RunModel.load(run, device)
+    [label_index(run.labels, name) for name in labels]  # unknown names fail before any decoding
+    pred = run.prepare(list(images), keep_originals=True)
     for path, reason in pred.failures:
         log(f"skipped {path}: {reason}")
-    folder = Path(out) if out else run.run_dir / "explain"
+    folder = Path(out) if out else run.path / files.EXPLAIN_DIR
+    return explain_prepared(run, pred, run.probs(pred.images), folder, labels, top, method, frac, log)
+
+
+def explain_prepared(
+    run: RunModel,
+    pred: PreparedInputs,
+    probs: np.ndarray,
+    folder: Path,
+    labels: Sequence[str] = (),
+    top: int = 3,
+    method: str = "gradcam",
+    frac: float | None = None,
+    log: Log = print,
+) -> list[Path]:
+    """Overlays for inputs already decoded (with originals) and scored: nothing is decoded twice."""
+    cols = [label_index(run.labels, name) for name in labels]
+    if frac is None:
+        saved = run.path / files.LOCALIZATION
+        frac = float(json.loads(saved.read_text())["fraction"]) if saved.is_file() else 0.5
+    meta = pred.rows_frame()
     folder.mkdir(parents=True, exist_ok=True)
     findings = [j for j, name in enumerate(run.labels) if name != NO_FINDING]
-    truth = _known_boxes(list(pred.meta["image_id"]))
+    truth = _known_boxes(list(meta["image_id"]))
+    spec = run.spec
     written, tiles = [], []
-    for i, row in pred.meta.iterrows():
-        chosen = cols or sorted(findings, key=lambda j: -pred.probs[i, j])[:top]
-        x = torch.from_numpy(np.repeat(pred.images[i : i + 1], len(chosen), 0)).to(run.device)
-        heats = compute_heatmaps(run.model, x.unsqueeze(1).float().div_(255.0), chosen, method).cpu().numpy()
+    for i, row in meta.iterrows():
+        chosen = cols or sorted(findings, key=lambda j: -probs[i, j])[:top]
+        x = to_model_input(np.repeat(pred.images[i : i + 1], len(chosen), 0), run.device)
+        heats = compute_heatmaps(run.model, x, chosen, method).cpu().numpy()
         original = pred.originals[i]  # type: ignore[index]
-        geo = compute_geometry(original.shape[1], original.shape[0], run.size, run.cfg.prepare.mode)  # type: ignore[arg-type]
+        geo = compute_geometry(original.shape[1], original.shape[0], spec.size, spec.mode)
         for j, heat in zip(chosen, heats, strict=True):
             name = run.labels[j]
             boxes = [b.to_source(geo) for b in heatmap_boxes(heat, frac)]
             true = [
                 b.scaled(geo.src_w, geo.src_h) for lab, b in truth.get(row["image_id"], []) if lab == name
             ]
-            caption = f"{name} {pred.probs[i, j]:.2f} ({method})"
+            caption = f"{name} {probs[i, j]:.2f} ({method})"
             im = render_overlay(original, heatmap_to_source(heat, geo), boxes, true, caption)
             stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(row["image_id"]).stem)[:80]
             path = folder / f"{stem}__{name}.png"
@@ -88,7 +107,7 @@ def explain_images(
             written.append(path)
             tiles.append(im)
             log(
-                f"{row['image_id']}: {name} {pred.probs[i, j]:.3f} -> {path}"
+                f"{row['image_id']}: {name} {probs[i, j]:.3f} -> {path}"
                 + (" (true box drawn)" if true else "")
             )
     if tiles:

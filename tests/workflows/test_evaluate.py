@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 
 from cxrkit.evaluate.thresholds import choose_thresholds
-from cxrkit.inference import load_run, load_run_data, predict_split
-from cxrkit.triage import abnormal_truth, abnormality_score, operating_point, triage_counts
+from cxrkit.evaluate.triage import abnormal_truth, abnormality_score, operating_point, triage_counts
+from cxrkit.run.data import load_run_data
+from cxrkit.run.model import RunModel, predict_split
 
 
 def test_outputs_and_baselines_beaten(phantom_eval):
@@ -34,8 +35,8 @@ def test_outputs_and_baselines_beaten(phantom_eval):
 
 def test_thresholds_from_val_are_applied_unchanged_to_test(phantom_run, phantom_eval):
     m = json.loads((phantom_eval / "metrics.json").read_text())
-    run = load_run(phantom_run, "cpu")
-    data = load_run_data(run)
+    run = RunModel.load(phantom_run, "cpu")
+    data = load_run_data(run.path)
     val, test = predict_split(run, data, "val"), predict_split(run, data, "test")
     assert np.allclose(
         [r["threshold"] for r in m["per_label"]], choose_thresholds(val.targets, val.probs, "max_f1")

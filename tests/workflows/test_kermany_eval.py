@@ -7,8 +7,8 @@ import re
 from conftest import shared_path
 
 from cxrkit.config import build_run_config
-from cxrkit.evaluate.evaluation import EvalConfig, evaluate_run
 from cxrkit.training.loop import fit
+from cxrkit.workflows.evaluate import EvalConfig, evaluate_run
 
 
 def test_kermany_run_report_shows_val_auc_sensitivity_specificity(tmp_path):

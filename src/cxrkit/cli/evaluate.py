@@ -8,14 +8,14 @@ from pathlib import Path
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a run on a split: metrics.json + a self-contained HTML report (thresholds tuned on val)."""
-    from cxrkit.evaluate.evaluation import evaluate_run
+    from cxrkit.workflows.evaluate import evaluate_run
 
     evaluate_run(args.run, _eval_config(args))
     return 0
 
 
 def _eval_config(args: argparse.Namespace):
-    from cxrkit.evaluate.evaluation import EvalConfig
+    from cxrkit.config import EvalConfig
 
     return EvalConfig(
         split=args.split,
@@ -32,7 +32,7 @@ def _eval_config(args: argparse.Namespace):
 
 def cmd_triage(args: argparse.Namespace) -> int:
     """A worklist, most urgent first, at the threshold giving the target sensitivity on validation."""
-    from cxrkit.triage_run import triage
+    from cxrkit.workflows.triage import triage
 
     triage(
         args.run,
@@ -48,8 +48,8 @@ def cmd_triage(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Several runs side by side in one table (runs not yet evaluated on the split are evaluated first)."""
-    from cxrkit.evaluate.evaluation import evaluate_run
-    from cxrkit.report.compare import compare_runs
+    from cxrkit.workflows.compare import compare_runs
+    from cxrkit.workflows.evaluate import evaluate_run
 
     cfg = _eval_config(argparse.Namespace(**{**vars(args), "out": None}))
     frame, out = compare_runs(args.runs, args.split, args.out, evaluate=lambda r: evaluate_run(r, cfg))
@@ -61,12 +61,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to score")
-    p.add_argument("--target-sensitivity", type=float, default=0.95, help="triage sensitivity on validation")
+    p.add_argument(
+        "--target-sensitivity",
+        type=float,
+        help="triage sensitivity on validation (default: the run's stored operating point, 0.95 unless "
+        "trained "
+        "otherwise; another value is chosen on validation now, which needs the run's data)",
+    )
     p.add_argument(
         "--triage-score",
-        default="auto",
         choices=("auto", "no_finding", "noisy_or", "max"),
-        help="abnormality score (auto: 1 - P(No Finding) if the model has it, else noisy-OR)",
+        help="abnormality score (default: the run's; auto: 1 - P(No Finding) if the model has it, "
+        "else noisy-OR)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
 

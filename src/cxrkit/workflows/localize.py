@@ -15,16 +15,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from cxrkit.data.transforms import compute_geometry
+from cxrkit.data.transforms import compute_geometry, to_model_input
 from cxrkit.explain.boxes import IOBB_THRESHOLDS, Box, best_overlaps, heatmap_boxes, localization_table
 from cxrkit.explain.gradcam import compute_heatmaps, label_index
-from cxrkit.inference import LoadedRun, load_run, load_run_data
-from cxrkit.training.loop import Log, TrainData
+from cxrkit.run import files
+from cxrkit.run.checkpoint import atomic_write_text
+from cxrkit.run.data import Log, TrainData, load_run_data
+from cxrkit.run.model import RunModel
 
 FRACTIONS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-RESULT_FILE = "localization.json"
 
 
 def ground_truth(data: TrainData, boxes_csv: str | Path | None = None) -> pd.DataFrame:
@@ -60,7 +60,7 @@ def ground_truth(data: TrainData, boxes_csv: str | Path | None = None) -> pd.Dat
 
 
 def heatmaps_for(
-    run: LoadedRun, data: TrainData, pairs: pd.DataFrame, method: str, batch: int = 32
+    run: RunModel, data: TrainData, pairs: pd.DataFrame, method: str, batch: int = 32
 ) -> dict[tuple[int, str], np.ndarray]:
     """Heatmaps (S, S) for each distinct (cache row, label) in ``pairs``."""
     keys = list(dict.fromkeys(zip(pairs["row"].astype(int), pairs["label"], strict=True)))
@@ -70,7 +70,7 @@ def heatmaps_for(
         rows = np.array([r for r, _ in chunk])
         order = np.argsort(rows, kind="stable")
         imgs = np.asarray(data.cache.images[np.sort(rows)])[np.argsort(order)]
-        x = torch.from_numpy(imgs).to(run.device).unsqueeze(1).float().div_(255.0)
+        x = to_model_input(imgs, run.device)
         cols = [label_index(run.labels, lab) for _, lab in chunk]
         heat = compute_heatmaps(run.model, x, cols, method).cpu().numpy()
         out.update({k: heat[i] for i, k in enumerate(chunk)})
@@ -177,12 +177,12 @@ def localize_run(
     log: Log = print,
 ) -> tuple[pd.DataFrame, Path]:
     """Score the run's heatmaps on the boxed images; write RUN/localization/ and return the table."""
-    run = load_run(run_dir, device)
-    data = load_run_data(run, log)
+    run = RunModel.load(run_dir, device)
+    data = load_run_data(run.path, log)
     gt = ground_truth(data, boxes_csv)
     gt = gt[gt["label"].isin(run.labels)].reset_index(drop=True)
     if gt.empty:
-        raise ValueError(f"{run.run_dir}: none of the run's images has a box for one of its labels")
+        raise ValueError(f"{run.path}: none of the run's images has a box for one of its labels")
     val = gt[gt["split"] == "val"]
     if split == "auto":
         split = "test" if (gt["split"] == "test").any() else "all"
@@ -204,7 +204,7 @@ def localize_run(
     baseline = centred_baseline(scored, data, train_boxes if len(train_boxes) else gt)
     table = localization_table(scores)
     base_table = localization_table(baseline)
-    out = run.run_dir / "localization"
+    out = run.path / files.LOCALIZATION_DIR
     out.mkdir(exist_ok=True)
     scores.to_csv(out / "scores.csv", index=False)
     table.to_csv(out / "table.csv")
@@ -220,11 +220,16 @@ def localize_run(
         "baseline_centred_box": base_table["all"].to_dict(),
         "accuracy_iobb": {f"{t:g}": float((scores["iobb"] > t).mean()) for t in IOBB_THRESHOLDS},
     }
-    (run.run_dir / RESULT_FILE).write_text(json.dumps(result, indent=1, default=float))
+    result = json.loads(json.dumps(result, default=float))  # the form it is read back in
+    atomic_write_text(run.path / files.LOCALIZATION, json.dumps(result, indent=1))
     write_box_overlays(scores, heat, data, out, frac, max_boxes)
-    from cxrkit.report.localization import write_localization_report
+    from cxrkit.report.html import write_page
+    from cxrkit.report.localization import localization_page
+    from cxrkit.workflows.evaluate import write_evaluation_report
 
-    write_localization_report(run.run_dir, table, base_table, result)
+    write_page(out / "report.html", localization_page(run.path.name, result))
+    for report in sorted(run.path.glob("eval-*/report.html")):  # compose each evaluation report anew
+        write_evaluation_report(run.path, report.parent, data)
     log(
         f"localization ({method}, heatmap >= {frac:g} x max, {how}) on {len(scores)} boxes "
         f"in {result['images']} images ({split} split):"

@@ -7,7 +7,7 @@ import argparse
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Heatmap overlays (PNG per image and label, plus a grid) for new PNG/JPEG/DICOM images."""
-    from cxrkit.explain.images import explain_images
+    from cxrkit.workflows.explain import explain_images
 
     explain_images(
         args.run,
@@ -24,7 +24,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_localize(args: argparse.Namespace) -> int:
     """Score heatmap boxes against ground-truth boxes (IoBB/IoU table) on the run's boxed images."""
-    from cxrkit.explain.localize import localize_run
+    from cxrkit.workflows.localize import localize_run
 
     table, out = localize_run(
         args.run,

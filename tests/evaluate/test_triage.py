@@ -4,8 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrkit.labels import NO_FINDING
-from cxrkit.triage import (
+from cxrkit.evaluate.triage import (
     abnormal_truth,
     abnormality_score,
     build_worklist,
@@ -13,6 +12,7 @@ from cxrkit.triage import (
     triage_counts,
     triage_sweep,
 )
+from cxrkit.labels import NO_FINDING
 
 LABELS = ["Effusion", "Mass", NO_FINDING]
 

@@ -6,8 +6,9 @@ import json
 import numpy as np
 import pandas as pd
 
-from cxrkit.explain.localize import centred_baseline, ground_truth, heatmaps_for, localize_run, score_boxes
-from cxrkit.inference import load_run, load_run_data
+from cxrkit.run.data import load_run_data
+from cxrkit.run.model import RunModel
+from cxrkit.workflows.localize import centred_baseline, ground_truth, heatmaps_for, localize_run, score_boxes
 
 
 def _acc(scores: pd.DataFrame, t: float = 0.5) -> float:
@@ -24,8 +25,8 @@ def test_phantom_heatmaps_localize_far_above_a_centred_box(phantom_run):
     assert (out / "scores.csv").is_file() and "Localization" in (out / "report.html").read_text()
 
     # the same scoring with a mirrored heatmap, or with another finding's heatmap, must fail to localize
-    run = load_run(phantom_run, "cpu")
-    data = load_run_data(run)
+    run = RunModel.load(phantom_run, "cpu")
+    data = load_run_data(run.path)
     gt = ground_truth(data)
     test = gt[gt["split"] == "test"].reset_index(drop=True)
     heat = heatmaps_for(run, data, test, "gradcam")
@@ -44,7 +45,7 @@ def test_phantom_heatmaps_localize_far_above_a_centred_box(phantom_run):
 
 
 def test_localize_table_joins_the_evaluation_report(phantom_run, tmp_path):
-    from cxrkit.evaluate.evaluation import EvalConfig, evaluate_run
+    from cxrkit.workflows.evaluate import EvalConfig, evaluate_run
 
     localize_run(phantom_run, frac=0.5, log=lambda m: None)
     out = evaluate_run(

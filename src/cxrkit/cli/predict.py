@@ -1,0 +1,45 @@
+"""``cxr predict``: parse, call; nothing else."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Per-image predictions for files and folders (recursive): a CSV row per image; exit 1 if any failed."""
+    from cxrkit.workflows.predict import predict_files, summary_line
+
+    table = predict_files(
+        args.run,
+        args.paths,
+        out=args.out,
+        heatmaps=args.heatmaps,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    for row in table[table["error"] != ""].itertuples():
+        print(f"  could not read {row.source}: {row.error}")
+    print(
+        summary_line(table)
+        + f"; table: {args.out}"
+        + (f"; heatmaps: {args.heatmaps}" if args.heatmaps else "")
+    )
+    return 1 if (table["error"] != "").any() else 0
+
+
+def add_predict_commands(sub) -> None:
+    """Register predict on the ``cxr`` subparsers."""
+    p = sub.add_parser(
+        "predict",
+        help="per-image predictions for new files and folders (CSV)",
+        description=cmd_predict.__doc__,
+    )
+    p.add_argument("run", help="run folder (from cxr train); the training data is not needed")
+    p.add_argument("paths", nargs="+", help="PNG/JPEG/DICOM files or folders (searched recursively)")
+    p.add_argument("--out", default="predictions.csv", help="output CSV (default predictions.csv)")
+    p.add_argument("--heatmaps", help="folder for Grad-CAM overlays of each image's top findings")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)

@@ -1,0 +1,132 @@
+"""``cxr train``, ``experiments``, ``models``, ``package`` and ``demo``: parse, build the config, call."""
+
+from __future__ import annotations
+
+import argparse
+
+from cxrkit.config import load_yaml
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a model: YAML config, then SECTION.KEY=VALUE overrides; or continue a run with --resume."""
+    from cxrkit.config import build_run_config, parse_overrides
+    from cxrkit.training.loop import fit
+
+    over = parse_overrides(args.overrides)
+    for key in ("out", "name"):
+        if getattr(args, key):
+            over[key] = getattr(args, key)
+    if args.resume:
+        run = fit(resume=args.resume, overrides=over)
+    else:
+        doc = load_yaml(args.config) if args.config else {}
+        run = fit(build_run_config(doc, over))
+    print(f"run folder: {run}")
+    return 0
+
+
+def cmd_experiments(args: argparse.Namespace) -> int:
+    """Run every config of a grid and write one comparison table (CSV, Markdown, HTML)."""
+    from cxrkit.config import parse_overrides
+    from cxrkit.workflows.experiments import run_grid
+
+    root = run_grid(args.grid, out=args.out, overrides=parse_overrides(args.overrides))
+    print((root / "comparison.md").read_text())
+    print(f"comparison: {root / 'comparison.csv'}, {root / 'comparison.html'}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """List the registered models (any timm model also works as timm:<name>)."""
+    from cxrkit.models import list_models, model_info
+
+    for name in list_models():
+        info = model_info(name)
+        print(
+            f"{name:24s} {info.family:12s} {'ImageNet' if info.has_pretrained else '-':9s} {info.description}"
+        )
+    print(
+        "timm:<name>              timm         ImageNet  any timm model, e.g. timm:xception41, "
+        "timm:convnext_tiny"
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The embedded default, offline: phantoms, EDA, split, cache, train, evaluate (configs/demo.yaml)."""
+    from cxrkit.workflows.demo import demo_config, run_demo
+
+    over = {
+        "data.n": args.n,
+        "data.size": args.image_size,
+        "prepare.size": args.image_size,
+        "data.seed": args.seed,
+        "split.seed": args.seed,
+        "train.seed": args.seed,
+        "train.epochs": args.epochs,
+    }
+    cfg = demo_config(args.out, {k: v for k, v in over.items() if v is not None})
+    run_demo(cfg, args.out, n_boot=args.bootstrap)
+    return 0
+
+
+def cmd_package(args: argparse.Namespace) -> int:
+    """(Re)compute a run's model.json (calibration, thresholds, triage point) from its validation split."""
+    from cxrkit.config import parse_overrides
+    from cxrkit.workflows.package import package_run
+
+    package_run(args.run, parse_overrides(args.overrides), device=args.device)
+    return 0
+
+
+def add_train_commands(sub) -> None:
+    """Register demo, train, experiments, package and models on the ``cxr`` subparsers."""
+    p = sub.add_parser(
+        "demo", help="run the embedded default end to end (phantoms, offline)", description=cmd_demo.__doc__
+    )
+    p.add_argument("--out", default="cxr-out/demo", help="output folder")
+    p.add_argument("--n", type=int, help="number of phantom images (recipe: 2000)")
+    p.add_argument("--image-size", type=int, help="phantom image size (recipe: 64)")
+    p.add_argument("--epochs", type=int, help="training epochs (recipe: 8)")
+    p.add_argument("--seed", type=int, help="seed of the data, split and training (recipe: 0)")
+    p.add_argument("--bootstrap", type=int, default=500, help="patient-bootstrap replicates for the CIs")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "train",
+        help="train a model (config YAML + overrides), or resume a run",
+        description=cmd_train.__doc__,
+    )
+    p.add_argument("--config", help="run config YAML (sections data, prepare, split, model, train)")
+    p.add_argument(
+        "overrides", nargs="*", metavar="SECTION.KEY=VALUE", help="e.g. train.epochs=5 model.name=resnet18"
+    )
+    p.add_argument("--resume", help="run folder to continue from its last.pt")
+    p.add_argument("--out", help="parent folder of run folders (default runs/)")
+    p.add_argument("--name", help="run folder name (default: time and model)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "experiments",
+        help="run a grid of configs and compare them in one table",
+        description=cmd_experiments.__doc__,
+    )
+    p.add_argument("grid", help="grid YAML (base config + runs with overrides)")
+    p.add_argument("overrides", nargs="*", metavar="SECTION.KEY=VALUE", help="applied to every run")
+    p.add_argument("--out", help="output folder (default: the grid's out, else runs/GRID)")
+    p.set_defaults(func=cmd_experiments)
+
+    p = sub.add_parser(
+        "package",
+        help="(re)write a run's model.json from its validation split",
+        description=cmd_package.__doc__,
+    )
+    p.add_argument("run", help="run folder (from cxr train)")
+    p.add_argument(
+        "overrides", nargs="*", metavar="SECTION.KEY=VALUE", help="e.g. triage.target_sensitivity=0.9"
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.set_defaults(func=cmd_package)
+
+    p = sub.add_parser("models", help="list registered models", description=cmd_models.__doc__)
+    p.set_defaults(func=cmd_models)

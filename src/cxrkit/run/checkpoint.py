@@ -1,0 +1,69 @@
+"""Checkpoints: state dict + model name, labels, config, run format and versions; written atomically.
+
+Loaded with ``weights_only=True``: everything stored is tensors, numbers, strings, lists and dicts.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cxrkit import __version__
+from cxrkit.run.files import RUN_FORMAT
+
+
+def _tmp_beside(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename."""
+    path = Path(path)
+    tmp = _tmp_beside(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def save_checkpoint(path: str | Path, **payload: Any) -> Path:
+    """Write a checkpoint (temp file then rename: a crash never leaves a half-written one)."""
+    path = Path(path)
+    tmp = _tmp_beside(path)
+    try:
+        torch.save({"cxrkit_version": __version__, "run_format": RUN_FORMAT, **payload}, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint safely (no pickled code); a clear error for a missing, foreign or newer file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt/unsafe files
+        raise ValueError(f"{path}: not a readable cxrkit checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(ckpt, dict) or "model_state" not in ckpt:
+        raise ValueError(f"{path}: not a cxrkit checkpoint (no model_state)")
+    fmt = ckpt.get("run_format", 1)
+    if not isinstance(fmt, int) or fmt > RUN_FORMAT:
+        raise ValueError(
+            f"{path}: checkpoint format {fmt} (written by cxrkit {ckpt.get('cxrkit_version', 'unknown')}) "
+            f"is newer than this cxrkit {__version__} reads (format {RUN_FORMAT}); upgrade cxrkit"
+        )
+    return ckpt
+
+
+def cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of a module's state (not a live reference)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}

@@ -1,0 +1,139 @@
+"""A run's data: its dataset, prepared cache, the labels it trains on, their targets and its split.
+
+Training builds it from a RunConfig; evaluation, triage and localization rebuild it from the
+run's saved ``config.yaml`` and ``split.csv`` (re-scoring a split needs the source data;
+predicting on new images does not: see ``run.model``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cxrkit.config import RunConfig, SplitConfig, build_run_config, load_yaml
+from cxrkit.data import build_dataset
+from cxrkit.data.base import XRayDataset
+from cxrkit.data.cache import CachedDataset, cache_folder, cache_key, prepare_cache
+from cxrkit.data.splits import Split, load_split_manifest, patient_split, split_from_column
+from cxrkit.data.transforms import to_model_input
+from cxrkit.labels import try_canonical_label
+from cxrkit.run import files
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class TrainData:
+    """A prepared cache, the labels trained on, their targets and the split."""
+
+    cache: CachedDataset
+    labels: tuple[str, ...]
+    targets: np.ndarray  # (N, L) float32, NaN unknown
+    split: Split
+    task: str
+
+    def batch(self, idx: np.ndarray, device=None):
+        """Images (B, 1, S, S) in [0, 1] and targets (B, L) for rows ``idx`` (read in sorted order)."""
+        import torch
+
+        idx = np.sort(idx)
+        x = to_model_input(self.cache.images[idx], device)
+        return x, torch.from_numpy(self.targets[idx]).to(x.device)
+
+
+def select_labels(available: tuple[str, ...], wanted: tuple[str, ...]) -> list[int]:
+    """Columns of ``wanted`` labels (any spelling) among ``available``; all when none is given."""
+    if not wanted:
+        return list(range(len(available)))
+    out = []
+    for w in wanted:
+        name = try_canonical_label(w) or w
+        if name not in available:
+            raise ValueError(f"train.labels: {w!r} is not a label of this dataset ({', '.join(available)})")
+        out.append(available.index(name))
+    return out
+
+
+def make_split(meta: pd.DataFrame, targets: np.ndarray, scfg: SplitConfig) -> Split:
+    """Patient-grouped stratified split, or the source's official one; train and val must exist."""
+    if scfg.method == "official":
+        split = split_from_column(meta, targets=targets, val_fraction=scfg.val, seed=scfg.seed)
+    elif scfg.method == "patient":
+        split = patient_split(meta["patient_id"].to_numpy(), targets, scfg.fractions(), scfg.seed)
+    else:
+        raise ValueError(f"split.method {scfg.method!r}: expected patient or official")
+    for part in ("train", "val"):
+        if len(split.get(part, [])) == 0:
+            raise ValueError(f"the split has no {part} images; use more data or other split fractions")
+    return split
+
+
+def locate_cache(cfg: RunConfig, ds: XRayDataset) -> tuple[Path, str]:
+    """(cache folder, key) of ``ds`` at the config's size and mode (shared with ``cxr prepare``)."""
+    key = cache_key(ds, cfg.prepare.size, cfg.prepare.mode)  # type: ignore[arg-type]
+    return cache_folder(cfg.cache_dir, ds.source, cfg.prepare.size, cfg.prepare.mode, key), key
+
+
+def build_cache(cfg: RunConfig, ds: XRayDataset, path: Path, key: str, log: Log) -> None:
+    """Build the cache at ``path`` unless an identical one is there; log what happened."""
+    p = cfg.prepare
+    res = prepare_cache(
+        ds,
+        path,
+        size=p.size,
+        mode=p.mode,  # type: ignore[arg-type]
+        workers=p.workers or None,
+        progress=cfg.train.progress,
+        force=p.force,
+        key=key,
+    )
+    log(
+        f"data: {ds.summary()}; cache {'reused' if res.reused else 'built'} at {path}"
+        + (f" ({len(res.failures)} unreadable files skipped)" if res.failures else "")
+    )
+
+
+def open_data(cfg: RunConfig, path: Path) -> TrainData:
+    """The prepared cache at ``path`` with the config's labels and split."""
+    cache = CachedDataset(path)
+    cols = select_labels(cache.labels, cfg.train.labels)
+    targets = cache.targets()[:, cols]
+    task = cache.task if cfg.train.loss == "ce" else "multilabel"
+    if cfg.train.loss == "ce" and cache.task not in ("binary", "multiclass"):
+        raise ValueError("loss ce needs a single-label dataset (class folders); use bce for multi-label")
+    return TrainData(
+        cache, tuple(cache.labels[c] for c in cols), targets, make_split(cache.meta, targets, cfg.split), task
+    )
+
+
+def prepare_data(cfg: RunConfig, log: Log = lambda _m: None) -> TrainData:
+    """Dataset -> cache (built once, reused after) -> labels, targets and split, in one process."""
+    ds = build_dataset(cfg.data)
+    path, key = locate_cache(cfg, ds)
+    build_cache(cfg, ds, path, key, log)
+    return open_data(cfg, path)
+
+
+def load_run_config(run_dir: Path, overrides: dict | None = None) -> RunConfig:
+    """The resolved config saved in a run folder, with optional ``section.key`` overrides."""
+    return build_run_config(load_yaml(Path(run_dir) / files.CONFIG), overrides)
+
+
+def load_run_data(run_dir: Path, log: Log = lambda _m: None) -> TrainData:
+    """A run's data as trained: its config's source and cache, and its saved split (never a new one)."""
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    try:
+        data = prepare_data(cfg, log)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"{run_dir}: the run's training data is needed to score its splits and is not available "
+            f"({err}); predicting on new images does not need it (cxr predict)"
+        ) from None
+    if (run_dir / files.SPLIT).is_file():
+        data.split = load_split_manifest(run_dir / files.SPLIT, data.cache.meta)
+    return data

@@ -1,0 +1,46 @@
+"""The run folder as a file-format contract: every file name a run holds is defined here, once.
+
+A run folder is a self-contained model: ``best.pt`` (weights) and ``model.json`` (model spec,
+labels, task, input spec, thresholds, operating point, calibration, versions) are all that
+prediction needs. The other files record how it was trained and evaluated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+RUN_FORMAT = 1  # bump when model.json or the checkpoint payload changes incompatibly
+
+CONFIG = "config.yaml"  # the resolved RunConfig
+SPLIT = "split.csv"  # image -> train/val/test, as trained
+HISTORY = "metrics.csv"  # one row per epoch
+CURVES = "curves.png"
+BEST = "best.pt"  # weights of the best epoch (what prediction loads)
+LAST = "last.pt"  # weights + optimiser state of the last epoch (what --resume loads)
+SUMMARY = "summary.json"  # best epoch's validation metrics, training time, size
+PACKAGE = "model.json"  # what prediction needs besides the weights (see run.package)
+BOTTLENECK = "bottleneck.npz"
+LOCALIZATION = "localization.json"  # cxr localize's result (read by the evaluation report)
+LOCALIZATION_DIR = "localization"
+EXPLAIN_DIR = "explain"
+
+
+def eval_dir(run_dir: Path, split: str) -> Path:
+    """Where ``cxr evaluate RUN --split SPLIT`` writes (metrics.json, CSVs, report.html)."""
+    return Path(run_dir) / f"eval-{split}"
+
+
+def triage_dir(run_dir: Path, split: str | None) -> Path:
+    """Where ``cxr triage`` writes: ``triage-SPLIT`` or ``triage-images`` for new files."""
+    return Path(run_dir) / (f"triage-{split}" if split else "triage-images")
+
+
+def check_run_folder(run_dir: Path, need: tuple[str, ...] = (BEST,)) -> Path:
+    """``run_dir`` as a Path; a clear error naming the folder and the missing file if it is not a run."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run folder")
+    for name in need:
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{run_dir} is not a finished run folder: {name} is missing")
+    return run_dir

@@ -1,0 +1,105 @@
+"""Inputs for prediction: files, folders (recursive) and in-memory arrays, prepared as in training.
+
+Every input becomes a row (its source, name and, when it cannot be used, the reason); readable
+ones become (S, S) uint8 images by the run's input spec. A bad file never stops the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cxrkit.data.decode import ImageReadError, array_to_grey, read_image
+from cxrkit.data.transforms import InputSpec, prepare_image
+
+Input = str | Path | np.ndarray
+
+
+@dataclass
+class PreparedInputs:
+    """``rows`` (one dict per input), ``images`` (K, S, S) uint8 for the readable ones at ``ok`` rows."""
+
+    rows: list[dict]
+    images: np.ndarray
+    ok: np.ndarray  # (K,) row numbers of the readable inputs
+    originals: list[np.ndarray] | None = None  # decoded full-size images of the ok rows, when asked for
+
+    def rows_frame(self):
+        """The readable rows (image_id, patient_id, path, src_w, src_h) as a DataFrame, in ``ok`` order."""
+        import pandas as pd
+
+        ok = [self.rows[k] for k in self.ok]
+        return pd.DataFrame(
+            {
+                "image_id": [r["image_id"] for r in ok],
+                "patient_id": [r["patient_id"] for r in ok],
+                "path": [r["source"] for r in ok],
+                "src_w": [r["src_w"] for r in ok],
+                "src_h": [r["src_h"] for r in ok],
+            }
+        )
+
+    @property
+    def failures(self) -> list[tuple[str, str]]:
+        """(source, reason) of every input that could not be used."""
+        return [(r["source"], r["error"]) for r in self.rows if r["error"]]
+
+
+def expand_inputs(inputs: Input | Sequence[Input]) -> list[tuple[str, Path | np.ndarray]]:
+    """(source name, path or array) for each input; folders searched recursively; arrays split into images.
+
+    A 2-D array is one image, (H, W, 3|4) one colour image, (N, H, W) or (N, H, W, 3|4) N images.
+    """
+    from cxrkit.data.folder import list_images
+
+    items: Iterable[Input] = [inputs] if isinstance(inputs, (str, Path, np.ndarray)) else inputs
+    out: list[tuple[str, Path | np.ndarray]] = []
+    n_arr = 0
+    for item in items:
+        if isinstance(item, np.ndarray):
+            one = item.ndim == 2 or (item.ndim == 3 and item.shape[-1] in (3, 4) and item.shape[0] > 4)
+            for a in [item] if one else list(item):
+                out.append((f"array[{n_arr}]", a))
+                n_arr += 1
+            continue
+        p = Path(item)
+        if p.is_dir():
+            found = list_images(p)
+            if not found:
+                raise FileNotFoundError(f"{p}: no PNG/JPEG/DICOM files in this folder")
+            out.extend((str(f), f) for f in found)
+        else:
+            out.append((str(p), p))  # a missing file becomes an error row, not an exception
+    if not out:
+        raise ValueError("nothing to predict: no inputs given")
+    return out
+
+
+def prepare_inputs(
+    inputs: Input | Sequence[Input], spec: InputSpec, keep_originals: bool = False, progress: bool = False
+) -> PreparedInputs:
+    """Decode and resize every input by ``spec``; unreadable ones keep a row with their reason."""
+    from tqdm.auto import tqdm
+
+    rows, images, ok, originals = [], [], [], []
+    items = expand_inputs(inputs)
+    for k, (source, item) in enumerate(tqdm(items, desc="reading", unit="img", disable=not progress)):
+        name = item.name if isinstance(item, Path) else source
+        row = {"source": source, "image_id": name, "patient_id": Path(name).stem, "error": ""}
+        try:
+            img = read_image(item) if isinstance(item, Path) else array_to_grey(item, source)
+        except ImageReadError as err:
+            row["error"] = err.reason
+            rows.append(row)
+            continue
+        row.update(src_w=int(img.shape[1]), src_h=int(img.shape[0]))
+        images.append(prepare_image(img, spec))
+        ok.append(k)
+        if keep_originals:
+            originals.append(img)
+        rows.append(row)
+    arr = np.stack(images) if images else np.zeros((0, spec.size, spec.size), np.uint8)
+    return PreparedInputs(rows, arr, np.asarray(ok, dtype=np.int64), originals if keep_originals else None)

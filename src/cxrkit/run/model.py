@@ -1,0 +1,177 @@
+"""A run folder loaded as a model: weights + ``model.json``, nothing else (no training data needed).
+
+``RunModel.load(path)`` rebuilds the network from the checkpoint's stored arguments (never
+downloading weights) and reads the package (input spec, calibration, thresholds, operating
+point). ``predict`` takes files, folders or arrays of any size and dtype and returns one row per
+input with calibrated probabilities, the triage score and flag, and the top findings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cxrkit.data.transforms import InputSpec, to_model_input
+from cxrkit.evaluate.triage import abnormality_score, top_findings
+from cxrkit.models import create_model
+from cxrkit.models.device import resolve_device
+from cxrkit.models.net import CXRNet
+from cxrkit.run import files
+from cxrkit.run.checkpoint import load_checkpoint
+from cxrkit.run.data import TrainData
+from cxrkit.run.inputs import Input, PreparedInputs, prepare_inputs
+from cxrkit.run.package import ModelPackage, read_package
+
+
+def build_network(model_name: str, model_config: dict, num_labels: int, pretrained: bool = False) -> CXRNet:
+    """The run's network from its stored spec; random weights unless ``pretrained`` (runs never download)."""
+    return create_model(
+        model_name,
+        num_labels,
+        1,
+        pretrained,
+        grey=model_config.get("grey", "fold"),
+        transition=model_config.get("transition", 0),
+        hidden=model_config.get("hidden"),
+        dropout=model_config.get("dropout"),
+    )
+
+
+@dataclass
+class RunModel:
+    """A run's best network (eval mode, on ``device``) and its package."""
+
+    path: Path
+    model: CXRNet
+    package: ModelPackage
+    device: torch.device
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto") -> RunModel:
+        """Load ``path``/best.pt and model.json; clear errors for a missing, foreign or newer run."""
+        path = files.check_run_folder(Path(path), (files.BEST,))
+        pkg = read_package(path)
+        ckpt = load_checkpoint(path / files.BEST)
+        if list(ckpt.get("labels", pkg.labels)) != list(pkg.labels):
+            raise ValueError(f"{path}: best.pt and model.json disagree on the labels; re-run `cxr package`")
+        model = build_network(pkg.model_name, pkg.model_config, len(pkg.labels))
+        try:
+            model.load_state_dict(ckpt["model_state"])
+        except RuntimeError as err:
+            raise ValueError(
+                f"{path / files.BEST}: weights do not fit model {pkg.model_name} ({err})"
+            ) from None
+        dev = resolve_device(device)
+        model.to(dev).eval()
+        return cls(path, model, pkg, dev)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Output labels, in the model's order."""
+        return self.package.labels
+
+    @property
+    def task(self) -> str:
+        """multilabel (sigmoid per label), binary or multiclass (softmax)."""
+        return self.package.task
+
+    @property
+    def spec(self) -> InputSpec:
+        """What the network takes: size, resize mode, channels, value range."""
+        return self.package.input
+
+    @torch.no_grad()
+    def logits(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Raw outputs (N, L) for uint8 images (N, S, S) already prepared by the input spec."""
+        self.model.eval()
+        out = np.empty((len(images), len(self.labels)), dtype=np.float32)
+        for s in range(0, len(images), batch_size):
+            x = to_model_input(images[s : s + batch_size], self.device)
+            out[s : s + batch_size] = self.model(x).float().cpu().numpy()
+        return out
+
+    def probs(self, images: np.ndarray, batch_size: int = 64, calibrated: bool = True) -> np.ndarray:
+        """Probabilities (N, L), temperature-calibrated unless ``calibrated=False``."""
+        return self.package.probs(self.logits(images, batch_size), calibrated)
+
+    def prepare(
+        self, inputs: Input | Sequence[Input], keep_originals: bool = False, progress: bool = False
+    ) -> PreparedInputs:
+        """Decode and resize inputs by the run's input spec (unreadable ones listed with their reason)."""
+        return prepare_inputs(inputs, self.spec, keep_originals, progress)
+
+    def predict(
+        self, inputs: Input | Sequence[Input], batch_size: int = 32, progress: bool = False, top: int = 3
+    ) -> pd.DataFrame:
+        """A row per input: source, image_id, error, each label's calibrated probability, triage, findings."""
+        prepared = self.prepare(inputs, progress=progress)
+        return self.table(prepared, self.probs(prepared.images, batch_size), top)
+
+    def table(self, prepared: PreparedInputs, probs: np.ndarray, top: int = 3) -> pd.DataFrame:
+        """The prediction table of ``prepared`` inputs given their probabilities (rows in input order)."""
+        n = len(prepared.rows)
+        full = np.full((n, len(self.labels)), np.nan)
+        full[prepared.ok] = probs
+        point = self.package.operating_point
+        score = np.full(n, np.nan)
+        if len(probs):
+            score[prepared.ok], _ = abnormality_score(probs, self.labels, point.score)
+        flag = np.where(np.isnan(score), "", np.where(score >= point.threshold, "abnormal", "normal"))
+        tops = np.full(n, "", dtype=object)
+        if len(probs):
+            tops[prepared.ok] = top_findings(probs, self.labels, top)
+        frame = pd.DataFrame(
+            {
+                "source": [r["source"] for r in prepared.rows],
+                "image_id": [r["image_id"] for r in prepared.rows],
+                "error": [r["error"] for r in prepared.rows],
+            }
+        )
+        for j, lab in enumerate(self.labels):
+            frame[lab] = full[:, j]
+        frame["triage_score"] = score
+        frame["triage_flag"] = flag
+        frame["top_findings"] = tops
+        return frame
+
+
+@dataclass
+class SplitPredictions:
+    """Predictions on a split of a run's data: rows of ``meta`` align with ``targets`` and ``probs``."""
+
+    part: str
+    meta: pd.DataFrame
+    targets: np.ndarray
+    probs: np.ndarray  # calibrated
+    raw: np.ndarray  # before calibration
+    data: TrainData
+    index: np.ndarray  # rows of the cache
+
+    def image(self, i: int) -> np.ndarray:
+        """The cached (S, S) uint8 image of row ``i``."""
+        return np.asarray(self.data.cache.images[self.index[i]])
+
+    @property
+    def val(self) -> tuple[np.ndarray, np.ndarray]:
+        """(targets, calibrated probabilities): what thresholds and operating points are chosen from."""
+        return self.targets, self.probs
+
+
+def predict_split(run: RunModel, data: TrainData, part: str, batch_size: int = 64) -> SplitPredictions:
+    """Calibrated and raw probabilities on split ``part`` (train, val or test) of the run's data."""
+    if len(data.split.get(part, [])) == 0:
+        have = ", ".join(k for k, v in data.split.items() if len(v)) or "none"
+        raise ValueError(f"{run.path}: the run's split has no {part!r} images (it has: {have})")
+    if tuple(data.labels) != tuple(run.labels):
+        raise ValueError(f"{run.path}: the data's labels {data.labels} differ from the model's {run.labels}")
+    idx = np.sort(data.split[part])
+    logits = run.logits(data.cache.images[idx], batch_size)
+    meta = data.cache.meta.iloc[idx].reset_index(drop=True)
+    return SplitPredictions(
+        part, meta, data.targets[idx], run.package.probs(logits), run.package.probs(logits, False), data, idx
+    )

@@ -1,0 +1,269 @@
+"""``model.json``: what a run needs to predict besides its weights, computed once at the end of training.
+
+It holds the model spec, labels, task, input spec, per-label temperatures (calibration), the
+per-label thresholds of every rule evaluation offers, the triage operating point and the
+cxrkit/torch versions. All decisions are taken on the *validation* split, from calibrated
+probabilities, and stored; evaluation, triage and prediction read them and never recompute
+them silently.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cxrkit import __version__
+from cxrkit.data.transforms import InputSpec
+from cxrkit.evaluate.calibration import (
+    expected_calibration_error,
+    fit_softmax_temperature,
+    fit_temperatures,
+    logits_to_probs,
+)
+from cxrkit.evaluate.metrics import summary_metrics
+from cxrkit.evaluate.thresholds import choose_thresholds, parse_rule
+from cxrkit.evaluate.triage import abnormal_truth, abnormality_score, operating_point, triage_counts
+from cxrkit.run import files
+
+THRESHOLD_RULES = ("0.5", "0.2", "max_f1", "max_f3", "youden", "sensitivity:0.95")
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A threshold on the abnormality score for a target sensitivity, and what it gave on validation."""
+
+    score: str
+    target_sensitivity: float
+    threshold: float
+    val_sensitivity: float
+    val_specificity: float
+    val_images: int
+    reached: bool = True
+
+    def as_dict(self) -> dict:
+        """JSON-ready form."""
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class ModelPackage:
+    """The content of ``model.json`` (see the module docstring)."""
+
+    model_name: str
+    model_config: dict
+    labels: tuple[str, ...]
+    task: str
+    input: InputSpec
+    temperatures: tuple[float, ...]
+    thresholds: dict[str, tuple[float, ...]]
+    operating_point: OperatingPoint
+    validation: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
+
+    def probs(self, logits: np.ndarray, calibrated: bool = True) -> np.ndarray:
+        """Probabilities (N, L) from the network's logits, temperature-scaled unless ``calibrated=False``."""
+        return logits_to_probs(logits, self.task, np.asarray(self.temperatures) if calibrated else None)
+
+    def thresholds_for(self, rule: str) -> np.ndarray | None:
+        """The stored per-label thresholds of ``rule`` (any spelling parse_rule accepts), or None."""
+        key = str(parse_rule(rule))
+        stored = {str(parse_rule(k)): v for k, v in self.thresholds.items()}
+        return np.asarray(stored[key], dtype=np.float64) if key in stored else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as written to model.json."""
+        return {
+            "format": files.RUN_FORMAT,
+            "versions": self.versions,
+            "model": {"name": self.model_name, "config": self.model_config},
+            "labels": list(self.labels),
+            "task": self.task,
+            "input": self.input.as_dict(),
+            "calibration": {"method": "temperature", "temperatures": list(self.temperatures)},
+            "thresholds": {k: list(v) for k, v in self.thresholds.items()},
+            "operating_point": self.operating_point.as_dict(),
+            "validation": self.validation,
+        }
+
+
+def build_package(
+    *,
+    model_name: str,
+    model_config: dict,
+    labels: Sequence[str],
+    task: str,
+    input_spec: InputSpec,
+    val_logits: np.ndarray,
+    val_targets: np.ndarray,
+    target_sensitivity: float = 0.95,
+    triage_score: str = "auto",
+    rules: Sequence[str] = THRESHOLD_RULES,
+) -> ModelPackage:
+    """Fit calibration, thresholds and the operating point on validation logits and targets."""
+    import torch
+
+    if not 0.0 < target_sensitivity <= 1.0:
+        raise ValueError(f"target sensitivity {target_sensitivity}: expected a value in (0, 1]")
+    labels = tuple(labels)
+    y = np.asarray(val_targets, dtype=np.float64)
+    if task in ("binary", "multiclass"):
+        temps = np.full(len(labels), fit_softmax_temperature(val_logits, y))
+    else:
+        temps = fit_temperatures(val_logits, y)
+    raw = logits_to_probs(val_logits, task)
+    cal = logits_to_probs(val_logits, task, temps if task not in ("binary", "multiclass") else temps[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        thresholds = {r: tuple(float(t) for t in choose_thresholds(y, cal, r, labels)) for r in rules}
+        summary = summary_metrics(y, cal, 0.5, labels=labels)
+    point = choose_operating_point(labels, y, cal, target_sensitivity, triage_score)
+    validation = {
+        "images": len(y),
+        "macro_auc": summary["macro_auc"],
+        "macro_auc_labels": summary["macro_labels"],
+        "no_finding_auc": summary.get("no_finding_auc"),
+        "ece_before": expected_calibration_error(y, raw),
+        "ece_after": expected_calibration_error(y, cal),
+    }
+    versions = {
+        "cxrkit": __version__,
+        "torch": torch.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    return ModelPackage(
+        model_name,
+        dict(model_config),
+        labels,
+        task,
+        input_spec,
+        tuple(float(v) for v in temps),
+        thresholds,
+        point,
+        validation,
+        versions,
+    )
+
+
+def write_package(run_dir: Path, pkg: ModelPackage) -> Path:
+    """Write ``run_dir/model.json`` atomically."""
+    from cxrkit.run.checkpoint import atomic_write_text
+
+    return atomic_write_text(Path(run_dir) / files.PACKAGE, json.dumps(_clean(pkg.as_dict()), indent=1))
+
+
+def read_package(run_dir: Path) -> ModelPackage:
+    """Read ``run_dir/model.json``; clear errors for a missing, corrupt or newer-format file."""
+    path = Path(run_dir) / files.PACKAGE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: this run was trained before runs became self-contained; "
+            f"run `cxr package {run_dir}` once (it needs the run's training data) to write it"
+        )
+    try:
+        d = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not readable JSON ({err})") from None
+    fmt = d.get("format")
+    written = d.get("versions", {}).get("cxrkit", "unknown")
+    if not isinstance(fmt, int) or fmt > files.RUN_FORMAT:
+        raise ValueError(
+            f"{path}: run format {fmt} (written by cxrkit {written}) is newer than this cxrkit "
+            f"{__version__} reads (format {files.RUN_FORMAT}); upgrade cxrkit"
+        )
+    try:
+        return ModelPackage(
+            model_name=d["model"]["name"],
+            model_config=d["model"]["config"],
+            labels=tuple(d["labels"]),
+            task=d["task"],
+            input=InputSpec.from_dict(d["input"]),
+            temperatures=tuple(float(v) for v in d["calibration"]["temperatures"]),
+            thresholds={k: tuple(float(x) for x in v) for k, v in d["thresholds"].items()},
+            operating_point=OperatingPoint(**d["operating_point"]),
+            validation=d.get("validation", {}),
+            versions=d.get("versions", {}),
+        )
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{path}: incomplete model.json ({type(err).__name__}: {err})") from None
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe: NaN -> None, numpy -> Python."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return None if obj != obj else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def choose_operating_point(
+    labels: Sequence[str], y_val: np.ndarray, p_val: np.ndarray, target: float, score: str = "auto"
+) -> OperatingPoint:
+    """The highest threshold on the abnormality score reaching ``target`` sensitivity on validation."""
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"target sensitivity {target}: expected a value in (0, 1]")
+    s, method = abnormality_score(p_val, labels, score)
+    truth = abnormal_truth(y_val, labels)
+    t = operating_point(truth, s, target)
+    c = triage_counts(truth, s, t)
+    reached = bool(c["sensitivity"] == c["sensitivity"] and c["sensitivity"] >= target - 1e-12)
+    return OperatingPoint(
+        method, float(target), float(t), c["sensitivity"], c["specificity"], int(c["images"]), reached
+    )
+
+
+def resolve_operating_point(
+    pkg: ModelPackage,
+    target: float | None = None,
+    score: str | None = None,
+    val: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[OperatingPoint, str]:
+    """(operating point, where it came from): the stored one when it matches, else chosen on ``val``.
+
+    ``val`` is (targets, calibrated probabilities) of the validation split; without it a point
+    other than the stored one is an error that says so.
+    """
+    from cxrkit.evaluate.triage import resolve_score_method
+
+    stored = pkg.operating_point
+    target = stored.target_sensitivity if target is None else float(target)
+    method = resolve_score_method(pkg.labels, score or stored.score)
+    if target == stored.target_sensitivity and method == stored.score:
+        return stored, "stored in the run"
+    if val is None:
+        raise ValueError(
+            f"the run stores a triage point for sensitivity {stored.target_sensitivity:g} "
+            f"({stored.score} score); sensitivity {target:g} ({method}) must be chosen on the run's "
+            "validation split, which needs its data"
+        )
+    return choose_operating_point(pkg.labels, val[0], val[1], target, method), "chosen on validation now"
+
+
+def resolve_thresholds(
+    pkg: ModelPackage, rule: str, val: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, str]:
+    """(per-label thresholds, where they came from) for ``rule``: stored, else chosen on ``val`` now."""
+    stored = pkg.thresholds_for(rule)
+    if stored is not None:
+        return stored, "stored in the run"
+    if val is None:
+        raise ValueError(
+            f"threshold rule {rule!r} is not stored in the run (it has {', '.join(pkg.thresholds)}); "
+            "another rule needs the run's validation data"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return choose_thresholds(val[0], val[1], rule, pkg.labels), "chosen on validation now"

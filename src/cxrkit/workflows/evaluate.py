@@ -1,0 +1,300 @@
+"""``evaluate_run``: a run folder in, ``eval-<split>/`` out (metrics.json, CSVs, report.html).
+
+Thresholds, the triage operating point and the calibration were chosen on the run's *validation*
+split at the end of training and stored in ``model.json``; they are applied unchanged to the
+evaluated split. A rule or target that is not stored is chosen on validation now, and the log and
+the report say so. Macro and micro averages cover the findings ("No Finding" excluded, as in the
+ChestX-ray14 literature); "No Finding" is reported on its own line as the normal-vs-abnormal score.
+Evaluating ``val`` itself is allowed and the report says its thresholds were tuned on it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cxrkit.config import EvalConfig
+from cxrkit.evaluate.baselines import BASELINES, baseline_scores
+from cxrkit.evaluate.bootstrap import ranking_cis, rate_cis
+from cxrkit.evaluate.calibration import (
+    expected_calibration_error,
+    per_label_ece,
+    reliability_curve,
+    reliability_table,
+)
+from cxrkit.evaluate.fairness import subgroup_label_auc, subgroup_table
+from cxrkit.evaluate.metrics import confusion_counts, summary_metrics, threshold_metrics
+from cxrkit.evaluate.triage import (
+    abnormal_truth,
+    abnormality_score,
+    build_worklist,
+    triage_counts,
+    triage_sweep,
+)
+from cxrkit.labels import NO_FINDING, finding_columns
+from cxrkit.run import files
+from cxrkit.run.checkpoint import atomic_write_text
+from cxrkit.run.data import Log, TrainData, load_run_data
+from cxrkit.run.model import RunModel, SplitPredictions, predict_split
+from cxrkit.run.package import resolve_operating_point, resolve_thresholds
+
+FIXED_RULES = ("0.5", "0.2", "max_f1", "youden")
+RULE_COLUMNS = (
+    "macro_precision",
+    "macro_recall",
+    "macro_specificity",
+    "macro_f1",
+    "macro_fbeta",
+    "micro_f1",
+    "subset_accuracy",
+)
+
+__all__ = ["EvalConfig", "evaluate_run"]
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe: NaN -> None, numpy -> Python."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        return None if math.isnan(float(obj)) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def per_label_table(
+    labels: tuple[str, ...], y: np.ndarray, p: np.ndarray, thresholds: np.ndarray, cis, beta: float
+) -> pd.DataFrame:
+    """One row per label: support, AUC and AP with CIs, threshold, P/R/specificity/F1/F-beta, ECE."""
+    t = threshold_metrics(y, p, thresholds, beta)
+    return pd.DataFrame(
+        {
+            "label": labels,
+            "positives": t["support"].astype(int),
+            "known": (~np.isnan(y)).sum(0),
+            "auc": [c.value for c in cis.auc],
+            "auc_low": [c.low for c in cis.auc],
+            "auc_high": [c.high for c in cis.auc],
+            "ap": [c.value for c in cis.ap],
+            "ap_low": [c.low for c in cis.ap],
+            "ap_high": [c.high for c in cis.ap],
+            "threshold": thresholds,
+            "precision": t["precision"],
+            "recall": t["recall"],
+            "specificity": t["specificity"],
+            "f1": t["f1"],
+            "fbeta": t["fbeta"],
+            "ece": per_label_ece(y, p),
+        }
+    )
+
+
+def _rule_table(
+    run: RunModel, val: SplitPredictions, ev: SplitPredictions, cfg: EvalConfig, target: float
+) -> pd.DataFrame:
+    rows = []
+    rules = dict.fromkeys([*FIXED_RULES, f"max_f{cfg.beta:g}", f"sensitivity:{target:g}", cfg.threshold])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for rule in rules:
+            th, source = resolve_thresholds(run.package, rule, val.val)
+            m = summary_metrics(ev.targets, ev.probs, th, cfg.beta, labels=run.labels)
+            rows.append({"rule": rule, "thresholds": source, **{k: m[k] for k in RULE_COLUMNS}})
+    return pd.DataFrame(rows)
+
+
+def _baselines(
+    data: TrainData, ev: SplitPredictions, labels, abnormal, score_method: str, cfg: EvalConfig
+) -> pd.DataFrame:
+    train_t = data.targets[data.split["train"]]
+    rows = []
+    for kind in BASELINES:
+        s = baseline_scores(kind, train_t, len(ev.probs), labels, cfg.seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            m = summary_metrics(ev.targets, s, 0.5, cfg.beta, labels=labels)
+        score, _ = abnormality_score(s, labels, score_method)
+        tri = triage_counts(abnormal, score, 0.5)
+        rows.append(
+            {
+                "model": kind,
+                **m,
+                "triage_sensitivity": tri["sensitivity"],
+                "triage_specificity": tri["specificity"],
+                "reads_saved_share": tri["reads_saved_share"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, log: Log = print) -> Path:
+    """Evaluate a run on ``cfg.split``; write metrics.json, CSVs and report.html; return the output folder."""
+    cfg = cfg or EvalConfig()
+    run = RunModel.load(run_dir, cfg.device)
+    out = Path(cfg.out) if cfg.out else files.eval_dir(run.path, cfg.split)
+    data = load_run_data(run.path, log)
+    labels = run.labels
+    val = predict_split(run, data, "val")
+    ev = val if cfg.split == "val" else predict_split(run, data, cfg.split)
+    out.mkdir(parents=True, exist_ok=True)
+    log(f"evaluating {run.path.name} on {cfg.split}: {len(ev.probs):,} images, {len(labels)} labels")
+    cols = finding_columns(labels)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        thresholds, th_source = resolve_thresholds(run.package, cfg.threshold, val.val)
+        point, point_source = resolve_operating_point(
+            run.package, cfg.target_sensitivity, cfg.triage_score, val.val
+        )
+        groups = ev.meta["patient_id"].astype(str).to_numpy()
+        cis = ranking_cis(ev.targets, ev.probs, groups, cfg.n_boot, cfg.seed, average=cols)
+        table = per_label_table(labels, ev.targets, ev.probs, thresholds, cis, cfg.beta)
+        summary = summary_metrics(ev.targets, ev.probs, thresholds, cfg.beta, labels=labels)
+        score, _ = abnormality_score(ev.probs, labels, point.score)
+        abn = abnormal_truth(ev.targets, labels)
+        tri = triage_counts(abn, score, point.threshold)
+        tri_ci = rate_cis(abn, score >= point.threshold, groups, cfg.n_boot, cfg.seed)
+        sweep = triage_sweep(abn, score, point.threshold)
+        subgroups = subgroup_table(
+            ev.meta, ev.targets[:, cols], ev.probs[:, cols], thresholds[cols], abn, score, point.threshold
+        )
+        sub_auc = subgroup_label_auc(ev.meta, ev.targets, ev.probs, labels)
+        rules = _rule_table(run, val, ev, cfg, point.target_sensitivity)
+        baselines = _baselines(data, ev, labels, abn, point.score, cfg)
+        calibration = {
+            "ece_pooled": expected_calibration_error(ev.targets[:, cols], ev.probs[:, cols]),
+            "ece_pooled_before": expected_calibration_error(ev.targets[:, cols], ev.raw[:, cols]),
+            "curve": reliability_curve(ev.targets[:, cols], ev.probs[:, cols]).to_dict(orient="list"),
+            "curve_before": reliability_curve(ev.targets[:, cols], ev.raw[:, cols]).to_dict(orient="list"),
+            "table": reliability_table(ev.targets[:, cols], ev.probs[:, cols]).to_dict(orient="records"),
+            "per_label_ece_before": list(per_label_ece(ev.targets, ev.raw)),
+            "temperatures": list(run.package.temperatures),
+            "covers": [labels[j] for j in cols],
+        }
+    notes = sorted({str(w.message) for w in caught})
+    for what, source in (("thresholds", th_source), ("triage operating point", point_source)):
+        if source != "stored in the run":
+            log(f"note: {what} {source} (not stored in the run)")
+    worklist = build_worklist(ev.meta, ev.probs, labels, score, point.threshold, abn)
+    conf = confusion_counts(ev.targets, ev.probs, thresholds)
+    metrics = {
+        "run": str(run.path),
+        "model": run.package.model_name,
+        "split": cfg.split,
+        "images": len(ev.probs),
+        "patients": int(ev.meta["patient_id"].nunique()),
+        "labels": list(labels),
+        "averaged_labels": [labels[j] for j in cols],
+        "config": asdict(cfg),
+        "thresholds_tuned_on": "val",
+        "thresholds_source": th_source,
+        "summary": summary,
+        "macro_auc": cis.macro_auc.as_dict(),
+        "micro_auc": cis.micro_auc.as_dict(),
+        "macro_ap": cis.macro_ap.as_dict(),
+        "micro_ap": cis.micro_ap.as_dict(),
+        "no_finding_auc": _no_finding(cis, labels),
+        "calibration": calibration,
+        "per_label": table.to_dict(orient="records"),
+        "confusion": {lab: {k: int(conf[k][j]) for k in conf} for j, lab in enumerate(labels)},
+        "threshold_rules": rules.to_dict(orient="records"),
+        "baselines": baselines.to_dict(orient="records"),
+        "triage": {
+            "score": point.score,
+            "target_sensitivity": point.target_sensitivity,
+            "threshold": point.threshold,
+            "source": point_source,
+            "reached_on_val": point.reached,
+            "val": triage_counts(
+                abnormal_truth(val.targets, labels),
+                abnormality_score(val.probs, labels, point.score)[0],
+                point.threshold,
+            ),
+            cfg.split: tri,
+            "ci": {k: v.as_dict() for k, v in tri_ci.items()},
+        },
+        "subgroups": subgroups.to_dict(orient="records"),
+        "subgroup_label_auc": sub_auc.to_dict(orient="records"),
+        "warnings": notes,
+    }
+    atomic_write_text(out / "metrics.json", json.dumps(_clean(metrics), indent=1))
+    table.to_csv(out / "per_label.csv", index=False)
+    sweep.to_csv(out / "triage_sweep.csv", index=False)
+    worklist.to_csv(out / "worklist.csv", index=False)
+    pred = ev.meta[["image_id", "patient_id"]].copy()
+    for j, lab in enumerate(labels):
+        pred[f"true:{lab}"] = ev.targets[:, j]
+        pred[f"prob:{lab}"] = np.round(ev.probs[:, j], 6)
+    pred.to_csv(out / "predictions.csv", index=False)
+    write_evaluation_report(run.path, out, data, cfg.samples)
+    nf = metrics["no_finding_auc"]
+    log(
+        f"macro ROC-AUC over {len(cols)} findings {cis.macro_auc.value:.3f} "
+        f"[{cis.macro_auc.low:.3f}, {cis.macro_auc.high:.3f}]  micro {cis.micro_auc.value:.3f}  "
+        f"macro AP {cis.macro_ap.value:.3f}  macro F1 {summary['macro_f1']:.3f} ({cfg.threshold} on val)"
+        + (f"  |  No Finding (normal vs abnormal) ROC-AUC {nf['value']:.3f}" if nf else "")
+    )
+    log(
+        f"calibration: ECE {calibration['ece_pooled_before']:.3f} before, "
+        f"{calibration['ece_pooled']:.3f} after "
+        "temperature scaling"
+    )
+    log(
+        f"triage ({point.score}): threshold {point.threshold:.4f} for val sensitivity >= "
+        f"{point.target_sensitivity:g} (val {point.val_sensitivity:.3f}"
+        + ("" if point.reached else ", target NOT reached on validation")
+        + f") -> {cfg.split} sensitivity {tri['sensitivity']:.3f}, "
+        f"specificity {tri['specificity']:.3f}, reads saved {tri['reads_saved_share']:.1%}, "
+        f"missed {tri['missed']} of {tri['abnormal']} abnormal"
+    )
+    log(f"wrote {out}: report.html, metrics.json, per_label/worklist/triage_sweep/predictions.csv")
+    return out
+
+
+def _no_finding(cis, labels) -> dict | None:
+    if NO_FINDING not in labels or len(finding_columns(labels)) == len(labels):
+        return None
+    return cis.auc[list(labels).index(NO_FINDING)].as_dict()
+
+
+def write_evaluation_report(run_dir: Path, out: Path, data: TrainData, samples: int = 12) -> Path:
+    """Compose ``out/report.html`` from the evaluation's saved files and the run's localization result.
+
+    Called by evaluation and again by localization: the page is always rendered whole from data,
+    never edited after writing.
+    """
+    from cxrkit.report.evaluation import EvalFigures, write_eval_report
+
+    m = json.loads((out / "metrics.json").read_text())
+    pred = pd.read_csv(out / "predictions.csv", dtype={"image_id": str, "patient_id": str})
+    labels = m["labels"]
+    y = pred[[f"true:{lab}" for lab in labels]].to_numpy(np.float64)
+    p = pred[[f"prob:{lab}" for lab in labels]].to_numpy(np.float64)
+    row_of = pd.Series(np.arange(len(data.cache.meta)), index=data.cache.meta["image_id"].astype(str))
+    rows = row_of.reindex(pred["image_id"]).to_numpy()
+    loc = run_dir / files.LOCALIZATION
+    figures = EvalFigures(
+        targets=y,
+        probs=p,
+        image_ids=pred["image_id"].tolist(),
+        image=lambda i: np.asarray(data.cache.images[int(rows[i])]),
+        sweep=pd.read_csv(out / "triage_sweep.csv"),
+        worklist=pd.read_csv(
+            out / "worklist.csv", dtype={"image_id": str, "patient_id": str}, keep_default_na=False
+        ),
+        localization=json.loads(loc.read_text()) if loc.is_file() else None,
+    )
+    return write_eval_report(out / "report.html", m, figures, samples)

@@ -1,0 +1,43 @@
+"""``cxr package RUN``: (re)write a run's model.json from its validation split.
+
+Training does this at its end; this command does it for runs trained before runs carried their
+own calibration, thresholds and operating point, or after changing the triage target.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cxrkit.models.device import resolve_device
+from cxrkit.run import files
+from cxrkit.run.checkpoint import atomic_write_text, load_checkpoint
+from cxrkit.run.data import Log, load_run_config, load_run_data
+from cxrkit.run.model import build_network
+from cxrkit.run.package import ModelPackage, write_package
+
+
+def package_run(
+    run_dir: str | Path, overrides: dict | None = None, device: str = "auto", log: Log = print
+) -> ModelPackage:
+    """Fit calibration, thresholds and the operating point on the run's validation split; write model.json."""
+    from cxrkit.training.loop import package_model
+
+    run_dir = files.check_run_folder(Path(run_dir), (files.BEST, files.CONFIG))
+    cfg = load_run_config(run_dir, overrides)
+    data = load_run_data(run_dir, log)
+    ckpt = load_checkpoint(run_dir / files.BEST)
+    model = build_network(ckpt["model_name"], ckpt["model_config"], len(ckpt["labels"]))
+    model.load_state_dict(ckpt["model_state"])
+    dev = resolve_device(device)
+    model.to(dev).eval()
+    pkg = package_model(model, data, cfg, dev)
+    write_package(run_dir, pkg)
+    if overrides:  # e.g. triage.target_sensitivity: the saved config says what the package was made with
+        atomic_write_text(run_dir / files.CONFIG, cfg.to_yaml())
+    op = pkg.operating_point
+    log(
+        f"wrote {run_dir / files.PACKAGE}: {len(pkg.labels)} labels, temperatures fitted on "
+        f"{pkg.validation['images']:,} validation images, triage threshold {op.threshold:.4f} "
+        f"(sensitivity {op.val_sensitivity:.3f} for target {op.target_sensitivity:g})"
+    )
+    return pkg

@@ -1,0 +1,102 @@
+"""``cxr triage``: a worklist for a run's split or for new images, at the run's stored operating point.
+
+The operating point (threshold on the abnormality score for a target sensitivity) was chosen on
+the validation split at the end of training and stored in ``model.json``, so triage of new images
+needs nothing but the run folder. A different target or score is chosen on validation now (which
+needs the run's data) and the log says so.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cxrkit.evaluate.triage import (
+    abnormal_truth,
+    abnormality_score,
+    build_worklist,
+    triage_counts,
+    triage_sweep,
+)
+from cxrkit.report.html import figure_png
+from cxrkit.report.plots import plot_triage_sweep
+from cxrkit.run import files
+from cxrkit.run.checkpoint import atomic_write_text
+from cxrkit.run.data import Log, load_run_data
+from cxrkit.run.model import RunModel, predict_split
+from cxrkit.run.package import resolve_operating_point
+
+
+def triage(
+    run: str | Path | RunModel,
+    images: Sequence[str | Path] | None = None,
+    split: str = "test",
+    target: float | None = None,
+    score: str | None = None,
+    out: str | Path | None = None,
+    device: str = "auto",
+    log: Log = print,
+) -> Path:
+    """Write worklist.csv, triage.json and (with known truth) triage_sweep.csv/.png; return the folder."""
+    run = run if isinstance(run, RunModel) else RunModel.load(run, device)
+    if target is not None and not 0.0 < target <= 1.0:
+        raise ValueError(f"target sensitivity {target}: expected a value in (0, 1]")
+    data = None if images else load_run_data(run.path, log)
+    try:
+        point, source = resolve_operating_point(run.package, target, score)
+    except ValueError:
+        data = data or load_run_data(run.path, log)
+        point, source = resolve_operating_point(
+            run.package, target, score, predict_split(run, data, "val").val
+        )
+    if images:
+        prepared = run.prepare(list(images))
+        for path, reason in prepared.failures:
+            log(f"skipped {path}: {reason}")
+        probs = run.probs(prepared.images)
+        meta = prepared.rows_frame()
+        truth = None
+        name = None
+    else:
+        ev = predict_split(run, data, split)
+        meta, probs = ev.meta, ev.probs
+        truth = abnormal_truth(ev.targets, run.labels)
+        name = split
+    folder = Path(out) if out else files.triage_dir(run.path, name)
+    folder.mkdir(parents=True, exist_ok=True)
+    s, _ = abnormality_score(probs, run.labels, point.score)
+    worklist = build_worklist(meta, probs, run.labels, s, point.threshold, truth)
+    worklist.to_csv(folder / "worklist.csv", index=False)
+    flagged = int((s >= point.threshold).sum())
+    summary: dict = {
+        "operating_point": point.as_dict(),
+        "source": source,
+        "images": len(s),
+        "flagged": flagged,
+    }
+    log(
+        f"operating point ({source}): {point.score} score >= {point.threshold:.4f} (validation sensitivity "
+        f"{point.val_sensitivity:.3f} for target {point.target_sensitivity:g} on {point.val_images:,} images"
+        + ("" if point.reached else "; the target was NOT reached on validation")
+        + ")"
+    )
+    if truth is not None and np.isfinite(truth).any():
+        sweep = triage_sweep(truth, s, point.threshold)
+        sweep.to_csv(folder / "triage_sweep.csv", index=False)
+        (folder / "triage_sweep.png").write_bytes(figure_png(plot_triage_sweep(sweep, split)))
+        c = triage_counts(truth, s, point.threshold)
+        summary[split] = c
+        log(
+            f"{split}: {c['images']:,} studies, {c['flagged']:,} flagged; "
+            f"sensitivity {c['sensitivity']:.3f}, "
+            f"specificity {c['specificity']:.3f}; reads saved {c['reads_saved']:,} "
+            f"({c['reads_saved_share']:.1%}); missed {c['missed']} of {c['abnormal']} abnormal"
+        )
+    else:
+        log(f"{len(s):,} images, {flagged:,} flagged abnormal ({flagged / max(len(s), 1):.1%})")
+    atomic_write_text(folder / "triage.json", json.dumps(summary, indent=1, default=float))
+    log(f"worklist (most urgent first): {folder / 'worklist.csv'}")
+    return folder
