@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cxrkit.config import DataConfig, load_yaml, merge
+from cxrkit.config import DataConfig, RunConfig, build_run_config, load_yaml, merge
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,16 +24,35 @@ def test_ruff_is_clean():
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: p.name)
 def test_example_configs_load(path):
+    """Run configs are validated whole by the builder a run uses; data sections and grids by theirs."""
     doc = load_yaml(path)
-    if "data" in doc:
+    if path.parent.name == "data":
         assert isinstance(merge(DataConfig(), doc["data"]), DataConfig)
+    elif "runs" in doc:
+        from cxrkit.workflows.experiments import load_grid
+
+        base, runs = load_grid(path)
+        for run in runs:
+            build_run_config(base, {k: v for k, v in run.items() if k != "name"})
+    else:
+        assert isinstance(build_run_config(doc), RunConfig)
+
+
+def test_the_demo_recipe_ships_inside_the_package():
+    """`cxr demo` reads configs/demo.yaml through the package (a symlink that wheels copy)."""
+    from importlib import resources
+
+    shipped = resources.files("cxrkit").joinpath("recipes/demo.yaml").read_text()
+    assert shipped == (REPO / "configs" / "demo.yaml").read_text()
 
 
 def test_import_has_no_side_effects(tmp_path):
     code = (
         "import warnings, sys, numpy, pandas, PIL.Image, yaml, tqdm; before = list(warnings.filters); "
-        "import cxrkit, cxrkit.data, cxrkit.cli, "
+        "import cxrkit, cxrkit.data, cxrkit.cli, cxrkit.cli.data, cxrkit.run.files, cxrkit.workflows, "
         "cxrkit.data.cache, cxrkit.report.eda; assert warnings.filters == before; "
+        "assert sorted(cxrkit.__all__) == ['Run', 'RunConfig', '__version__', 'build_dataset', "
+        "'create_model', 'load_run', 'train']; "
         "assert 'torch' not in sys.modules, 'torch imported at import time'"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)

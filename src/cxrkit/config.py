@@ -202,10 +202,7 @@ class EvalConfig:
     samples: int = 12  # images in the prediction grid
     out: str | None = None  # default: <run>/eval-<split>
 
-    def __post_init__(self) -> None:
-        from cxrkit.evaluate.thresholds import parse_rule
-
-        parse_rule(self.threshold)
+    def __post_init__(self) -> None:  # the threshold rule is parsed by evaluate_run before any work
         if self.split not in ("train", "val", "test"):
             raise ValueError(f"split {self.split!r}: expected train, val or test")
         if self.target_sensitivity is not None and not 0.0 < self.target_sensitivity <= 1.0:

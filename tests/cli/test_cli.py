@@ -46,7 +46,7 @@ def test_demo_runs_offline_and_writes_its_outputs(tmp_path, capsys):
     assert "EDA report" in out and "validation: macro ROC-AUC" in out and "epoch 2/2" in out
     run = tmp_path / "d" / "runs" / "phantom-cnn"
     assert "triage (no_finding)" in out and "reads saved" in out
-    for f in ("split.csv", "config.yaml", "metrics.csv", "best.pt", "curves.png", "eval-test/report.html"):
+    for f in ("split.csv", "config.yaml", "metrics.csv", "best.pt", "model.json", "eval-test/report.html"):
         assert (run / f).exists()
     assert (tmp_path / "d" / "eda.html").exists()
 
@@ -141,3 +141,33 @@ def test_overrides_may_follow_options(tmp_path, capsys):
     assert (tmp_path / "r" / "x" / "best.pt").exists()
     with pytest.raises(SystemExit):
         main(["eda", "--bogus"])
+
+
+def test_prepare_then_train_builds_nothing_twice(tmp_path, capsys, monkeypatch):
+    """`cxr prepare` writes where `cxr train` looks: training with the same data reuses the cache."""
+    import cxrkit.data.cache as cache_mod
+
+    cache_dir = tmp_path / "cache"
+    data = ["--source", "phantom", "--n", "80", "--image-size", "40", "--seed", "3"]
+    assert main(["prepare", *data, "--size", "32", "--cache-dir", str(cache_dir), "--quiet"]) == 0
+    assert "cache built" in capsys.readouterr().out
+    (built,) = list(cache_dir.iterdir())
+    builds = []
+    real_build = cache_mod._build
+    monkeypatch.setattr(cache_mod, "_build", lambda *a, **k: builds.append(a) or real_build(*a, **k))
+    over = [
+        "data.source=phantom",
+        "data.n=80",
+        "data.size=40",
+        "data.seed=3",
+        "prepare.size=32",
+        f"cache_dir={cache_dir}",
+        f"out={tmp_path / 'runs'}",
+        "name=r",
+        "model.name=cnn3_32_64_128_bn",
+        "train.epochs=1",
+        "train.progress=false",
+    ]
+    assert main(["train", *over]) == 0
+    assert builds == [] and list(cache_dir.iterdir()) == [built]  # nothing decoded again, no second cache
+    assert f"cache reused at {built}" in capsys.readouterr().out

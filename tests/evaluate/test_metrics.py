@@ -194,3 +194,30 @@ def test_curve_points_match_sklearn():
     rec, prec = pr_curve_points(y[:, 0], s[:, 0])
     ref_p, ref_r, _ = precision_recall_curve(y[:, 0], s[:, 0], drop_intermediate=False)
     assert np.allclose(rec, ref_r[::-1][1:]) and np.allclose(prec, ref_p[::-1][1:])
+
+
+def test_headline_averages_cover_the_findings_and_no_finding_stands_alone():
+    """ChestX-ray14's macro AUC in the literature is over the 14 findings: "No Finding" is not averaged in."""
+    from sklearn.metrics import roc_auc_score
+
+    from cxrkit.evaluate.bootstrap import ranking_cis
+    from cxrkit.labels import NO_FINDING, finding_columns
+
+    rng = np.random.default_rng(7)
+    labels = ["Effusion", NO_FINDING, "Mass"]
+    y = (rng.random((300, 3)) < [0.3, 0.5, 0.2]).astype(float)
+    p = np.clip(y * [0.3, 0.9, 0.1] + rng.random((300, 3)) * 0.8, 0, 1)  # No Finding is far easier
+    m = summary_metrics(y, p, 0.5, labels=labels)
+    per = [roc_auc_score(y[:, j], p[:, j]) for j in range(3)]
+    assert finding_columns(labels) == [0, 2] and m["macro_labels"] == 2
+    assert m["macro_auc"] == pytest.approx((per[0] + per[2]) / 2)
+    assert m["no_finding_auc"] == pytest.approx(per[1])
+    assert m["micro_auc"] == pytest.approx(roc_auc_score(y[:, [0, 2]].ravel(), p[:, [0, 2]].ravel()))
+    cis = ranking_cis(y, p, np.arange(300), n_boot=0, average=[0, 2])
+    assert cis.macro_auc.value == pytest.approx(m["macro_auc"]) and cis.micro_auc.value == pytest.approx(
+        m["micro_auc"]
+    )
+    assert summary_metrics(y, p, 0.5)["macro_auc"] == pytest.approx(
+        np.mean(per)
+    )  # without labels: all columns
+    assert finding_columns([NO_FINDING]) == [0]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from cxrkit.config import DataConfig
+from cxrkit.config import DataConfig, merge
 from cxrkit.data.base import XRayDataset
 
 
@@ -33,8 +35,13 @@ def detect_source(path: str | Path) -> str:
     return "files"
 
 
-def build_dataset(cfg: DataConfig) -> XRayDataset:
-    """Construct the dataset a DataConfig describes (imports only the source it needs)."""
+def build_dataset(cfg: DataConfig | Mapping[str, Any]) -> XRayDataset:
+    """Construct the dataset a DataConfig (or a mapping like a config's ``data:`` section) describes.
+
+    Imports only the source it needs.
+    """
+    if not isinstance(cfg, DataConfig):
+        cfg = merge(DataConfig(), cfg)
     src = cfg.source
     if src == "phantom":
         from cxrkit.data.synthetic import PhantomDataset

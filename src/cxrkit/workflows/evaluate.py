@@ -31,6 +31,7 @@ from cxrkit.evaluate.calibration import (
 )
 from cxrkit.evaluate.fairness import subgroup_label_auc, subgroup_table
 from cxrkit.evaluate.metrics import confusion_counts, summary_metrics, threshold_metrics
+from cxrkit.evaluate.thresholds import parse_rule
 from cxrkit.evaluate.triage import (
     abnormal_truth,
     abnormality_score,
@@ -144,6 +145,7 @@ def _baselines(
 def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, log: Log = print) -> Path:
     """Evaluate a run on ``cfg.split``; write metrics.json, CSVs and report.html; return the output folder."""
     cfg = cfg or EvalConfig()
+    parse_rule(cfg.threshold)  # a bad rule fails before anything is loaded
     run = RunModel.load(run_dir, cfg.device)
     out = Path(cfg.out) if cfg.out else files.eval_dir(run.path, cfg.split)
     data = load_run_data(run.path, log)

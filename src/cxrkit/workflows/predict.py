@@ -33,7 +33,7 @@ def predict_files(
     probs = run.probs(prepared.images, batch_size)
     table = run.table(prepared, probs)
     if out is not None:
-        atomic_write_text(Path(out), table.to_csv(index=False, float_format="%.6g"))
+        atomic_write_text(Path(out), table.to_csv(index=False, float_format="%.9g"))
     if heatmaps is not None and len(prepared.ok):
         from cxrkit.workflows.explain import explain_prepared
 

@@ -1,0 +1,1 @@
+"""The run folder: its file names (``files``), checkpoints, data, package (model.json) and the model."""

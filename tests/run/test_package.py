@@ -1,0 +1,148 @@
+"""model.json: temperature scaling, thresholds and operating point fitted on validation, read back exactly."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import minimize_scalar
+
+from cxrkit.data.transforms import InputSpec
+from cxrkit.evaluate.calibration import (
+    expected_calibration_error,
+    fit_softmax_temperature,
+    fit_temperature,
+    logits_to_probs,
+)
+from cxrkit.evaluate.thresholds import choose_thresholds
+from cxrkit.labels import NO_FINDING
+from cxrkit.run import files
+from cxrkit.run.checkpoint import load_checkpoint, save_checkpoint
+from cxrkit.run.package import build_package, read_package, resolve_operating_point, write_package
+
+LABELS = ("Effusion", "Mass", NO_FINDING)
+
+
+def overconfident(n=600, seed=0):
+    """Logits three times too large for the truth they were drawn from: calibration must shrink them."""
+    rng = np.random.default_rng(seed)
+    true_logit = rng.normal(0, 1.5, (n, len(LABELS)))
+    y = (rng.random((n, len(LABELS))) < 1 / (1 + np.exp(-true_logit))).astype(np.float32)
+    y[::50, 1] = np.nan  # unknown labels are ignored
+    return (3 * true_logit).astype(np.float32), y
+
+
+def test_fit_temperature_matches_scipy_and_recovers_the_scale():
+    z, y = overconfident()
+    for j in range(len(LABELS)):
+        keep = ~np.isnan(y[:, j])
+
+        def nll(t, j=j, keep=keep):
+            p = 1 / (1 + np.exp(-z[keep, j] / t))
+            return -np.mean(y[keep, j] * np.log(p) + (1 - y[keep, j]) * np.log(1 - p))
+
+        ref = minimize_scalar(nll, bounds=(0.05, 20), method="bounded", options={"xatol": 1e-8}).x
+        t = fit_temperature(z[:, j], y[:, j])
+        assert t == pytest.approx(ref, rel=1e-4)
+        assert 2.3 < t < 3.8  # the logits were made 3x too confident
+    assert fit_temperature(z[:, 0], np.zeros(len(z))) == 1.0  # one class: nothing to fit
+
+
+def test_softmax_temperature_matches_torch_cross_entropy():
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 4, (400, 2))
+    cls = (rng.random(400) < 1 / (1 + np.exp(-(z[:, 1] - z[:, 0]) / 4))).astype(int)
+    y = np.eye(2)[cls]
+    t = fit_softmax_temperature(z, y)
+    grid = np.linspace(0.5, 10, 2000)
+    losses = [float(torch.nn.functional.cross_entropy(torch.tensor(z / g), torch.tensor(cls))) for g in grid]
+    assert t == pytest.approx(grid[int(np.argmin(losses))], abs=0.02)
+
+
+def test_logits_to_probs_is_sigmoid_or_softmax():
+    z = np.array([[-800.0, 0.0, 3.0], [2.0, -1.0, 40.0]])
+    assert np.allclose(logits_to_probs(z, "multilabel"), torch.sigmoid(torch.tensor(z)).numpy(), atol=1e-7)
+    assert np.allclose(logits_to_probs(z, "multiclass"), torch.softmax(torch.tensor(z), 1).numpy(), atol=1e-7)
+    t = np.array([2.0, 1.0, 4.0])
+    assert np.allclose(
+        logits_to_probs(z, "multilabel", t), torch.sigmoid(torch.tensor(z / t)).numpy(), atol=1e-7
+    )
+
+
+def package(z, y, **kw):
+    return build_package(
+        model_name="cnn3_32_64_128_bn",
+        model_config={"name": "cnn3_32_64_128_bn", "grey": "fold"},
+        labels=LABELS,
+        task="multilabel",
+        input_spec=InputSpec(64, "crop"),
+        val_logits=z,
+        val_targets=y,
+        **kw,
+    )
+
+
+def test_package_calibrates_and_decides_on_calibrated_validation(tmp_path):
+    z, y = overconfident()
+    pkg = package(z, y, target_sensitivity=0.9)
+    cal = logits_to_probs(z, "multilabel", np.array(pkg.temperatures))
+    raw = logits_to_probs(z, "multilabel")
+    assert expected_calibration_error(y, cal) < 0.5 * expected_calibration_error(y, raw)
+    assert pkg.validation["ece_after"] < pkg.validation["ece_before"]
+    assert np.allclose(pkg.thresholds["max_f1"], choose_thresholds(y, cal, "max_f1"))
+    op = pkg.operating_point
+    assert op.score == "no_finding" and op.target_sensitivity == 0.9 and op.reached
+    abnormal = 1 - y[:, 2]
+    flagged = (1 - cal[:, 2]) >= op.threshold
+    assert flagged[abnormal == 1].mean() == pytest.approx(op.val_sensitivity) and op.val_sensitivity >= 0.9
+    assert pkg.validation["macro_auc_labels"] == 2  # the findings, not "No Finding"
+
+    write_package(tmp_path, pkg)
+    back = read_package(tmp_path)
+    assert back == pkg
+    assert np.array_equal(back.probs(z), cal)
+    assert back.input == InputSpec(64, "crop")
+    assert np.array_equal(back.thresholds_for("sens:0.95"), np.asarray(pkg.thresholds["sensitivity:0.95"]))
+    assert back.thresholds_for("max_f2") is None
+
+
+def test_operating_point_other_than_stored_needs_validation(tmp_path):
+    z, y = overconfident()
+    pkg = package(z, y)
+    assert resolve_operating_point(pkg)[1] == "stored in the run"
+    with pytest.raises(ValueError, match="needs its data"):
+        resolve_operating_point(pkg, 0.8)
+    cal = pkg.probs(z)
+    point, source = resolve_operating_point(pkg, 0.8, val=(y, cal))
+    assert source == "chosen on validation now" and point.val_sensitivity >= 0.8
+    assert point.threshold >= pkg.operating_point.threshold  # a lower target allows a higher threshold
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match=r"\(0, 1\]"):
+            package(z, y, target_sensitivity=bad)
+
+
+def test_unreachable_target_is_recorded_as_not_reached():
+    z, y = overconfident()
+    y[:, 2] = 1.0  # no abnormal study in validation: sensitivity is undefined, the target cannot be met
+    with pytest.warns(RuntimeWarning, match="0 positives"):
+        pkg = package(z, y)
+    assert not pkg.operating_point.reached
+
+
+def test_newer_formats_are_refused_naming_both_versions(tmp_path):
+    z, y = overconfident()
+    write_package(tmp_path, package(z, y))
+    doc = json.loads((tmp_path / files.PACKAGE).read_text())
+    doc["format"] = files.RUN_FORMAT + 1
+    doc["versions"]["cxrkit"] = "9.0"
+    (tmp_path / files.PACKAGE).write_text(json.dumps(doc))
+    with pytest.raises(
+        ValueError, match=r"format 2 \(written by cxrkit 9.0\) is newer than this cxrkit .* \(format 1\)"
+    ):
+        read_package(tmp_path)
+    save_checkpoint(tmp_path / "x.pt", model_state={}, run_format=files.RUN_FORMAT + 1, cxrkit_version="9.0")
+    with pytest.raises(ValueError, match=r"checkpoint format 2 .*9\.0.* newer"):
+        load_checkpoint(tmp_path / "x.pt")
+    (tmp_path / files.PACKAGE).unlink()
+    with pytest.raises(FileNotFoundError, match="cxr package"):
+        read_package(tmp_path)
