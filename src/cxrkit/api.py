@@ -1,9 +1,9 @@
 """The Python API: ``train``, ``load_run`` and ``Run`` (a run folder as a model, plus its workflows).
 
-    import cxrkit
-    run = cxrkit.train("configs/phantom.yaml", train={"epochs": 3})
-    table = run.predict(["chest.png", "more/"])          # DataFrame, one row per image
-    run = cxrkit.load_run("runs/phantom-cnn")            # anywhere, without its training data
+import cxrkit
+run = cxrkit.train("configs/phantom.yaml", train={"epochs": 3})
+table = run.predict(["chest.png", "more/"])          # DataFrame, one row per image
+run = cxrkit.load_run("runs/phantom-cnn")            # anywhere, without its training data
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from cxrkit.config import EvalConfig, RunConfig, build_run_config, load_yaml
+from cxrkit.run import files
 from cxrkit.run.inputs import Input
 from cxrkit.run.model import RunModel
 
@@ -31,8 +32,9 @@ class Run(RunModel):
 
         from cxrkit.workflows.evaluate import evaluate_run
 
-        out = evaluate_run(self.path, EvalConfig(split=split, device=self.device.type, **options), log=log)
-        return json.loads((out / "metrics.json").read_text())
+        options.setdefault("device", self.device.type)
+        out = evaluate_run(self.path, EvalConfig(split=split, **options), log=log)
+        return json.loads((out / files.METRICS).read_text())
 
     def triage(
         self,
@@ -44,9 +46,8 @@ class Run(RunModel):
         """The worklist (most urgent first) of new images, or of the run's test split without ``inputs``."""
         from cxrkit.workflows.triage import triage
 
-        paths = None if inputs is None else ([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
-        folder = triage(self, paths, target=target_sensitivity, out=out, log=log)
-        return pd.read_csv(folder / "worklist.csv", dtype={"image_id": str, "patient_id": str})
+        folder = triage(self, inputs, target=target_sensitivity, out=out, log=log)
+        return pd.read_csv(folder / files.WORKLIST, dtype={"image_id": str, "patient_id": str})
 
     def explain(
         self,
@@ -60,8 +61,7 @@ class Run(RunModel):
         """Grad-CAM overlay PNGs for ``labels`` (default: each image's ``top`` findings); their paths."""
         from cxrkit.workflows.explain import explain_images
 
-        items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
-        return explain_images(self, items, labels=labels, top=top, method=method, out=out, log=log)
+        return explain_images(self, inputs, labels=labels, top=top, method=method, out=out, log=log)
 
 
 def load_run(path: str | Path, device: str = "auto") -> Run:

@@ -41,11 +41,13 @@ def test_fit_temperature_matches_scipy_and_recovers_the_scale():
             p = 1 / (1 + np.exp(-z[keep, j] / t))
             return -np.mean(y[keep, j] * np.log(p) + (1 - y[keep, j]) * np.log(1 - p))
 
-        ref = minimize_scalar(nll, bounds=(0.05, 20), method="bounded", options={"xatol": 1e-8}).x
+        ref = minimize_scalar(nll, bounds=(0.25, 20), method="bounded", options={"xatol": 1e-8}).x
         t = fit_temperature(z[:, j], y[:, j])
         assert t == pytest.approx(ref, rel=1e-4)
         assert 2.3 < t < 3.8  # the logits were made 3x too confident
     assert fit_temperature(z[:, 0], np.zeros(len(z))) == 1.0  # one class: nothing to fit
+    separable = np.r_[np.zeros(50), np.ones(50)]
+    assert fit_temperature(np.r_[-np.ones(50), np.ones(50)], separable) == pytest.approx(0.25)  # bounded
 
 
 def test_softmax_temperature_matches_torch_cross_entropy():
@@ -121,12 +123,16 @@ def test_operating_point_other_than_stored_needs_validation(tmp_path):
             package(z, y, target_sensitivity=bad)
 
 
-def test_unreachable_target_is_recorded_as_not_reached():
+def test_unreachable_target_is_recorded_as_not_reached(tmp_path):
     z, y = overconfident()
     y[:, 2] = 1.0  # no abnormal study in validation: sensitivity is undefined, the target cannot be met
-    with pytest.warns(RuntimeWarning, match="0 positives"):
-        pkg = package(z, y)
+    pkg = package(z, y)
     assert not pkg.operating_point.reached
+    assert any("0 positives" in w for w in pkg.validation["warnings"])  # kept, for the log and reports
+    assert pkg.operating_point.val_sensitivity != pkg.operating_point.val_sensitivity  # NaN: no abnormal
+    write_package(tmp_path, pkg)
+    back = read_package(tmp_path)  # NaN survives the JSON round trip (as null), not None
+    assert np.isnan(back.operating_point.val_sensitivity) and not back.operating_point.reached
 
 
 def test_newer_formats_are_refused_naming_both_versions(tmp_path):

@@ -98,6 +98,7 @@ def test_predict_reports_unreadable_files_and_goes_on(folder_run, tmp_path, caps
     (d / "ok1.png").write_bytes(png_bytes(chest_like(40, 40, seed=1)))
     (d.parent / "ok2.png").write_bytes(png_bytes(chest_like(30, 60, seed=2)))
     (d / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (tmp_path / "empty").mkdir()  # a folder given with nothing to read in it is a row, not an abort
     out = tmp_path / "pred.csv"
     assert (
         main(
@@ -105,6 +106,7 @@ def test_predict_reports_unreadable_files_and_goes_on(folder_run, tmp_path, caps
                 "predict",
                 str(run.path),
                 str(tmp_path / "mixed"),
+                str(tmp_path / "empty"),
                 "--out",
                 str(out),
                 "--heatmaps",
@@ -115,9 +117,10 @@ def test_predict_reports_unreadable_files_and_goes_on(folder_run, tmp_path, caps
         == 1
     )
     text = capsys.readouterr().out
-    assert "2 of 3 images scored" in text and "1 could not be read" in text and "broken.png" in text
+    assert "2 of 4 images scored" in text and "2 could not be read" in text and "broken.png" in text
     table = pd.read_csv(out, keep_default_na=False)
-    assert len(table) == 3 and set(table.columns) >= {
+    assert "no PNG/JPEG/DICOM" in table.loc[table["source"].str.endswith("empty"), "error"].iloc[0]
+    assert len(table) == 4 and set(table.columns) >= {
         "source",
         "image_id",
         "error",
@@ -131,10 +134,14 @@ def test_predict_reports_unreadable_files_and_goes_on(folder_run, tmp_path, caps
     assert "corrupt" in bad["error"] and bad["Pneumonia"] == "" and bad["triage_flag"] == ""
     good = table[table["error"] == ""]
     assert len(good) == 2 and good["Pneumonia"].astype(float).between(0, 1).all()
-    assert sorted(p.name for p in (tmp_path / "h").glob("*.png") if p.name != "grid.png") == [
-        "ok1__Pneumonia.png",
-        "ok2__Pneumonia.png",
-    ]
+    # chunked reading gives the same table as one pass
+    from cxrkit.workflows.predict import predict_files
+
+    small = predict_files(run, [tmp_path / "mixed"], chunk=1, progress=False)
+    whole = predict_files(run, [tmp_path / "mixed"], progress=False)
+    cols = [*run.labels, "triage_score"]
+    assert np.allclose(small[cols], whole[cols], atol=1e-6, equal_nan=True)
+    assert small[["source", "error", "triage_flag"]].equals(whole[["source", "error", "triage_flag"]])
 
 
 def test_predict_on_the_real_sample_files(folder_run, tmp_path):
@@ -162,10 +169,16 @@ def test_arrays_of_any_size_and_dtype_are_one_image_each(folder_run, tmp_path):
     assert np.allclose(probs, probs[0], atol=1e-7)  # the same picture, however it arrives
     bad = run.predict([np.zeros((5, 5, 5, 5))])
     assert "expected a (H, W)" in bad["error"].iloc[0]
+    # one array is one image in every entry point, grey or colour
+    for one in (img, as_rgb):
+        assert len(run.predict(one)) == 1
+        w = run.triage(one, out=tmp_path / "t", log=lambda m: None)
+        assert len(w) == 1 and w["image_id"].iloc[0] == "array[0]"
+        assert len(run.explain(one, labels=["Pneumonia"], out=tmp_path / "x", log=lambda m: None)) == 1
 
 
 # last in this module: it deletes the shared run's data and folder
-def test_moved_run_without_its_data_predicts_triages_and_explains(folder_run, tmp_path):
+def test_moved_run_without_its_data_predicts_triages_and_explains(folder_run, tmp_path, capsys):
     base = folder_run["base"]
     new = tmp_path / "new"
     new.mkdir()
@@ -198,5 +211,8 @@ def test_moved_run_without_its_data_predicts_triages_and_explains(folder_run, tm
 
     # scoring the run's own splits needs the data, and says so in one line
     assert main(["evaluate", str(moved)]) == 2
-    # a target other than the stored one needs validation data too
+    # a target other than the stored one needs validation data too, and the message says so
+    capsys.readouterr()
     assert main(["triage", str(moved), str(new), "--target-sensitivity", "0.8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sensitivity 0.8" in err[0] and "needs its data" in err[0]

@@ -101,9 +101,7 @@ def ranking_cis(
             per.append((auc_from_counts(pos, neg), ap_from_counts(pos, neg)))
         pos, neg = pooled.counts(w)
         return np.column_stack(
-            [c[0] for c in per]
-            + [c[1] for c in per]
-            + [auc_from_counts(pos, neg), ap_from_counts(pos, neg)]
+            [c[0] for c in per] + [c[1] for c in per] + [auc_from_counts(pos, neg), ap_from_counts(pos, neg)]
         )
 
     point = compute(None)[0]

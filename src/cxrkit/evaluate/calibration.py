@@ -62,12 +62,18 @@ def _nll(logits: np.ndarray, y: np.ndarray, temperature: float) -> float:
     return float(np.mean(np.logaddexp(0.0, z) - y * z))
 
 
-def fit_temperature(logits: np.ndarray, y_true: np.ndarray, lo: float = 0.05, hi: float = 20.0) -> float:
+T_BOUNDS = (0.25, 20.0)  # a label validation separates perfectly would otherwise be sharpened without end
+
+
+def fit_temperature(
+    logits: np.ndarray, y_true: np.ndarray, lo: float = T_BOUNDS[0], hi: float = T_BOUNDS[1]
+) -> float:
     """Temperature T > 0 minimising the NLL of sigmoid(logit / T) on one label's validation pairs.
 
     Temperature scaling (Guo et al. 2017) rescales confidence without changing the ranking, so
-    ROC-AUC is unchanged. Golden-section search on log T in [lo, hi]; NaN labels are ignored; a
-    label without both classes gets T = 1 (nothing to fit).
+    ROC-AUC is unchanged. Golden-section search on log T in [lo, hi] (on perfectly separated
+    validation pairs the NLL falls as T -> 0, so T stops at ``lo`` rather than turning every
+    output into 0 or 1); NaN labels are ignored; a label without both classes gets T = 1.
     """
     y = np.asarray(y_true, dtype=np.float64).ravel()
     z = np.asarray(logits, dtype=np.float64).ravel()
@@ -98,7 +104,7 @@ def fit_temperatures(logits: np.ndarray, y_true: np.ndarray) -> np.ndarray:
 
 
 def fit_softmax_temperature(
-    logits: np.ndarray, y_true: np.ndarray, lo: float = 0.05, hi: float = 20.0
+    logits: np.ndarray, y_true: np.ndarray, lo: float = T_BOUNDS[0], hi: float = T_BOUNDS[1]
 ) -> float:
     """One temperature for a softmax (single-label) model: minimises the NLL of softmax(logits / T)."""
     z = np.asarray(logits, dtype=np.float64)
@@ -138,7 +144,8 @@ def logits_to_probs(
     """Probabilities from logits (N, L): sigmoid per label (multi-label) or softmax (single-label tasks).
 
     ``temperatures`` divides the logits first (per label, or one value for softmax): the
-    calibration stored with a run. This is the one place outputs become probabilities.
+    calibration stored with a run. This is the one place outputs become probabilities; float64, so
+    scores near 0 or 1 keep their order (float32 rounds 1 - 1e-8 to 1).
     """
     z = np.asarray(logits, dtype=np.float64)
     if temperatures is not None:
@@ -146,5 +153,5 @@ def logits_to_probs(
     if task in ("binary", "multiclass"):
         z = z - z.max(axis=1, keepdims=True)
         e = np.exp(z)
-        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
-    return (0.5 * (1.0 + np.tanh(0.5 * z))).astype(np.float32)  # sigmoid without overflow
+        return e / e.sum(axis=1, keepdims=True)
+    return 0.5 * (1.0 + np.tanh(0.5 * z))  # sigmoid without overflow

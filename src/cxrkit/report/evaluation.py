@@ -272,7 +272,7 @@ def _triage(m: dict, sweep: pd.DataFrame) -> str:
     text = (
         f"<p>Abnormality score: <b>{html.escape(tri['score'])}</b>. Operating point: the highest threshold "
         f"whose validation sensitivity is at least {tri['target_sensitivity']:g}: "
-        f"<b>t = {tri['threshold']:.4f}</b> (validation sensitivity {_pct(v['sensitivity'])}, "
+        f"<b>t = {_sig(tri['threshold'])}</b> (validation sensitivity {_pct(v['sensitivity'])}, "
         f"specificity {_pct(v['specificity'])}; {html.escape(tri.get('source', 'stored in the run'))})."
         + (
             ""

@@ -118,6 +118,22 @@ def prepare_data(cfg: RunConfig, log: Log = lambda _m: None) -> TrainData:
     return open_data(cfg, path)
 
 
+def absolute_paths(cfg: RunConfig) -> RunConfig:
+    """The config with its data paths and cache folder made absolute, as saved with a run.
+
+    A run is then re-scored (or resumed) from any working directory, not only the one it was
+    trained in; paths that do not exist are left as given.
+    """
+    import dataclasses
+
+    def fix(p: str | None) -> str | None:
+        return str(Path(p).resolve()) if p and Path(p).exists() else p
+
+    d = cfg.data
+    data = dataclasses.replace(d, path=fix(d.path), csv=fix(d.csv), bbox_csv=fix(d.bbox_csv))
+    return dataclasses.replace(cfg, data=data, cache_dir=str(Path(cfg.cache_dir).resolve()))
+
+
 def load_run_config(run_dir: Path, overrides: dict | None = None) -> RunConfig:
     """The resolved config saved in a run folder, with optional ``section.key`` overrides."""
     return build_run_config(load_yaml(Path(run_dir) / files.CONFIG), overrides)
@@ -127,6 +143,8 @@ def load_run_data(run_dir: Path, log: Log = lambda _m: None) -> TrainData:
     """A run's data as trained: its config's source and cache, and its saved split (never a new one)."""
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
+    if not (run_dir / files.SPLIT).is_file():
+        raise FileNotFoundError(f"{run_dir / files.SPLIT} is missing: the run's split cannot be recovered")
     try:
         data = prepare_data(cfg, log)
     except FileNotFoundError as err:
@@ -134,6 +152,5 @@ def load_run_data(run_dir: Path, log: Log = lambda _m: None) -> TrainData:
             f"{run_dir}: the run's training data is needed to score its splits and is not available "
             f"({err}); predicting on new images does not need it (cxr predict)"
         ) from None
-    if (run_dir / files.SPLIT).is_file():
-        data.split = load_split_manifest(run_dir / files.SPLIT, data.cache.meta)
+    data.split = load_split_manifest(run_dir / files.SPLIT, data.cache.meta)
     return data

@@ -44,3 +44,38 @@ def check_run_folder(run_dir: Path, need: tuple[str, ...] = (BEST,)) -> Path:
         if not (run_dir / name).is_file():
             raise FileNotFoundError(f"{run_dir} is not a finished run folder: {name} is missing")
     return run_dir
+
+
+# what the workflows write inside eval-SPLIT/, triage-*/ and the predictions table
+METRICS = "metrics.json"
+REPORT = "report.html"
+PER_LABEL = "per_label.csv"
+PREDICTIONS = "predictions.csv"
+WORKLIST = "worklist.csv"
+SWEEP = "triage_sweep.csv"
+SWEEP_PLOT = "triage_sweep.png"
+TRIAGE = "triage.json"
+
+
+def eval_dirs(run_dir: Path) -> list[Path]:
+    """Every ``eval-SPLIT`` folder of a run that holds a finished evaluation (its metrics.json)."""
+    return sorted(p.parent for p in Path(run_dir).glob(f"eval-*/{METRICS}"))
+
+
+def json_safe(obj):
+    """JSON-ready copy: NaN -> None, numpy scalars and arrays -> Python (read back with ``nan_from_none``)."""
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [json_safe(v) for v in (obj.tolist() if isinstance(obj, np.ndarray) else obj)]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (np.floating, float)):
+        return None if math.isnan(float(obj)) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj

@@ -68,9 +68,9 @@ def expand_inputs(inputs: Input | Sequence[Input]) -> list[tuple[str, Path | np.
         p = Path(item)
         if p.is_dir():
             found = list_images(p)
-            if not found:
-                raise FileNotFoundError(f"{p}: no PNG/JPEG/DICOM files in this folder")
             out.extend((str(f), f) for f in found)
+            if not found:  # a row that says so; the other inputs go on
+                out.append((str(p), p))
         else:
             out.append((str(p), p))  # a missing file becomes an error row, not an exception
     if not out:
@@ -78,18 +78,38 @@ def expand_inputs(inputs: Input | Sequence[Input]) -> list[tuple[str, Path | np.
     return out
 
 
+Item = tuple[str, Path | np.ndarray]
+
+
 def prepare_inputs(
     inputs: Input | Sequence[Input], spec: InputSpec, keep_originals: bool = False, progress: bool = False
 ) -> PreparedInputs:
     """Decode and resize every input by ``spec``; unreadable ones keep a row with their reason."""
+    return prepare_items(expand_inputs(inputs), spec, keep_originals, progress)
+
+
+def prepare_items(
+    items: Sequence[Item], spec: InputSpec, keep_originals: bool = False, progress: bool | object = False
+) -> PreparedInputs:
+    """``prepare_inputs`` for items from ``expand_inputs`` (so a caller can go chunk by chunk).
+
+    ``progress``: True for a bar of its own, or an open tqdm bar to advance.
+    """
     from tqdm.auto import tqdm
 
+    bar = (
+        progress
+        if hasattr(progress, "update")
+        else tqdm(total=len(items), desc="reading", unit="img", disable=not progress)
+    )
     rows, images, ok, originals = [], [], [], []
-    items = expand_inputs(inputs)
-    for k, (source, item) in enumerate(tqdm(items, desc="reading", unit="img", disable=not progress)):
+    for k, (source, item) in enumerate(items):
+        bar.update(1)  # type: ignore[attr-defined]
         name = item.name if isinstance(item, Path) else source
         row = {"source": source, "image_id": name, "patient_id": Path(name).stem, "error": ""}
         try:
+            if isinstance(item, Path) and item.is_dir():
+                raise ImageReadError(item, "a folder with no PNG/JPEG/DICOM files in it")
             img = read_image(item) if isinstance(item, Path) else array_to_grey(item, source)
         except ImageReadError as err:
             row["error"] = err.reason
@@ -101,5 +121,7 @@ def prepare_inputs(
         if keep_originals:
             originals.append(img)
         rows.append(row)
+    if bar is not progress:
+        bar.close()  # type: ignore[attr-defined]
     arr = np.stack(images) if images else np.zeros((0, spec.size, spec.size), np.uint8)
     return PreparedInputs(rows, arr, np.asarray(ok, dtype=np.int64), originals if keep_originals else None)

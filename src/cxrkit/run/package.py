@@ -119,11 +119,11 @@ def build_package(
         temps = fit_temperatures(val_logits, y)
     raw = logits_to_probs(val_logits, task)
     cal = logits_to_probs(val_logits, task, temps if task not in ("binary", "multiclass") else temps[0])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
         thresholds = {r: tuple(float(t) for t in choose_thresholds(y, cal, r, labels)) for r in rules}
         summary = summary_metrics(y, cal, 0.5, labels=labels)
-    point = choose_operating_point(labels, y, cal, target_sensitivity, triage_score)
+        point = choose_operating_point(labels, y, cal, target_sensitivity, triage_score)
     validation = {
         "images": len(y),
         "macro_auc": summary["macro_auc"],
@@ -131,6 +131,8 @@ def build_package(
         "no_finding_auc": summary.get("no_finding_auc"),
         "ece_before": expected_calibration_error(y, raw),
         "ece_after": expected_calibration_error(y, cal),
+        # kept for the user: training logs them, every evaluation report lists them
+        "warnings": sorted({str(w.message) for w in caught if "threshold" in str(w.message)}),
     }
     versions = {
         "cxrkit": __version__,
@@ -155,7 +157,8 @@ def write_package(run_dir: Path, pkg: ModelPackage) -> Path:
     """Write ``run_dir/model.json`` atomically."""
     from cxrkit.run.checkpoint import atomic_write_text
 
-    return atomic_write_text(Path(run_dir) / files.PACKAGE, json.dumps(_clean(pkg.as_dict()), indent=1))
+    text = json.dumps(files.json_safe(pkg.as_dict()), indent=1)
+    return atomic_write_text(Path(run_dir) / files.PACKAGE, text)
 
 
 def read_package(run_dir: Path) -> ModelPackage:
@@ -186,7 +189,9 @@ def read_package(run_dir: Path) -> ModelPackage:
             input=InputSpec.from_dict(d["input"]),
             temperatures=tuple(float(v) for v in d["calibration"]["temperatures"]),
             thresholds={k: tuple(float(x) for x in v) for k, v in d["thresholds"].items()},
-            operating_point=OperatingPoint(**d["operating_point"]),
+            operating_point=OperatingPoint(
+                **{k: float("nan") if v is None else v for k, v in d["operating_point"].items()}
+            ),
             validation=d.get("validation", {}),
             versions=d.get("versions", {}),
         )
@@ -194,19 +199,8 @@ def read_package(run_dir: Path) -> ModelPackage:
         raise ValueError(f"{path}: incomplete model.json ({type(err).__name__}: {err})") from None
 
 
-def _clean(obj: Any) -> Any:
-    """JSON-safe: NaN -> None, numpy -> Python."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return None if obj != obj else float(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
+class NeedsValidation(ValueError):
+    """A threshold rule or triage target the run does not store: it must be chosen on validation data."""
 
 
 def choose_operating_point(
@@ -244,7 +238,7 @@ def resolve_operating_point(
     if target == stored.target_sensitivity and method == stored.score:
         return stored, "stored in the run"
     if val is None:
-        raise ValueError(
+        raise NeedsValidation(
             f"the run stores a triage point for sensitivity {stored.target_sensitivity:g} "
             f"({stored.score} score); sensitivity {target:g} ({method}) must be chosen on the run's "
             "validation split, which needs its data"
@@ -260,7 +254,7 @@ def resolve_thresholds(
     if stored is not None:
         return stored, "stored in the run"
     if val is None:
-        raise ValueError(
+        raise NeedsValidation(
             f"threshold rule {rule!r} is not stored in the run (it has {', '.join(pkg.thresholds)}); "
             "another rule needs the run's validation data"
         )

@@ -1,11 +1,13 @@
 """``fit(RunConfig) -> run folder``: data, split, model, optimiser, epochs, checkpoints, in that order.
 
-A run folder holds ``config.yaml`` (resolved), ``split.csv``, ``metrics.csv`` (one row per epoch),
-``curves.png``, ``best.pt`` and ``last.pt``. Every random draw of epoch ``e`` comes from seeds
-derived from (seed, e), so a run is repeatable and a resumed run continues exactly as an
-uninterrupted one would. Under torchrun each rank trains on its DistributedSampler shard, every
-rank evaluates the validation set, rank 0's monitored value decides early stopping for all,
-and rank 0 alone writes.
+A run folder (its file names: ``cxrkit.run.files``) holds ``config.yaml`` (resolved, data paths
+absolute), ``split.csv``, ``metrics.csv`` (one row per epoch), ``curves.png``, ``best.pt``,
+``last.pt``, ``summary.json`` and, written last from the validation split, ``model.json``
+(calibration, thresholds, triage operating point: what prediction needs). Every random draw of
+epoch ``e`` comes from seeds derived from (seed, e), so a run is repeatable and a resumed run
+continues exactly as an uninterrupted one would. Under torchrun each rank trains on its
+DistributedSampler shard, every rank evaluates the validation set, rank 0's monitored value
+decides early stopping for all, and rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -30,7 +32,15 @@ from cxrkit.models.device import resolve_device
 from cxrkit.models.net import CXRNet
 from cxrkit.run import files
 from cxrkit.run.checkpoint import atomic_write_text, cpu_state, load_checkpoint, save_checkpoint
-from cxrkit.run.data import Log, TrainData, build_cache, load_run_config, locate_cache, open_data
+from cxrkit.run.data import (
+    Log,
+    TrainData,
+    absolute_paths,
+    build_cache,
+    load_run_config,
+    locate_cache,
+    open_data,
+)
 from cxrkit.run.model import build_network
 from cxrkit.run.package import build_package, write_package
 from cxrkit.training import distributed as ddp
@@ -236,7 +246,7 @@ def _fit(
     ddp.barrier(info)
     data = open_data(cfg, cache_path)
     if info.main:
-        atomic_write_text(run_dir / files.CONFIG, cfg.to_yaml())
+        atomic_write_text(run_dir / files.CONFIG, absolute_paths(cfg).to_yaml())
         save_split_manifest(run_dir / files.SPLIT, data.cache.meta, data.split)
     m = cfg.model
     model = build_network(m.name, dataclasses.asdict(m), len(data.labels), pretrained=m.pretrained)
@@ -340,11 +350,13 @@ def _fit(
         write_summary(run_dir, history, state, t, model)
         pkg = package_model(model, data, cfg, device)
         write_package(run_dir, pkg)
+        for warning in pkg.validation["warnings"]:
+            log(f"warning: {warning}")
         op = pkg.operating_point
         log(
             f"packaged: temperatures fitted on {len(data.split['val']):,} validation images "
             f"(ECE {pkg.validation['ece_before']:.3f} -> {pkg.validation['ece_after']:.3f}); triage "
-            f"threshold {op.threshold:.4f} for sensitivity {op.target_sensitivity:g} "
+            f"threshold {op.threshold:.6g} for sensitivity {op.target_sensitivity:g} "
             f"({'reached' if op.reached else 'NOT reached'}: validation {op.val_sensitivity:.3f})"
         )
         if state["best"] is not None:

@@ -23,7 +23,7 @@ def compare_runs(
     """Read each run's eval-<split>/metrics.json (evaluating first via ``evaluate`` when missing)."""
     rows = []
     for r in map(Path, runs):
-        path = files.eval_dir(r, split) / "metrics.json"
+        path = files.eval_dir(r, split) / files.METRICS
         if not path.is_file():
             if evaluate is None:
                 raise FileNotFoundError(f"{path} is missing: run `cxr evaluate {r} --split {split}` first")

@@ -11,11 +11,9 @@ Evaluating ``val`` itself is allowed and the report says its thresholds were tun
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -58,23 +56,6 @@ RULE_COLUMNS = (
 )
 
 __all__ = ["EvalConfig", "evaluate_run"]
-
-
-def _clean(obj: Any) -> Any:
-    """JSON-safe: NaN -> None, numpy -> Python."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        return None if math.isnan(float(obj)) else float(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
 
 
 def per_label_table(
@@ -186,7 +167,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, log: Log = 
             "temperatures": list(run.package.temperatures),
             "covers": [labels[j] for j in cols],
         }
-    notes = sorted({str(w.message) for w in caught})
+    notes = sorted({str(w.message) for w in caught} | set(run.package.validation.get("warnings", [])))
     for what, source in (("thresholds", th_source), ("triage operating point", point_source)):
         if source != "stored in the run":
             log(f"note: {what} {source} (not stored in the run)")
@@ -232,15 +213,15 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, log: Log = 
         "subgroup_label_auc": sub_auc.to_dict(orient="records"),
         "warnings": notes,
     }
-    atomic_write_text(out / "metrics.json", json.dumps(_clean(metrics), indent=1))
-    table.to_csv(out / "per_label.csv", index=False)
-    sweep.to_csv(out / "triage_sweep.csv", index=False)
-    worklist.to_csv(out / "worklist.csv", index=False)
+    atomic_write_text(out / files.METRICS, json.dumps(files.json_safe(metrics), indent=1))
+    table.to_csv(out / files.PER_LABEL, index=False)
+    sweep.to_csv(out / files.SWEEP, index=False)
+    worklist.to_csv(out / files.WORKLIST, index=False)
     pred = ev.meta[["image_id", "patient_id"]].copy()
     for j, lab in enumerate(labels):
         pred[f"true:{lab}"] = ev.targets[:, j]
         pred[f"prob:{lab}"] = np.round(ev.probs[:, j], 6)
-    pred.to_csv(out / "predictions.csv", index=False)
+    pred.to_csv(out / files.PREDICTIONS, index=False)
     write_evaluation_report(run.path, out, data, cfg.samples)
     nf = metrics["no_finding_auc"]
     log(
@@ -255,7 +236,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, log: Log = 
         "temperature scaling"
     )
     log(
-        f"triage ({point.score}): threshold {point.threshold:.4f} for val sensitivity >= "
+        f"triage ({point.score}): threshold {point.threshold:.6g} for val sensitivity >= "
         f"{point.target_sensitivity:g} (val {point.val_sensitivity:.3f}"
         + ("" if point.reached else ", target NOT reached on validation")
         + f") -> {cfg.split} sensitivity {tri['sensitivity']:.3f}, "
@@ -272,7 +253,7 @@ def _no_finding(cis, labels) -> dict | None:
     return cis.auc[list(labels).index(NO_FINDING)].as_dict()
 
 
-def write_evaluation_report(run_dir: Path, out: Path, data: TrainData, samples: int = 12) -> Path:
+def write_evaluation_report(run_dir: Path, out: Path, data: TrainData, samples: int | None = None) -> Path:
     """Compose ``out/report.html`` from the evaluation's saved files and the run's localization result.
 
     Called by evaluation and again by localization: the page is always rendered whole from data,
@@ -280,8 +261,8 @@ def write_evaluation_report(run_dir: Path, out: Path, data: TrainData, samples: 
     """
     from cxrkit.report.evaluation import EvalFigures, write_eval_report
 
-    m = json.loads((out / "metrics.json").read_text())
-    pred = pd.read_csv(out / "predictions.csv", dtype={"image_id": str, "patient_id": str})
+    m = json.loads((out / files.METRICS).read_text())
+    pred = pd.read_csv(out / files.PREDICTIONS, dtype={"image_id": str, "patient_id": str})
     labels = m["labels"]
     y = pred[[f"true:{lab}" for lab in labels]].to_numpy(np.float64)
     p = pred[[f"prob:{lab}" for lab in labels]].to_numpy(np.float64)
@@ -293,10 +274,11 @@ def write_evaluation_report(run_dir: Path, out: Path, data: TrainData, samples: 
         probs=p,
         image_ids=pred["image_id"].tolist(),
         image=lambda i: np.asarray(data.cache.images[int(rows[i])]),
-        sweep=pd.read_csv(out / "triage_sweep.csv"),
+        sweep=pd.read_csv(out / files.SWEEP),
         worklist=pd.read_csv(
             out / "worklist.csv", dtype={"image_id": str, "patient_id": str}, keep_default_na=False
         ),
         localization=json.loads(loc.read_text()) if loc.is_file() else None,
     )
-    return write_eval_report(out / "report.html", m, figures, samples)
+    n = m["config"]["samples"] if samples is None else samples
+    return write_eval_report(out / files.REPORT, m, figures, n)

@@ -18,6 +18,7 @@ import pandas as pd
 
 from cxrkit.config import build_run_config, load_yaml
 from cxrkit.report.html import Section, render_page, table_html, write_page
+from cxrkit.run import files
 
 COLUMNS = [
     "name",
@@ -82,7 +83,7 @@ def _slug(name: str) -> str:
 
 def comparison_row(name: str, model: str, changes: dict, run_dir: Path) -> dict:
     """One table row from a run folder's summary.json."""
-    s = json.loads((run_dir / "summary.json").read_text())
+    s = json.loads((run_dir / files.SUMMARY).read_text())
     row = {
         "name": name,
         "model": model,

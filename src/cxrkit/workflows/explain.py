@@ -16,7 +16,7 @@ from cxrkit.explain.overlay import heatmap_to_source, render_overlay, save_grid
 from cxrkit.labels import NO_FINDING
 from cxrkit.run import files
 from cxrkit.run.data import Log
-from cxrkit.run.inputs import PreparedInputs
+from cxrkit.run.inputs import Input, PreparedInputs
 from cxrkit.run.model import RunModel
 
 
@@ -39,7 +39,7 @@ def _known_boxes(names: Sequence[str]) -> dict[str, list[tuple[str, Box]]]:
 
 def explain_images(
     run: str | Path | RunModel,
-    images: Sequence[str | Path],
+    images: Input | Sequence[Input],
     labels: Sequence[str] = (),
     top: int = 3,
     method: str = "gradcam",
@@ -56,7 +56,7 @@ def explain_images(
     """
     run = run if isinstance(run, RunModel) else RunModel.load(run, device)
     [label_index(run.labels, name) for name in labels]  # unknown names fail before any decoding
-    pred = run.prepare(list(images), keep_originals=True)
+    pred = run.prepare(images, keep_originals=True)
     for path, reason in pred.failures:
         log(f"skipped {path}: {reason}")
     folder = Path(out) if out else run.path / files.EXPLAIN_DIR
@@ -73,8 +73,12 @@ def explain_prepared(
     method: str = "gradcam",
     frac: float | None = None,
     log: Log = print,
+    grid: bool = True,
 ) -> list[Path]:
-    """Overlays for inputs already decoded (with originals) and scored: nothing is decoded twice."""
+    """Overlays for inputs already decoded (with originals) and scored: nothing is decoded twice.
+
+    ``grid=False`` writes no grid.png (and keeps no tiles: for long folders).
+    """
     cols = [label_index(run.labels, name) for name in labels]
     if frac is None:
         saved = run.path / files.LOCALIZATION
@@ -105,7 +109,8 @@ def explain_prepared(
             im.save(tmp, format="PNG")
             tmp.replace(path)
             written.append(path)
-            tiles.append(im)
+            if grid:
+                tiles.append(im)
             log(
                 f"{row['image_id']}: {name} {probs[i, j]:.3f} -> {path}"
                 + (" (true box drawn)" if true else "")

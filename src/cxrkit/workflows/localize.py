@@ -228,8 +228,8 @@ def localize_run(
     from cxrkit.workflows.evaluate import write_evaluation_report
 
     write_page(out / "report.html", localization_page(run.path.name, result))
-    for report in sorted(run.path.glob("eval-*/report.html")):  # compose each evaluation report anew
-        write_evaluation_report(run.path, report.parent, data)
+    for folder in files.eval_dirs(run.path):  # compose each evaluation report anew
+        write_evaluation_report(run.path, folder, data)
     log(
         f"localization ({method}, heatmap >= {frac:g} x max, {how}) on {len(scores)} boxes "
         f"in {result['images']} images ({split} split):"

@@ -23,9 +23,16 @@ def package_run(
     from cxrkit.training.loop import package_model
 
     run_dir = files.check_run_folder(Path(run_dir), (files.BEST, files.CONFIG))
+    bad = sorted(k for k in overrides or {} if not k.startswith("triage."))
+    if bad:  # the weights fix the model, labels and input: only the triage point may change
+        raise ValueError(f"cxr package takes triage.* settings only (got {', '.join(bad)})")
     cfg = load_run_config(run_dir, overrides)
     data = load_run_data(run_dir, log)
     ckpt = load_checkpoint(run_dir / files.BEST)
+    if list(ckpt["labels"]) != list(data.labels):
+        raise ValueError(
+            f"{run_dir}: the weights' labels {ckpt['labels']} differ from the data's {data.labels}"
+        )
     model = build_network(ckpt["model_name"], ckpt["model_config"], len(ckpt["labels"]))
     model.load_state_dict(ckpt["model_state"])
     dev = resolve_device(device)
@@ -34,10 +41,12 @@ def package_run(
     write_package(run_dir, pkg)
     if overrides:  # e.g. triage.target_sensitivity: the saved config says what the package was made with
         atomic_write_text(run_dir / files.CONFIG, cfg.to_yaml())
+    for warning in pkg.validation["warnings"]:
+        log(f"warning: {warning}")
     op = pkg.operating_point
     log(
         f"wrote {run_dir / files.PACKAGE}: {len(pkg.labels)} labels, temperatures fitted on "
-        f"{pkg.validation['images']:,} validation images, triage threshold {op.threshold:.4f} "
+        f"{pkg.validation['images']:,} validation images, triage threshold {op.threshold:.6g} "
         f"(sensitivity {op.val_sensitivity:.3f} for target {op.target_sensitivity:g})"
     )
     return pkg

@@ -14,6 +14,7 @@ import pandas as pd
 
 from cxrkit.run.checkpoint import atomic_write_text
 from cxrkit.run.data import Log
+from cxrkit.run.inputs import expand_inputs, prepare_items
 from cxrkit.run.model import RunModel
 
 
@@ -25,19 +26,30 @@ def predict_files(
     batch_size: int = 32,
     device: str = "auto",
     progress: bool = True,
+    chunk: int = 256,
     log: Log = print,
 ) -> pd.DataFrame:
-    """Predict every image under ``paths``; write ``out`` (CSV) and, with ``heatmaps``, Grad-CAM overlays."""
+    """Predict every image under ``paths``; write ``out`` (CSV) and, with ``heatmaps``, Grad-CAM overlays.
+
+    Inputs are read, scored and drawn ``chunk`` at a time, so memory stays flat on folders of any size.
+    """
+    from tqdm.auto import tqdm
+
     run = run if isinstance(run, RunModel) else RunModel.load(run, device)
-    prepared = run.prepare(list(paths), keep_originals=heatmaps is not None, progress=progress)
-    probs = run.probs(prepared.images, batch_size)
-    table = run.table(prepared, probs)
+    items = expand_inputs(list(paths))
+    parts = []
+    with tqdm(total=len(items), desc="predict", unit="img", disable=not progress) as bar:
+        for s in range(0, len(items), chunk):
+            prepared = prepare_items(items[s : s + chunk], run.spec, heatmaps is not None, bar)
+            probs = run.probs(prepared.images, batch_size)
+            parts.append(run.table(prepared, probs))
+            if heatmaps is not None and len(prepared.ok):
+                from cxrkit.workflows.explain import explain_prepared
+
+                explain_prepared(run, prepared, probs, Path(heatmaps), log=lambda _m: None, grid=False)
+    table = pd.concat(parts, ignore_index=True)
     if out is not None:
         atomic_write_text(Path(out), table.to_csv(index=False, float_format="%.9g"))
-    if heatmaps is not None and len(prepared.ok):
-        from cxrkit.workflows.explain import explain_prepared
-
-        explain_prepared(run, prepared, probs, Path(heatmaps), log=lambda _m: None)
     return table
 
 

@@ -26,13 +26,14 @@ from cxrkit.report.plots import plot_triage_sweep
 from cxrkit.run import files
 from cxrkit.run.checkpoint import atomic_write_text
 from cxrkit.run.data import Log, load_run_data
+from cxrkit.run.inputs import Input
 from cxrkit.run.model import RunModel, predict_split
-from cxrkit.run.package import resolve_operating_point
+from cxrkit.run.package import NeedsValidation, resolve_operating_point
 
 
 def triage(
     run: str | Path | RunModel,
-    images: Sequence[str | Path] | None = None,
+    images: Input | Sequence[Input] | None = None,
     split: str = "test",
     target: float | None = None,
     score: str | None = None,
@@ -44,16 +45,18 @@ def triage(
     run = run if isinstance(run, RunModel) else RunModel.load(run, device)
     if target is not None and not 0.0 < target <= 1.0:
         raise ValueError(f"target sensitivity {target}: expected a value in (0, 1]")
-    data = None if images else load_run_data(run.path, log)
+    data = None if images is not None else load_run_data(run.path, log)
     try:
         point, source = resolve_operating_point(run.package, target, score)
-    except ValueError:
-        data = data or load_run_data(run.path, log)
-        point, source = resolve_operating_point(
-            run.package, target, score, predict_split(run, data, "val").val
-        )
-    if images:
-        prepared = run.prepare(list(images))
+    except NeedsValidation as err:
+        try:
+            data = data or load_run_data(run.path, log)
+        except FileNotFoundError:
+            raise err from None
+        val = predict_split(run, data, "val").val
+        point, source = resolve_operating_point(run.package, target, score, val)
+    if images is not None:
+        prepared = run.prepare(images)
         for path, reason in prepared.failures:
             log(f"skipped {path}: {reason}")
         probs = run.probs(prepared.images)
@@ -69,7 +72,7 @@ def triage(
     folder.mkdir(parents=True, exist_ok=True)
     s, _ = abnormality_score(probs, run.labels, point.score)
     worklist = build_worklist(meta, probs, run.labels, s, point.threshold, truth)
-    worklist.to_csv(folder / "worklist.csv", index=False)
+    worklist.to_csv(folder / files.WORKLIST, index=False)
     flagged = int((s >= point.threshold).sum())
     summary: dict = {
         "operating_point": point.as_dict(),
@@ -78,15 +81,15 @@ def triage(
         "flagged": flagged,
     }
     log(
-        f"operating point ({source}): {point.score} score >= {point.threshold:.4f} (validation sensitivity "
+        f"operating point ({source}): {point.score} score >= {point.threshold:.6g} (validation sensitivity "
         f"{point.val_sensitivity:.3f} for target {point.target_sensitivity:g} on {point.val_images:,} images"
         + ("" if point.reached else "; the target was NOT reached on validation")
         + ")"
     )
     if truth is not None and np.isfinite(truth).any():
         sweep = triage_sweep(truth, s, point.threshold)
-        sweep.to_csv(folder / "triage_sweep.csv", index=False)
-        (folder / "triage_sweep.png").write_bytes(figure_png(plot_triage_sweep(sweep, split)))
+        sweep.to_csv(folder / files.SWEEP, index=False)
+        (folder / files.SWEEP_PLOT).write_bytes(figure_png(plot_triage_sweep(sweep, split)))
         c = triage_counts(truth, s, point.threshold)
         summary[split] = c
         log(
@@ -97,6 +100,6 @@ def triage(
         )
     else:
         log(f"{len(s):,} images, {flagged:,} flagged abnormal ({flagged / max(len(s), 1):.1%})")
-    atomic_write_text(folder / "triage.json", json.dumps(summary, indent=1, default=float))
-    log(f"worklist (most urgent first): {folder / 'worklist.csv'}")
+    atomic_write_text(folder / files.TRIAGE, json.dumps(summary, indent=1, default=float))
+    log(f"worklist (most urgent first): {folder / files.WORKLIST}")
     return folder
