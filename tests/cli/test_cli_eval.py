@@ -80,3 +80,23 @@ def test_compare_two_runs(phantom_run, phantom_eval, tmp_path, capsys):
     assert "auc:Effusion" in frame and "triage_sensitivity" in frame
     assert "Comparison of 2 runs" in (out / "comparison.html").read_text()
     assert "macro_auc" in capsys.readouterr().out
+
+
+def test_package_rewrites_model_json_from_validation(phantom_run, tmp_path, capsys):
+    """`cxr package` recomputes exactly what training stored, and takes a new triage target only."""
+    run = tmp_path / "run"
+    shutil.copytree(phantom_run, run, ignore=shutil.ignore_patterns("eval-*", "triage-*"))
+    before = json.loads((run / "model.json").read_text())
+    (run / "model.json").unlink()
+    assert main(["evaluate", str(run)]) == 2 and "cxr package" in capsys.readouterr().err
+    assert main(["package", str(run)]) == 0
+    after = json.loads((run / "model.json").read_text())
+    assert after["thresholds"] == before["thresholds"] and after["calibration"] == before["calibration"]
+    assert after["operating_point"] == before["operating_point"]
+    assert main(["package", str(run), "triage.target_sensitivity=0.8"]) == 0
+    point = json.loads((run / "model.json").read_text())["operating_point"]
+    assert point["target_sensitivity"] == 0.8 and point["threshold"] >= before["operating_point"]["threshold"]
+    assert "target_sensitivity: 0.8" in (run / "config.yaml").read_text()
+    capsys.readouterr()
+    assert main(["package", str(run), "prepare.size=128"]) == 2
+    assert "triage.* settings only" in capsys.readouterr().err

@@ -74,7 +74,7 @@ def cmd_eda(args: argparse.Namespace) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Build or reuse the preprocessing cache of a source."""
     from cxrkit.data import build_dataset
-    from cxrkit.data.cache import cache_folder, cache_key, prepare_cache
+    from cxrkit.run.data import build_cache, locate_cache
 
     dcfg = _data_config(args, default_source="phantom")
     pcfg = merge(
@@ -82,19 +82,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         {"size": args.size_out, "mode": args.mode, "workers": args.workers, "force": args.force or None},
     )
     ds = build_dataset(dcfg)
-    key = cache_key(ds, pcfg.size, pcfg.mode)  # type: ignore[arg-type]
+    cfg = RunConfig(data=dcfg, prepare=pcfg, cache_dir=args.cache_dir)
     # the location `cxr train` looks in (same cache_dir, source, size, mode and key): training reuses it
-    out = Path(args.out) if args.out else cache_folder(args.cache_dir, ds.source, pcfg.size, pcfg.mode, key)
-    res = prepare_cache(
-        ds,
-        out,
-        size=pcfg.size,
-        mode=pcfg.mode,  # type: ignore[arg-type]
-        workers=pcfg.workers or None,
-        force=pcfg.force,
-        progress=not args.quiet,
-        key=key,
-    )
+    out, key = locate_cache(cfg, ds)
+    out = Path(args.out) if args.out else out
+    res = build_cache(cfg, ds, out, key, log=lambda _m: None, progress=not args.quiet)
     if res.reused:
         print(f"cache up to date: reused {out} ({res.n_images:,} images, checked in {res.seconds:.3f} s)")
     else:

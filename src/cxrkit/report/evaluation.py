@@ -114,9 +114,9 @@ def _calibration(m: dict) -> str:
         )
         + answer
         + (table_html(table.set_index("predicted")) if len(table) else "")
-        + '<p class="note">Probabilities are temperature-scaled per label (fitted on the validation split '
-        f"at "
-        f"the end of training: {html.escape(temps)}). ECE over the {len(c['covers'])} averaged labels, "
+        + '<p class="note">Probabilities are temperature-scaled (per label; softmax models share one), '
+        f"fitted on the validation split at the end of training: {html.escape(temps)}. "
+        f"ECE over the {len(c['covers'])} averaged labels, "
         f"all known image-label pairs pooled: {ece_b:.3f} before, {ece_a:.3f} after. "
         "Per-label ECE (after): per-label table.</p>"
     )

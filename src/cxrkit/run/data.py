@@ -17,7 +17,7 @@ import pandas as pd
 from cxrkit.config import RunConfig, SplitConfig, build_run_config, load_yaml
 from cxrkit.data import build_dataset
 from cxrkit.data.base import XRayDataset
-from cxrkit.data.cache import CachedDataset, cache_folder, cache_key, prepare_cache
+from cxrkit.data.cache import CachedDataset, PrepareResult, cache_folder, cache_key, prepare_cache
 from cxrkit.data.splits import Split, load_split_manifest, patient_split, split_from_column
 from cxrkit.data.transforms import to_model_input
 from cxrkit.labels import try_canonical_label
@@ -78,7 +78,9 @@ def locate_cache(cfg: RunConfig, ds: XRayDataset) -> tuple[Path, str]:
     return cache_folder(cfg.cache_dir, ds.source, cfg.prepare.size, cfg.prepare.mode, key), key
 
 
-def build_cache(cfg: RunConfig, ds: XRayDataset, path: Path, key: str, log: Log) -> None:
+def build_cache(
+    cfg: RunConfig, ds: XRayDataset, path: Path, key: str, log: Log, progress: bool | None = None
+) -> PrepareResult:
     """Build the cache at ``path`` unless an identical one is there; log what happened."""
     p = cfg.prepare
     res = prepare_cache(
@@ -87,7 +89,7 @@ def build_cache(cfg: RunConfig, ds: XRayDataset, path: Path, key: str, log: Log)
         size=p.size,
         mode=p.mode,  # type: ignore[arg-type]
         workers=p.workers or None,
-        progress=cfg.train.progress,
+        progress=cfg.train.progress if progress is None else progress,
         force=p.force,
         key=key,
     )
@@ -95,6 +97,7 @@ def build_cache(cfg: RunConfig, ds: XRayDataset, path: Path, key: str, log: Log)
         f"data: {ds.summary()}; cache {'reused' if res.reused else 'built'} at {path}"
         + (f" ({len(res.failures)} unreadable files skipped)" if res.failures else "")
     )
+    return res
 
 
 def open_data(cfg: RunConfig, path: Path) -> TrainData:

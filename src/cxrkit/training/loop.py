@@ -42,7 +42,7 @@ from cxrkit.run.data import (
     open_data,
 )
 from cxrkit.run.model import build_network
-from cxrkit.run.package import build_package, write_package
+from cxrkit.run.package import ModelPackage, build_package, write_package
 from cxrkit.training import distributed as ddp
 from cxrkit.training.augment import augment_batch
 from cxrkit.training.losses import LossFn, build_loss
@@ -348,28 +348,20 @@ def _fit(
             save_checkpoint(run_dir / files.BEST, model_state=best_state, epoch=-1, **meta)
         write_history(run_dir, history)
         write_summary(run_dir, history, state, t, model)
-        pkg = package_model(model, data, cfg, device)
-        write_package(run_dir, pkg)
-        for warning in pkg.validation["warnings"]:
-            log(f"warning: {warning}")
-        op = pkg.operating_point
-        log(
-            f"packaged: temperatures fitted on {len(data.split['val']):,} validation images "
-            f"(ECE {pkg.validation['ece_before']:.3f} -> {pkg.validation['ece_after']:.3f}); triage "
-            f"threshold {op.threshold:.6g} for sensitivity {op.target_sensitivity:g} "
-            f"({'reached' if op.reached else 'NOT reached'}: validation {op.val_sensitivity:.3f})"
-        )
+        write_model_package(run_dir, model, data, cfg, device, log)
         if state["best"] is not None:
             log(f"best {t.monitor} {state['best']:.4f} at epoch {state['best_epoch']}; run folder {run_dir}")
     ddp.barrier(info)
     return run_dir
 
 
-def package_model(model: CXRNet, data: TrainData, cfg: RunConfig, device: torch.device):
-    """The run's model.json content: calibration, thresholds and operating point from validation logits."""
+def write_model_package(
+    run_dir: Path, model: CXRNet, data: TrainData, cfg: RunConfig, device: torch.device, log: Log
+) -> ModelPackage:
+    """Fit calibration, thresholds and the operating point on validation logits; write model.json; log."""
     idx = data.split["val"]
     logits, _ = predict_logits(model, data, idx, cfg.train.batch_size * 2, device)
-    return build_package(
+    pkg = build_package(
         model_name=cfg.model.name,
         model_config=dataclasses.asdict(cfg.model),
         labels=data.labels,
@@ -380,6 +372,17 @@ def package_model(model: CXRNet, data: TrainData, cfg: RunConfig, device: torch.
         target_sensitivity=cfg.triage.target_sensitivity,
         triage_score=cfg.triage.score,
     )
+    write_package(run_dir, pkg)
+    for warning in pkg.validation["warnings"]:
+        log(f"warning: {warning}")
+    op = pkg.operating_point
+    log(
+        f"wrote {run_dir / files.PACKAGE}: temperatures fitted on {len(idx):,} validation images "
+        f"(ECE {pkg.validation['ece_before']:.3f} -> {pkg.validation['ece_after']:.3f}); triage threshold "
+        f"{op.threshold:.6g} for sensitivity {op.target_sensitivity:g} "
+        f"({'reached' if op.reached else 'NOT reached'}: validation {op.val_sensitivity:.3f})"
+    )
+    return pkg
 
 
 def write_history(run_dir: Path, history: list[dict]) -> None:

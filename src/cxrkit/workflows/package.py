@@ -13,14 +13,14 @@ from cxrkit.run import files
 from cxrkit.run.checkpoint import atomic_write_text, load_checkpoint
 from cxrkit.run.data import Log, load_run_config, load_run_data
 from cxrkit.run.model import build_network
-from cxrkit.run.package import ModelPackage, write_package
+from cxrkit.run.package import ModelPackage
 
 
 def package_run(
     run_dir: str | Path, overrides: dict | None = None, device: str = "auto", log: Log = print
 ) -> ModelPackage:
     """Fit calibration, thresholds and the operating point on the run's validation split; write model.json."""
-    from cxrkit.training.loop import package_model
+    from cxrkit.training.loop import write_model_package
 
     run_dir = files.check_run_folder(Path(run_dir), (files.BEST, files.CONFIG))
     bad = sorted(k for k in overrides or {} if not k.startswith("triage."))
@@ -37,16 +37,7 @@ def package_run(
     model.load_state_dict(ckpt["model_state"])
     dev = resolve_device(device)
     model.to(dev).eval()
-    pkg = package_model(model, data, cfg, dev)
-    write_package(run_dir, pkg)
+    pkg = write_model_package(run_dir, model, data, cfg, dev, log)
     if overrides:  # e.g. triage.target_sensitivity: the saved config says what the package was made with
         atomic_write_text(run_dir / files.CONFIG, cfg.to_yaml())
-    for warning in pkg.validation["warnings"]:
-        log(f"warning: {warning}")
-    op = pkg.operating_point
-    log(
-        f"wrote {run_dir / files.PACKAGE}: {len(pkg.labels)} labels, temperatures fitted on "
-        f"{pkg.validation['images']:,} validation images, triage threshold {op.threshold:.6g} "
-        f"(sensitivity {op.val_sensitivity:.3f} for target {op.target_sensitivity:g})"
-    )
     return pkg
