@@ -225,7 +225,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, log: Log = 
     write_evaluation_report(run.path, out, data, cfg.samples)
     nf = metrics["no_finding_auc"]
     log(
-        f"macro ROC-AUC over {len(cols)} findings {cis.macro_auc.value:.3f} "
+        f"macro ROC-AUC over {len(cols)} finding{'s' if len(cols) != 1 else ''} {cis.macro_auc.value:.3f} "
         f"[{cis.macro_auc.low:.3f}, {cis.macro_auc.high:.3f}]  micro {cis.micro_auc.value:.3f}  "
         f"macro AP {cis.macro_ap.value:.3f}  macro F1 {summary['macro_f1']:.3f} ({cfg.threshold} on val)"
         + (f"  |  No Finding (normal vs abnormal) ROC-AUC {nf['value']:.3f}" if nf else "")
