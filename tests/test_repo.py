@@ -39,7 +39,7 @@ def test_example_configs_load(path):
 
 
 def test_the_demo_recipe_ships_inside_the_package():
-    """`cxr demo` reads configs/demo.yaml through the package (a symlink that wheels copy)."""
+    """`cxr demo` reads the recipe shipped in the package: it must stay a copy of configs/demo.yaml."""
     from importlib import resources
 
     shipped = resources.files("cxrkit").joinpath("recipes/demo.yaml").read_text()

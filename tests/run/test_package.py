@@ -69,6 +69,7 @@ def test_logits_to_probs_is_sigmoid_or_softmax():
     assert np.allclose(
         logits_to_probs(z, "multilabel", t), torch.sigmoid(torch.tensor(z / t)).numpy(), atol=1e-7
     )
+    assert 0 < logits_to_probs(np.array([[-60.0]]), "multilabel")[0, 0] < 1e-25  # tiny, not rounded to 0
 
 
 def package(z, y, **kw):

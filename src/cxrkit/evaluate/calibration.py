@@ -154,4 +154,5 @@ def logits_to_probs(
         z = z - z.max(axis=1, keepdims=True)
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
-    return 0.5 * (1.0 + np.tanh(0.5 * z))  # sigmoid without overflow
+    e = np.exp(-np.abs(z))  # sigmoid without overflow, and without rounding small values to 0
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
