@@ -26,7 +26,7 @@ import pandas as pd
 
 from cxrkit.data.base import XRayDataset, empty_boxes
 from cxrkit.data.decode import ImageReadError
-from cxrkit.data.transforms import ResizeMode, compute_geometry, resize_square
+from cxrkit.data.transforms import InputSpec, ResizeMode, compute_geometry, prepare_image
 
 CACHE_FORMAT = 1
 _FILES = ("images.npy", "meta.csv", "boxes.csv", "failures.csv", "manifest.json")
@@ -117,7 +117,7 @@ def _process(i: int) -> tuple[int, np.ndarray | None, int, int, str]:
         return i, None, 0, 0, err.reason
     except (OSError, ValueError) as err:
         return i, None, 0, 0, f"{type(err).__name__}: {err}"
-    out, _ = resize_square(img, _WORKER["size"], _WORKER["mode"])
+    out = prepare_image(img, InputSpec(_WORKER["size"], _WORKER["mode"]))  # the one preprocessing
     return i, out, img.shape[1], img.shape[0], ""
 
 
