@@ -38,6 +38,17 @@ def test_changed_inputs_or_parameters_rebuild(nih_root, tmp_path):
     assert not res.reused
 
 
+def test_same_size_file_rewritten_with_a_new_mtime_rebuilds(nih_root, tmp_path):
+    """A PACS re-export of an uncompressed image keeps the byte count: the modification time must count."""
+    prepare_cache(NIHDataset(nih_root), tmp_path / "c", size=32, progress=False)
+    p = nih_root / "images_001" / "images" / "00000002_000.png"
+    size = p.stat().st_size
+    os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
+    assert p.stat().st_size == size
+    assert not prepare_cache(NIHDataset(nih_root), tmp_path / "c", size=32, progress=False).reused
+    assert prepare_cache(NIHDataset(nih_root), tmp_path / "c", size=32, progress=False).reused
+
+
 def test_corrupt_files_are_listed_with_reason_and_skipped(bad_files, tmp_path):
     good = tmp_path / "good.png"
     good.write_bytes(png_bytes(chest_like()))

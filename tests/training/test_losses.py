@@ -1,6 +1,9 @@
 """Losses: NaN labels masked, weights as defined, focal reduces to BCE at gamma 0."""
 
+import math
+
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -21,12 +24,27 @@ def test_masked_bce_ignores_unknown_labels():
     assert torch.isclose(masked_bce(logits, y), expect)
 
 
-def test_batch_weighted_bce_uses_wang_weights():
-    logits = torch.zeros(4, 1)
-    y = torch.tensor([[1.0], [0.0], [0.0], [0.0]])  # |P|=1, |N|=3
-    per = F.binary_cross_entropy_with_logits(logits, y, reduction="none").squeeze()
-    expect = (4 / 1 * per[0] + 4 / 3 * per[1:].sum()) / 4
-    assert torch.isclose(batch_weighted_bce(logits, y), expect)
+def _bce(z: float, y: float) -> float:
+    """Binary cross-entropy of sigmoid(z) against y, written out by hand."""
+    return math.log1p(math.exp(-z)) if y == 1 else math.log1p(math.exp(z))
+
+
+def test_batch_weighted_bce_counts_per_label_and_skips_unknowns():
+    # label 0: 1 positive, 3 negatives, 1 unknown; label 1: 3 positives, 1 negative, 1 unknown
+    nan = float("nan")
+    rows = [([0.3, -0.7], [1, 0]), ([1.2, 0.4], [0, nan]), ([-0.5, 2.0], [0, 1]), ([0.1, -1.5], [0, 1])]
+    rows.append(([0.8, 0.9], [nan, 1]))
+    logits = torch.tensor([r[0] for r in rows])
+    y = torch.tensor([r[1] for r in rows], dtype=torch.float32)
+    weights = [{1: 4 / 1, 0: 4 / 3}, {1: 4 / 3, 0: 4 / 1}]  # (|P|+|N|)/|P| and (|P|+|N|)/|N| per label
+    terms = [
+        weights[j][t] * _bce(z, t)
+        for zs, ts in rows
+        for j, (z, t) in enumerate(zip(zs, ts, strict=True))
+        if not math.isnan(t)
+    ]
+    assert len(terms) == 8
+    assert math.isclose(batch_weighted_bce(logits, y).item(), sum(terms) / 8, rel_tol=1e-6)
 
 
 def test_pos_weight_from_training_prevalence():
@@ -34,14 +52,29 @@ def test_pos_weight_from_training_prevalence():
     assert torch.allclose(pos_weight_from(y), torch.tensor([3.0, 2.0]))
 
 
-def test_focal_gamma0_is_bce_and_downweights_easy_examples():
+def _focal(z: float, y: float, gamma: float, alpha: float | None) -> float:
+    """Lin et al.'s FL = -alpha_t (1 - p_t)^gamma log p_t, written out by hand."""
+    p = 1 / (1 + math.exp(-z))
+    p_t = p if y == 1 else 1 - p
+    a_t = 1.0 if alpha is None else (alpha if y == 1 else 1 - alpha)
+    return -a_t * (1 - p_t) ** gamma * math.log(p_t)
+
+
+@pytest.mark.parametrize(("gamma", "alpha"), [(2.0, 0.25), (1.5, None), (0.5, 0.9)])
+def test_focal_loss_exact_values(gamma, alpha):
+    pairs = [(2.5, 1), (-0.3, 1), (0.8, 0), (-2.0, 0), (0.1, 1)]
+    logits = torch.tensor([[z for z, _ in pairs] + [3.0]])
+    y = torch.tensor([[t for _, t in pairs] + [float("nan")]])
+    expect = sum(_focal(z, t, gamma, alpha) for z, t in pairs) / len(pairs)
+    assert math.isclose(focal_loss(logits, y, gamma, alpha).item(), expect, rel_tol=1e-5)
+    assert math.isclose(
+        build_loss("focal", y.numpy(), gamma=gamma, alpha=alpha)(logits, y).item(), expect, rel_tol=1e-5
+    )
+
+
+def test_focal_gamma0_without_alpha_is_bce():
     logits, y = torch.tensor([[4.0, -0.2]]), torch.tensor([[1.0, 1.0]])
     assert torch.isclose(focal_loss(logits, y, gamma=0.0), masked_bce(logits, y))
-    easy = focal_loss(torch.tensor([[4.0]]), torch.tensor([[1.0]]))
-    hard = focal_loss(torch.tensor([[-0.2]]), torch.tensor([[1.0]]))
-    assert easy / hard < masked_bce(torch.tensor([[4.0]]), torch.tensor([[1.0]])) / masked_bce(
-        torch.tensor([[-0.2]]), torch.tensor([[1.0]])
-    )
 
 
 def test_softmax_ce_on_one_hot_skips_unknown_rows():
