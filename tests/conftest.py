@@ -215,6 +215,16 @@ def nih_meta_frame(n_patients: int = 40, per_patient: int = 3, seed: int = 0) ->
     return pd.DataFrame(rows)
 
 
+TRAINED_FIXTURES = {"phantom_run", "phantom_eval"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that need the session's phantom training are ``slow`` (``pytest -m "not slow"`` skips them)."""
+    for item in items:
+        if TRAINED_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def phantom_run(tmp_path_factory) -> Path:
     """A small CNN trained on 1,500 phantoms (64 px, 10 epochs, about 60 s), shared by evaluation tests."""

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,6 +18,7 @@ def readme_example() -> str:
     return m.group(1)
 
 
+@pytest.mark.slow
 def test_readme_api_example_runs(tmp_path):
     code = readme_example()
     code += "\ntable.to_csv('table.csv', index=False)\n"

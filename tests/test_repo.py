@@ -1,5 +1,6 @@
 """The repository's contract: ruff clean, example configs valid, no side effects at import."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -58,3 +59,12 @@ def test_import_has_no_side_effects(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert list(tmp_path.iterdir()) == []  # no folders created
+
+
+def test_a_hanging_test_fails_with_its_name(tmp_path):
+    """pytest-timeout is configured: a stuck test is reported by name instead of eating the CI budget."""
+    assert re.search(r"^timeout = \d+$", (REPO / "pyproject.toml").read_text(), re.M)
+    (tmp_path / "test_stuck.py").write_text("import time\n\ndef test_stuck():\n    time.sleep(30)\n")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timeout=1", "test_stuck.py"]
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=25)
+    assert out.returncode == 1 and "Timeout" in out.stdout and "test_stuck" in out.stdout, out.stdout[-2000:]

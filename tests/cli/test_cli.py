@@ -3,8 +3,10 @@
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
-from conftest import chest_like, png_bytes
+import yaml
+from conftest import NIH_ROWS, chest_like, png_bytes
 
 from cxrkit.cli import build_parser, main
 
@@ -23,6 +25,7 @@ def test_console_script_is_installed():
     assert out.returncode == 0 and out.stdout.startswith("cxrkit ")
 
 
+@pytest.mark.slow
 def test_demo_runs_offline_and_writes_its_outputs(tmp_path, capsys):
     assert (
         main(
@@ -94,9 +97,17 @@ def test_inspect_prints_one_line_per_file(bad_files, capsys):
     assert len(lines) == 4 and {line.split(": ")[0] for line in lines} == {str(p) for p in bad_files.values()}
 
 
-def test_split_writes_a_manifest(nih_root, tmp_path, capsys):
+def test_split_writes_a_manifest_that_follows_the_official_lists(nih_root, tmp_path, capsys):
     assert main(["split", str(nih_root), "--method", "official", "--out", str(tmp_path / "s.csv")]) == 0
-    assert "no patient is in two splits" in capsys.readouterr().out and (tmp_path / "s.csv").exists()
+    assert "no patient is in two splits" in capsys.readouterr().out
+    man = pd.read_csv(tmp_path / "s.csv", dtype=str)
+    present = [r[0] for r in NIH_ROWS[:-1]]  # the last row's image is missing from the folder
+    assert sorted(man["image_id"]) == sorted(present) and set(man["split"]) <= {"train", "val", "test"}
+    official_test = set((nih_root / "test_list.txt").read_text().split())
+    assert set(man.loc[man["split"] == "test", "image_id"]) == official_test & set(present)
+    # the NIH patient is the image name's first eight digits: none is in two splits
+    assert (man["patient_id"].astype(int) == man["image_id"].str[:8].astype(int)).all()
+    assert man.groupby("patient_id")["split"].nunique().max() == 1
 
 
 def test_bad_input_is_one_error_line_not_a_traceback(tmp_path, capsys):
@@ -118,29 +129,18 @@ def test_parser_defaults_are_none_so_yaml_is_not_overridden():
     assert args.size_out is None and args.mode is None and args.seed is None
 
 
-def test_overrides_may_follow_options(tmp_path, capsys):
-    assert (
-        main(
-            [
-                "train",
-                "--out",
-                str(tmp_path / "r"),
-                "--name",
-                "x",
-                "data.n=60",
-                "data.size=32",
-                "prepare.size=32",
-                "train.epochs=1",
-                "train.progress=false",
-                "model.name=cnn2_64_128_bn",
-                f"cache_dir={tmp_path / 'c'}",
-            ]
-        )
-        == 0
-    )
-    assert (tmp_path / "r" / "x" / "best.pt").exists()
+def test_overrides_may_come_before_between_and_after_options(tmp_path, capsys):
+    args = ["train", "data.n=60", "data.size=32", "--out", str(tmp_path / "r"), "prepare.size=32"]
+    args += ["train.epochs=1", "--name", "x", "train.progress=false", "model.name=cnn2_64_128_bn"]
+    assert main([*args, f"cache_dir={tmp_path / 'c'}"]) == 0
+    saved = yaml.safe_load((tmp_path / "r" / "x" / "config.yaml").read_text())
+    assert saved["data"]["n"] == 60 and saved["data"]["size"] == 32 and saved["prepare"]["size"] == 32
+    assert saved["train"]["epochs"] == 1 and saved["model"]["name"] == "cnn2_64_128_bn"
+    assert len(pd.read_csv(tmp_path / "r" / "x" / "metrics.csv")) == 1  # one epoch trained, as asked
     with pytest.raises(SystemExit):
         main(["eda", "--bogus"])
+    with pytest.raises(SystemExit):  # an option it does not know is not taken for an override
+        main(["train", "data.n=60", "--bogus", "train.epochs=1"])
 
 
 def test_prepare_then_train_builds_nothing_twice(tmp_path, capsys, monkeypatch):

@@ -1,6 +1,7 @@
 """cxr explain on the real sample files (DICOM, PNG, JPEG) and cxr localize on the boxed real NIH images."""
 
 import numpy as np
+import pytest
 from conftest import REPO, shared_path
 from PIL import Image
 
@@ -23,6 +24,7 @@ def test_explain_writes_readable_overlays_for_every_sample(phantom_run, tmp_path
     assert "not one of the model's labels" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_localize_on_the_boxed_real_nih_images(tmp_path, capsys):
     shared_path("data", "nih14-64px", "images")
     config = REPO / "configs" / "nih-shared64.yaml"

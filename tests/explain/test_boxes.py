@@ -56,3 +56,14 @@ def test_iobb_iou_and_thresholds():
     assert table.loc["T(IoBB)=0.5", "Mass"] == 0.5 and table.loc["T(IoBB)=0.9", "Nodule"] == 1.0
     assert table.loc["T(IoU)=0.3", "all"] == pytest.approx(1 / 3) and table.loc["boxes", "all"] == 3
     assert list(table.index[:5]) == [f"T(IoBB)={t:g}" for t in (0.1, 0.25, 0.5, 0.75, 0.9)]
+
+
+def test_a_box_counts_only_when_its_overlap_is_strictly_above_t():
+    """Wang et al. count a box as localized when IoBB > T: an overlap of exactly T does not count."""
+    t = Box(0, 0, 10, 10)
+    at, above = best_overlaps([Box(5, 0, 10, 10)], t), best_overlaps([Box(4, 0, 10, 10)], t)
+    assert at == pytest.approx((0.5, 50 / 150)) and above == pytest.approx((0.6, 60 / 140))
+    scores = pd.DataFrame({"label": ["Mass", "Mass"], "iobb": [at[0], above[0]], "iou": [0.3, 0.3 + 1e-9]})
+    table = localization_table(scores)
+    assert table.loc["T(IoBB)=0.5", "Mass"] == 0.5 and table.loc["T(IoBB)=0.25", "Mass"] == 1.0
+    assert table.loc["T(IoU)=0.3", "Mass"] == 0.5 and table.loc["T(IoU)=0.4", "Mass"] == 0.0

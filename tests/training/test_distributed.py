@@ -13,6 +13,7 @@ from cxrkit.run.checkpoint import load_checkpoint
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="torchrun with gloo is tested on Linux/macOS")
+@pytest.mark.slow
 def test_two_process_ddp_on_gloo_writes_one_run_folder(tmp_path):
     local = Path(sys.executable).parent / "torchrun"  # the venv's own, not another install's
     torchrun = str(local) if local.exists() else shutil.which("torchrun")

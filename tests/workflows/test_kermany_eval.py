@@ -4,6 +4,7 @@ scored on held-out patients; the report shows ROC-AUC, sensitivity and specifici
 import json
 import re
 
+import pytest
 from conftest import shared_path
 
 from cxrkit.config import build_run_config
@@ -11,6 +12,7 @@ from cxrkit.training.loop import fit
 from cxrkit.workflows.evaluate import EvalConfig, evaluate_run
 
 
+@pytest.mark.slow
 def test_kermany_operating_point_from_val_holds_on_test_patients(tmp_path):
     root = shared_path("data", "kermany-pneumonia", "train")
     subset = tmp_path / "kermany"
