@@ -22,6 +22,10 @@ def test_masked_bce_ignores_unknown_labels():
     y = torch.tensor([[1.0, float("nan")], [0.0, 1.0]])
     expect = F.binary_cross_entropy_with_logits(logits[[0, 1, 1], [0, 0, 1]], torch.tensor([1.0, 0.0, 1.0]))
     assert torch.isclose(masked_bce(logits, y), expect)
+    one = torch.tensor([[float("nan"), 1.0]])  # one known entry: the mean is that entry's loss
+    assert torch.isclose(masked_bce(logits[:1], one), F.softplus(torch.tensor(1.0)))
+    none = torch.full((2, 2), float("nan"))  # nothing known: zero, not NaN
+    assert masked_bce(logits, none) == 0 and focal_loss(logits, none) == 0
 
 
 def _bce(z: float, y: float) -> float:
@@ -48,8 +52,14 @@ def test_batch_weighted_bce_counts_per_label_and_skips_unknowns():
 
 
 def test_pos_weight_from_training_prevalence():
-    y = np.array([[1, 0], [0, 0], [0, np.nan], [0, 1]], dtype=np.float32)
-    assert torch.allclose(pos_weight_from(y), torch.tensor([3.0, 2.0]))
+    nan = np.nan
+    # label 0: 2 positives, 4 negatives, 1 unknown; label 1: never positive; label 2: never negative
+    y = np.array([[1, 0, 1], [1, 0, 1], [0, 0, 1], [0, nan, 1], [0, 0, nan], [0, 0, 1], [nan, 0, 1]])
+    assert torch.allclose(pos_weight_from(y), torch.tensor([2.0, 1.0, 1.0]))
+    logits = torch.tensor([[0.3, -1.0, 2.0]])
+    target = torch.tensor([[1.0, 0.0, 1.0]])
+    expect = (2 * _bce(0.3, 1) + _bce(-1.0, 0) + _bce(2.0, 1)) / 3
+    assert math.isclose(build_loss("pos_weight_bce", y)(logits, target).item(), expect, rel_tol=1e-6)
 
 
 def _focal(z: float, y: float, gamma: float, alpha: float | None) -> float:
@@ -72,15 +82,22 @@ def test_focal_loss_exact_values(gamma, alpha):
     )
 
 
-def test_focal_gamma0_without_alpha_is_bce():
-    logits, y = torch.tensor([[4.0, -0.2]]), torch.tensor([[1.0, 1.0]])
+def test_focal_defaults_are_lin_et_al_and_gamma0_is_bce():
+    logits, y = torch.tensor([[4.0, -0.2, 0.7]]), torch.tensor([[1.0, 1.0, 0.0]])
     assert torch.isclose(focal_loss(logits, y, gamma=0.0), masked_bce(logits, y))
+    expect = sum(_focal(z, t, 2.0, None) for z, t in ((4.0, 1), (-0.2, 1), (0.7, 0))) / 3
+    assert math.isclose(focal_loss(logits, y).item(), expect, rel_tol=1e-5)  # gamma 2, no alpha
+    assert math.isclose(build_loss("focal", y.numpy())(logits, y).item(), expect, rel_tol=1e-5)
 
 
 def test_softmax_ce_on_one_hot_skips_unknown_rows():
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [5.0, 5.0]])
     y = torch.tensor([[1.0, 0.0], [0.0, 1.0], [float("nan"), float("nan")]])
     assert torch.isclose(softmax_ce(logits, y), F.cross_entropy(logits[:2], torch.tensor([0, 1])))
+    unknown = logits.clone().requires_grad_(True)
+    loss = softmax_ce(unknown, torch.full((3, 2), float("nan")))  # a batch without a known row
+    loss.backward()
+    assert loss.item() == 0 and unknown.grad is not None and (unknown.grad == 0).all()
 
 
 def test_every_named_loss_builds_and_is_finite():

@@ -44,8 +44,7 @@ def batch_weighted_bce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     pos = (y0 * known).sum(0)
     neg = ((1 - y0) * known).sum(0)
     total = pos + neg
-    w_p = torch.where(pos > 0, total / pos.clamp(min=1), torch.zeros_like(pos))
-    w_n = torch.where(neg > 0, total / neg.clamp(min=1), torch.zeros_like(neg))
+    w_p, w_n = total / pos.clamp(min=1), total / neg.clamp(min=1)  # a class absent from the batch: unused
     return masked_bce(logits, y, weight=y0 * w_p + (1 - y0) * w_n)
 
 
@@ -73,9 +72,10 @@ def softmax_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def pos_weight_from(train_targets: np.ndarray) -> torch.Tensor:
     """N_neg / N_pos per label from the training targets (NaN ignored; 1 where a class is absent)."""
     y = np.asarray(train_targets, dtype=np.float64)
-    pos = np.nansum(y > 0.5, axis=0).astype(np.float64)
-    neg = np.sum(~np.isnan(y) & (y <= 0.5), axis=0).astype(np.float64)
-    return torch.tensor(np.where((pos > 0) & (neg > 0), neg / np.maximum(pos, 1), 1.0), dtype=torch.float32)
+    pos = np.nansum(y, axis=0)  # targets are 0/1
+    neg = np.sum(~np.isnan(y), axis=0) - pos
+    ratio = np.divide(neg, pos, out=np.ones_like(pos), where=(pos > 0) & (neg > 0))
+    return torch.tensor(ratio, dtype=torch.float32)
 
 
 def build_loss(
