@@ -92,7 +92,6 @@ def run_bug(target: str, source: str, tests: tuple[str, ...], log: Path) -> tupl
             os.dup2(fd, 2)
             name = "cxrkit." + target.removesuffix(".py").replace("/", ".")
             sys.meta_path.insert(0, _MutatedModule(name, SRC / "cxrkit" / target, source))
-            sys.dont_write_bytecode = True
             os._exit(int(pytest.main(["-q", "-rf", "-p", "no:cacheprovider", *tests])))
         finally:
             os._exit(99)

@@ -10,8 +10,9 @@ mutant. Survivors are printed with their line: each is a missing test or an equi
     python bench/mutation.py --only losses    # targets whose path contains "losses"
     python bench/mutation.py --list           # the mutants, without running anything
 
-Not part of CI (too slow for 2 cores). A line marked ``# pragma: no mutate`` is skipped: for code
-where a change is equivalent by design (say why on the line).
+Not part of CI (too slow for 2 cores). A line marked ``# pragma: no mutate`` (or below a comment
+``# pragma: no mutate (next line) -- why``) is skipped: for code where every change of an operator
+or constant is equivalent by design; the comment says why.
 """
 
 from __future__ import annotations
@@ -110,6 +111,14 @@ class Mutant:
     what: str
 
 
+def _no_mutate(lines: list[str], lineno: int) -> bool:
+    """A line marked ``# pragma: no mutate``, or one below a comment line that says so for the next line."""
+    above = lines[lineno - 2].strip() if lineno > 1 else ""
+    return "pragma: no mutate" in lines[lineno - 1] or (
+        above.startswith("#") and "pragma: no mutate (next line)" in above
+    )
+
+
 def _skipped_nodes(tree: ast.AST, functions: tuple[str, ...] | None, lines: list[str]) -> set[int]:
     """ids of nodes never mutated: docstrings, f-strings, annotations, raise statements, other functions."""
     skip: set[int] = set()
@@ -131,10 +140,11 @@ def _skipped_nodes(tree: ast.AST, functions: tuple[str, ...] | None, lines: list
             drop(node.annotation)
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             drop(node.returns)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             for d in node.decorator_list:
                 drop(d)
         lineno = getattr(node, "lineno", None)
-        if lineno and "pragma: no mutate" in lines[lineno - 1]:
+        if lineno and _no_mutate(lines, lineno):
             drop(node)
     if functions is not None:
         inside: set[int] = set()
@@ -237,7 +247,6 @@ def _child(target: str, source: str | None, tests: tuple[str, ...]) -> None:
     if source is not None:
         name = "cxrkit." + target.removesuffix(".py").replace("/", ".")
         sys.meta_path.insert(0, _MutatedModule(name, SRC / "cxrkit" / target, source))
-    sys.dont_write_bytecode = True
     args = ["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "--timeout=0", *tests]
     os._exit(int(pytest.main(args)))
 
@@ -310,9 +319,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(mutants)} mutants")
         return 0
     # heavy libraries load once in the parent; cxrkit must not, so each child imports its mutant
+    import hypothesis.strategies  # noqa: F401
     import numpy  # noqa: F401
     import pandas  # noqa: F401
     import pytest  # noqa: F401
+    import pytest_timeout  # noqa: F401
     import scipy.ndimage  # noqa: F401
     import sklearn.metrics  # noqa: F401
     import torch  # noqa: F401

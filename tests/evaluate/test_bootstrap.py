@@ -1,10 +1,11 @@
 """Patient-bootstrap intervals: contain the estimate, narrow with data, resample patients not images."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cxrkit.evaluate.bootstrap import patient_weights, ranking_cis, rate_cis
+from cxrkit.evaluate.bootstrap import interval, patient_weights, ranking_cis, rate_cis
 from cxrkit.evaluate.metrics import macro_ap, macro_auc, micro_ap, micro_auc, per_label_auc
 
 
@@ -68,3 +69,16 @@ def test_single_class_label_gives_nan_interval_not_a_crash():
     c = ranking_cis(y, s, g, n_boot=50)
     assert np.isnan(c.auc[1].value) and np.isnan(c.auc[1].low)
     assert np.isfinite(c.macro_auc.value) and np.isfinite(c.macro_auc.low)
+
+
+def test_defaults_seed_zero_and_a_95_percent_percentile_interval():
+    g = np.repeat(np.arange(30), 2)
+    first = np.vstack(list(patient_weights(g, 100)))
+    assert np.array_equal(first, np.vstack(list(patient_weights(g, 100, 0))))
+    # chunks only bound memory: the replicates are the same whatever the chunk size
+    assert np.array_equal(first, np.vstack(list(patient_weights(g, 100, 0, chunk=7))))
+    assert first.shape == (100, 60) and (first.sum(1) == 60).all()  # 30 patients drawn, two images each
+    reps = np.random.default_rng(0).normal(size=500)
+    ci = interval(0.1, reps)
+    assert (ci.low, ci.high) == pytest.approx(tuple(np.quantile(reps, [0.025, 0.975])))
+    assert ci.replicates == 500 and np.isnan(interval(0.1, reps[:9]).low)

@@ -33,6 +33,7 @@ from cxrkit.evaluate.metrics import (
     per_label_ap,
     per_label_auc,
     pr_curve_points,
+    rates_from_counts,
     roc_auc,
     roc_curve_points,
     summary_metrics,
@@ -221,3 +222,51 @@ def test_headline_averages_cover_the_findings_and_no_finding_stands_alone():
         np.mean(per)
     )  # without labels: all columns
     assert finding_columns([NO_FINDING]) == [0]
+
+
+def test_defaults_are_threshold_half_and_beta_one():
+    y, s = _data(11, 60, 2)
+    full = threshold_metrics(y, s, 0.5, 1.0)
+    for got in (threshold_metrics(y, s), threshold_metrics(y, s, 0.5)):
+        assert all(np.allclose(got[k], full[k], equal_nan=True) for k in full)
+    assert np.allclose(full["fbeta"], full["f1"])  # beta 1 is F1
+    assert confusion_counts(y, s)["tp"].tolist() == confusion_counts(y, s, 0.5)["tp"].tolist()
+    assert summary_metrics(y, s) == pytest.approx(summary_metrics(y, s, 0.5, 1.0), nan_ok=True)
+    assert summary_metrics(y, s)["macro_fbeta"] == pytest.approx(summary_metrics(y, s)["macro_f1"])
+    assert multilabel_accuracy(y, s) == multilabel_accuracy(y, s, 0.5)
+    assert rates_from_counts(3, 1, 5, 2)["fbeta"] == pytest.approx(rates_from_counts(3, 1, 5, 2)["f1"])
+
+
+def test_accuracy_per_label_and_a_score_equal_to_the_threshold_is_positive():
+    y, s = _data(12, 90, 3)
+    s[:5] = 0.4  # exactly at the threshold: predicted positive
+    t = threshold_metrics(y, s, 0.4)
+    pred = s >= 0.4
+    assert pred[:5].all()
+    for j in range(3):
+        assert t["accuracy"][j] == pytest.approx(accuracy_score(y[:, j], pred[:, j]))
+    assert confusion_counts(y[:5], s[:5], 0.4)["fn"].sum() == 0
+    assert multilabel_accuracy(y[:5], s[:5], 0.4)["hamming_loss"] == pytest.approx((y[:5] == 0).mean())
+    assert rates_from_counts(0, 0, 0, 0)["precision"] != rates_from_counts(0, 0, 0, 0)["precision"]  # NaN
+
+
+def test_one_class_and_empty_inputs_give_nan_or_empty_curves_with_a_warning_at_the_caller():
+    y1, s = np.ones(4), np.array([0.1, 0.4, 0.35, 0.8])
+    with pytest.warns(RuntimeWarning, match="only one class") as rec:
+        assert np.isnan(average_precision(y1, s))  # all positive: AP is NaN, as AUC, not 1
+    assert rec[0].filename == __file__  # the warning points at the caller's line
+    with pytest.warns(RuntimeWarning, match="one class present") as rec:
+        per_label_ap(np.c_[y1, [0, 1, 0, 1]], np.c_[s, s])
+    assert rec[0].filename == __file__
+    with pytest.warns(RuntimeWarning, match="only one class") as rec:
+        roc_auc(1 - y1, s)
+    assert rec[0].filename == __file__
+    for curve in (roc_curve_points, pr_curve_points):
+        assert [len(a) for a in curve(np.zeros(4), s)] == [0, 0]
+    assert [len(a) for a in roc_curve_points(y1, s)] == [0, 0]
+    rec_, prec = pr_curve_points(y1, s)  # all positive: precision 1 at every recall
+    assert np.allclose(prec, 1) and rec_[-1] == 1
+    nothing = Ranked.build(np.full(3, np.nan), np.arange(3.0))  # no known label at all
+    assert nothing.rows.size == 0 and nothing.scores.size == 0
+    pos, neg = nothing.counts(np.ones((2, 3)))
+    assert pos.shape == neg.shape == (2, 0) and np.isnan(auc_from_counts(pos, neg)).all()

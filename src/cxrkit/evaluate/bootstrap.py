@@ -31,7 +31,12 @@ class Interval:
         return {"value": self.value, "low": self.low, "high": self.high, "replicates": self.replicates}
 
 
-def patient_weights(groups: np.ndarray, n_boot: int, seed: int = 0, chunk: int = 64) -> Iterator[np.ndarray]:
+def patient_weights(
+    groups: np.ndarray,
+    n_boot: int,
+    seed: int = 0,
+    chunk: int = 64,  # pragma: no mutate (chunk: memory only)
+) -> Iterator[np.ndarray]:
     """Chunks of (B, N) image weights: each row draws the patients of ``groups`` with replacement."""
     codes, n_groups = _codes(groups)
     rng = np.random.default_rng(seed)

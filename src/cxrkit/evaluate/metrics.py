@@ -23,7 +23,7 @@ def _pairs(y_true: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarra
     if y.shape != s.shape:
         raise ValueError(f"y_true has {y.size} values, score has {s.size}")
     keep = ~np.isnan(y) & ~np.isnan(s)
-    return y[keep] > 0.5, s[keep], np.flatnonzero(keep)
+    return y[keep] == 1, s[keep], np.flatnonzero(keep)
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,7 @@ def auc_from_counts(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
     n_pos, n_neg = pos.sum(1), neg.sum(1)
     neg_below = n_neg[:, None] - np.cumsum(neg, 1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        auc = (pos * (neg_below + 0.5 * neg)).sum(1) / (n_pos * n_neg)
-    return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
+        return (pos * (neg_below + 0.5 * neg)).sum(1) / (n_pos * n_neg)  # 0 / 0 = NaN for one class
 
 
 def ap_from_counts(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
@@ -84,6 +83,7 @@ def ap_from_counts(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
     n_pos, n_neg = pos.sum(1), neg.sum(1)
     tp, fp = np.cumsum(pos, 1), np.cumsum(neg, 1)
     with np.errstate(invalid="ignore", divide="ignore"):
+        # pragma: no mutate (next line) -- tp + fp is 0 only above the first weighted entry, where pos is 0
         precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
         ap = (pos * precision).sum(1) / n_pos
     return np.where((n_pos > 0) & (n_neg > 0), ap, np.nan)
@@ -163,9 +163,7 @@ def confusion_counts(y_true: np.ndarray, scores: np.ndarray, threshold: float | 
     """Per-label TP, FP, TN, FN (arrays of shape (L,)) at a threshold or per-label thresholds."""
     y = np.atleast_2d(np.asarray(y_true, dtype=np.float64))
     s = np.atleast_2d(np.asarray(scores, dtype=np.float64))
-    known = ~np.isnan(y)
-    pos = (y > 0.5) & known
-    neg = (y <= 0.5) & known
+    pos, neg = y == 1, y == 0  # labels are 0/1; NaN (unknown) is neither
     pred = s >= np.broadcast_to(np.asarray(threshold, dtype=np.float64), (s.shape[1],))[None, :]
     return {
         "tp": (pred & pos).sum(0),
@@ -176,8 +174,7 @@ def confusion_counts(y_true: np.ndarray, scores: np.ndarray, threshold: float | 
 
 
 def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(b > 0, a / np.maximum(b, 1e-300), np.nan)
+    return np.divide(a, b, out=np.full(np.broadcast(a, b).shape, np.nan), where=b > 0)
 
 
 def rates_from_counts(tp, fp, tn, fn, beta: float = 1.0) -> dict[str, np.ndarray]:
@@ -229,7 +226,7 @@ def multilabel_accuracy(y_true: np.ndarray, scores: np.ndarray, threshold: float
     s = np.atleast_2d(np.asarray(scores, dtype=np.float64))
     known = ~np.isnan(y)
     pred = s >= np.broadcast_to(np.asarray(threshold, dtype=np.float64), (s.shape[1],))[None, :]
-    wrong = (pred != (y > 0.5)) & known
+    wrong = (pred != (y == 1)) & known
     n_known = known.sum()
     hamming = float(wrong.sum() / n_known) if n_known else float("nan")
     rows = known.any(1)
@@ -270,7 +267,7 @@ def summary_metrics(
             "macro_ap": macro_ap(yc, pc),
             "micro_ap": micro_ap(yc, pc),
         }
-        if labels is not None and NO_FINDING in labels and len(cols) < len(labels):
+        if labels is not None and NO_FINDING in labels:
             j = list(labels).index(NO_FINDING)
             out["no_finding_auc"] = roc_auc(y[:, j], p[:, j], name=NO_FINDING)
             out["no_finding_ap"] = average_precision(y[:, j], p[:, j], name=NO_FINDING)
