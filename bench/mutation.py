@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
+import functools
 import importlib.abc
 import importlib.util
 import os
@@ -155,9 +156,15 @@ def _skipped_nodes(tree: ast.AST, functions: tuple[str, ...] | None, lines: list
     return skip
 
 
+@functools.cache
+def original_source(target: str) -> str:
+    """A module's source as read once at the start: editing files during a run cannot shift mutants."""
+    return (SRC / "cxrkit" / target).read_text()
+
+
 def find_mutants(target: str, functions: tuple[str, ...] | None) -> list[Mutant]:
     """Every mutant of one module file, in a fixed order."""
-    source = (SRC / "cxrkit" / target).read_text()
+    source = original_source(target)
     tree = ast.parse(source)
     skip = _skipped_nodes(tree, functions, source.splitlines())
     out = []
@@ -189,7 +196,7 @@ def find_mutants(target: str, functions: tuple[str, ...] | None) -> list[Mutant]
 
 def mutated_source(m: Mutant) -> str:
     """The module's source with mutant ``m`` applied."""
-    tree = ast.parse((SRC / "cxrkit" / m.target).read_text())
+    tree = ast.parse(original_source(m.target))
     nodes = list(ast.walk(tree))
     node = nodes[m.index]
     if m.kind == "compare":
@@ -306,13 +313,14 @@ def baseline(target: str, tests: tuple[str, ...]) -> float:
 def main(argv: list[str] | None = None) -> int:
     """Mutate, test, print the score per module and every surviving mutant."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", help="targets whose path contains this text")
+    ap.add_argument("--only", help="targets whose path contains this text (several: comma-separated)")
     ap.add_argument("--jobs", type=int, default=2, help="mutants tested at once (default 2)")
     ap.add_argument("--list", action="store_true", help="list the mutants and stop")
     args = ap.parse_args(argv)
-    targets = [t for t in TARGETS if not args.only or args.only in t[0]]
+    only = args.only.split(",") if args.only else []
+    targets = [t for t in TARGETS if not only or any(o in t[0] for o in only)]
     mutants = [m for path, funcs, _ in targets for m in find_mutants(path, funcs)]
-    lines = {path: (SRC / "cxrkit" / path).read_text().splitlines() for path, _, _ in targets}
+    lines = {path: original_source(path).splitlines() for path, _, _ in targets}
     if args.list:
         for m in mutants:
             print(f"{m.target}:{m.line}  {m.what:16s} {lines[m.target][m.line - 1].strip()}")

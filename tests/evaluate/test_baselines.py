@@ -31,3 +31,17 @@ def test_majority_prevalence_and_always_abnormal():
     assert c["sensitivity"] == 1.0 and c["reads_saved"] == 0
     with pytest.raises(ValueError, match="baseline"):
         baseline_scores("oracle", train, 5, LABELS)
+
+
+def test_prevalence_among_known_entries_and_exact_shapes():
+    nan = np.nan
+    train = np.array([[1, nan, 1], [0, nan, 0], [1, nan, 0], [0, nan, 1]], dtype=np.float32)
+    assert training_prevalence(train).tolist() == [0.5, 0.0, 0.5]  # nothing known: 0
+    maj = baseline_scores("majority", train, 3, LABELS)
+    assert maj.shape == (3, 3) and (maj == 0).all()  # a tie (prevalence 0.5) is not a majority
+    always = baseline_scores("always_abnormal", train, 4, LABELS)
+    assert always.shape == (4, 3) and (always == [1, 1, 0]).all()
+    draws = baseline_scores("prevalence", _targets(200), 50, LABELS)
+    assert draws.shape == (50, 3) and np.array_equal(
+        draws, baseline_scores("prevalence", _targets(200), 50, LABELS, 0)
+    )

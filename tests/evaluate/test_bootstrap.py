@@ -61,6 +61,12 @@ def test_rate_intervals():
     assert np.isclose(c["sensitivity"].value, sens)
     assert c["sensitivity"].low < sens < c["sensitivity"].high
     assert c["specificity"].high - c["specificity"].low < 0.15
+    unknown = y.copy()
+    unknown[:100] = np.nan  # unknown truth is neither positive nor negative
+    k = rate_cis(unknown, flagged, np.arange(500), n_boot=0)
+    spec = (~flagged[100:] & (y[100:] == 0)).sum() / (y[100:] == 0).sum()
+    assert k["specificity"].value == pytest.approx(spec)
+    assert k["sensitivity"].value == pytest.approx((flagged[100:] & (y[100:] == 1)).sum() / y[100:].sum())
 
 
 def test_single_class_label_gives_nan_interval_not_a_crash():
@@ -82,3 +88,46 @@ def test_defaults_seed_zero_and_a_95_percent_percentile_interval():
     ci = interval(0.1, reps)
     assert (ci.low, ci.high) == pytest.approx(tuple(np.quantile(reps, [0.025, 0.975])))
     assert ci.replicates == 500 and np.isnan(interval(0.1, reps[:9]).low)
+
+
+def test_every_interval_equals_a_hand_bootstrap_with_sklearn():
+    """Replicates recomputed with scikit-learn's sample weights; a rare label is undefined in some of them,
+    and those replicates average the labels they can score."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(4)
+    g = np.repeat(np.arange(40), 2)
+    y = np.c_[rng.random(80) < 0.4, np.isin(g, [3, 17]), rng.random(80) < 0.3].astype(float)
+    s = np.clip(0.4 * y + rng.random((80, 3)), 0, 1)
+    c = ranking_cis(y, s, g, n_boot=120, seed=2, average=[0, 1])
+    weights = np.vstack(list(patient_weights(g, 120, 2)))
+    assert (weights[:, y[:, 1] == 1].sum(1) == 0).any()  # some replicates draw no rare positive
+
+    def both(w, j, fn):
+        return fn(y[:, j], s[:, j], sample_weight=w) if 0 < (w * y[:, j]).sum() < w.sum() else np.nan
+
+    reps = {
+        "macro_auc": [np.nanmean([both(w, j, roc_auc_score) for j in (0, 1)]) for w in weights],
+        "macro_ap": [np.nanmean([both(w, j, average_precision_score) for j in (0, 1)]) for w in weights],
+        "micro_auc": [
+            roc_auc_score(y[:, :2].ravel(), s[:, :2].ravel(), sample_weight=np.repeat(w, 2)) for w in weights
+        ],
+        "micro_ap": [
+            average_precision_score(y[:, :2].ravel(), s[:, :2].ravel(), sample_weight=np.repeat(w, 2))
+            for w in weights
+        ],
+    }
+    for key, r in reps.items():
+        ci = getattr(c, key)
+        assert (ci.low, ci.high) == pytest.approx(tuple(np.quantile(r, [0.025, 0.975]))), key
+    label2 = [both(w, 2, roc_auc_score) for w in weights]
+    assert (c.auc[2].low, c.auc[2].high) == pytest.approx(tuple(np.quantile(label2, [0.025, 0.975])))
+    only_rare = ranking_cis(
+        y, s, g, n_boot=120, seed=2, average=[1]
+    )  # replicates without a positive: dropped
+    assert (only_rare.macro_auc.low, only_rare.macro_auc.high) == (
+        only_rare.auc[1].low,
+        only_rare.auc[1].high,
+    )
+    assert only_rare.macro_auc.replicates == only_rare.auc[1].replicates < 120
+    assert np.isfinite(interval(0.5, np.arange(10.0)).low)  # ten finite replicates are enough

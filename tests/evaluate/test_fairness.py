@@ -20,7 +20,9 @@ def slices():
             "image_id": [f"i{k}" for k in range(n)],
             "patient_id": [f"p{k // 2}" for k in range(n)],
             "sex": sex,
-            "age": np.r_[rng.integers(20, 90, n - 5), [5, 6, 7, 8, 9]],
+            "age": np.r_[
+                rng.integers(20, 90, n - 15), [0, 6, 7, 8, 17], [18, 39, 40, 59, 60, 79, 80, 80, 99, 18]
+            ],
             "view": rng.choice(["PA", "AP"], n),
         }
     )
@@ -34,15 +36,18 @@ def slices():
 
 
 def _slice_masks(meta):
-    bands = pd.cut(meta["age"], [0, 18, 40, 60, 80, 200], right=False, labels=False)
-    names = ["0-17", "18-39", "40-59", "60-79", "80+"]
-    for attr, values in (
-        ("sex", meta["sex"]),
-        ("view", meta["view"]),
-        ("age band", bands.map(dict(enumerate(names)))),
+    for attr in ("sex", "view"):
+        for group in meta[attr].unique():
+            yield attr, group, (meta[attr] == group).to_numpy()
+    age = meta["age"].to_numpy()
+    for name, lo, hi in (
+        ("0-17", 0, 17),
+        ("18-39", 18, 39),
+        ("40-59", 40, 59),
+        ("60-79", 60, 79),
+        ("80+", 80, 150),
     ):
-        for group in values.unique():
-            yield attr, group, (values == group).to_numpy()
+        yield "age band", name, (age >= lo) & (age <= hi)
 
 
 def _sk_per_label(y, p, fn):

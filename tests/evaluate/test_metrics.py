@@ -29,6 +29,7 @@ from cxrkit.evaluate.metrics import (
     macro_auc,
     micro_ap,
     micro_auc,
+    micro_threshold_metrics,
     multilabel_accuracy,
     per_label_ap,
     per_label_auc,
@@ -234,6 +235,8 @@ def test_defaults_are_threshold_half_and_beta_one():
     assert summary_metrics(y, s) == pytest.approx(summary_metrics(y, s, 0.5, 1.0), nan_ok=True)
     assert summary_metrics(y, s)["macro_fbeta"] == pytest.approx(summary_metrics(y, s)["macro_f1"])
     assert multilabel_accuracy(y, s) == multilabel_accuracy(y, s, 0.5)
+    assert micro_threshold_metrics(y, s) == pytest.approx(micro_threshold_metrics(y, s, 0.5, 1.0))
+    assert micro_threshold_metrics(y, s)["fbeta"] == pytest.approx(micro_threshold_metrics(y, s)["f1"])
     assert rates_from_counts(3, 1, 5, 2)["fbeta"] == pytest.approx(rates_from_counts(3, 1, 5, 2)["f1"])
 
 

@@ -63,3 +63,26 @@ def test_per_label_vector_and_fallback_for_a_label_without_positives():
         th = choose_thresholds(y, s, "max_f1", ["Effusion", "Mass"])
     assert th[1] == 0.5 and th[0] == choose_threshold(y[:, 0], s[:, 0], "max_f1")
     assert (choose_thresholds(y, s, "0.2") == 0.2).all()
+
+
+@pytest.mark.parametrize("beta", [0.5, 2.0, 3.0])
+def test_max_fbeta_weights_recall_by_beta_squared(beta):
+    for seed in range(12):
+        y, s = _val(100 + seed, 120)
+        cands = np.unique(s)
+        fb = [threshold_metrics(y[:, None], s[:, None], c, beta)["fbeta"][0] for c in cands]
+        t = choose_threshold(y, s, f"max_f{beta:g}")
+        assert threshold_metrics(y[:, None], s[:, None], t, beta)["fbeta"][0] == pytest.approx(max(fb))
+
+
+def test_rule_boundaries_and_fallbacks():
+    assert parse_rule("0").value == 0.0 and parse_rule("1").value == 1.0
+    assert parse_rule("sensitivity:1").value == 1.0
+    with pytest.raises(ValueError, match="threshold"):
+        parse_rule("sensitivity:0")
+    y, s = np.ones(5), np.array([0.3, 0.9, 0.5, 0.7, 0.2])
+    with pytest.warns(RuntimeWarning, match="5 positives and 0 negatives") as rec:
+        assert choose_threshold(y, s, "youden") == 0.5  # Youden needs negatives: the fallback
+    assert rec[0].filename == __file__  # the warning points at the caller
+    assert choose_threshold(y, s, "max_f1") == 0.2  # all positive: flag everything
+    assert choose_threshold(y, s, "sensitivity:0.6") == 0.5  # the 3rd highest score reaches 3/5 exactly

@@ -111,7 +111,7 @@ def ranking_cis(
 
     point = compute(None)[0]
     reps = [compute(w) for w in patient_weights(groups, n_boot, seed)] if n_boot else []
-    rep = np.vstack(reps) if reps else np.full((0, point.size), np.nan)
+    rep = np.vstack(reps) if reps else np.full((0, point.size), np.nan)  # pragma: no mutate (no rows)
     with np.errstate(invalid="ignore"):
         macro_rep_auc = _nanmean_rows(rep[:, cols])
         macro_rep_ap = _nanmean_rows(rep[:, [n_labels + j for j in cols]])
@@ -146,7 +146,7 @@ def rate_cis(
     """
     y = np.asarray(y_true, dtype=np.float64)
     known = ~np.isnan(y)
-    pos, pred = (y > 0.5) & known, np.asarray(flagged, bool)
+    pos, pred = y == 1, np.asarray(flagged, bool)
     neg = ~pos & known
     cells = np.column_stack([pred & pos, pred & neg, ~pred & neg, ~pred & pos]).astype(np.float64)
     point = rates_from_counts(*cells.sum(0))

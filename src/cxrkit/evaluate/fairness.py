@@ -15,7 +15,7 @@ import pandas as pd
 from cxrkit.evaluate.metrics import macro_ap, macro_auc, micro_auc, nanmean, per_label_auc, threshold_metrics
 from cxrkit.evaluate.triage import triage_counts
 
-AGE_BANDS = (0, 18, 40, 60, 80, 200)
+AGE_BANDS = (0, 18, 40, 60, 80, np.inf)
 AGE_NAMES = ("0-17", "18-39", "40-59", "60-79", "80+")
 
 

@@ -60,10 +60,8 @@ class Ranked:
             return pos, tot - pos
         w = np.asarray(weights)[:, self.rows]
         pos_w = np.where(self.positive[None], w, 0)
-        if g == self.rows.size:  # no ties: each entry is its own group
+        if g == self.rows.size:  # no ties (or nothing known): each entry is its own group
             return pos_w.astype(np.float64), (w - pos_w).astype(np.float64)
-        if g == 0:
-            return np.zeros((w.shape[0], 0)), np.zeros((w.shape[0], 0))
         starts = np.flatnonzero(np.r_[True, self.group[1:] != self.group[:-1]])
         tot = np.add.reduceat(w, starts, axis=1, dtype=np.float64)
         pos = np.add.reduceat(pos_w, starts, axis=1, dtype=np.float64)
@@ -86,7 +84,7 @@ def ap_from_counts(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
         # pragma: no mutate (next line) -- tp + fp is 0 only above the first weighted entry, where pos is 0
         precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
         ap = (pos * precision).sum(1) / n_pos
-    return np.where((n_pos > 0) & (n_neg > 0), ap, np.nan)
+    return np.where(n_neg > 0, ap, np.nan)  # no positives: 0 / 0 is NaN already
 
 
 def _single_class_warning(metric: str, name: str) -> None:
@@ -174,7 +172,8 @@ def confusion_counts(y_true: np.ndarray, scores: np.ndarray, threshold: float | 
 
 
 def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.divide(a, b, out=np.full(np.broadcast(a, b).shape, np.nan), where=b > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return a / b  # every ratio here has a = 0 where b = 0: 0 / 0 is NaN, undefined
 
 
 def rates_from_counts(tp, fp, tn, fn, beta: float = 1.0) -> dict[str, np.ndarray]:

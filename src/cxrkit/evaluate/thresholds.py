@@ -52,7 +52,7 @@ def parse_rule(text: str | float) -> ThresholdRule:
             raise ValueError(f"threshold {text!r}: a fixed threshold must lie in [0, 1]")
         return ThresholdRule("fixed", v)
     if t == "youden":
-        return ThresholdRule("youden", 0.0)
+        return ThresholdRule("youden", 0.0)  # pragma: no mutate (youden has no parameter)
     m = re.fullmatch(r"max_f(\d+(?:\.\d+)?)", t)
     if m and float(m.group(1)) > 0:
         return ThresholdRule("max_fbeta", float(m.group(1)))
