@@ -119,8 +119,10 @@ def main() -> int:
                 print(f"MISSED  {what} ({target}): {' '.join(tests)} still pass")
             else:
                 print(f"caught  {what} ({target}) by:")
-                for f in failed or [f"pytest exit code {code}"]:
+                for f in (failed or [f"pytest exit code {code}"])[:4]:
                     print(f"          {f}")
+                if len(failed) > 4:
+                    print(f"          and {len(failed) - 4} more")
     return 1 if missed else 0
 
 
