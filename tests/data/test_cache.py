@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import chest_like, png_bytes
 
-from cxrkit.data.cache import CachedDataset, CacheError, prepare_cache, read_manifest
+from cxrkit.data.cache import CachedDataset, CacheError, cache_folder, cache_key, prepare_cache, read_manifest
 from cxrkit.data.folder import ImageFilesDataset
 from cxrkit.data.nih import NIHDataset
 from cxrkit.data.synthetic import PhantomDataset
@@ -125,3 +125,27 @@ def test_same_folder_spelled_differently_reuses(nih_root, tmp_path, monkeypatch)
     prepare_cache(NIHDataset(nih_root), tmp_path / "c", size=32, progress=False)
     monkeypatch.chdir(nih_root.parent)
     assert prepare_cache(NIHDataset("nih"), tmp_path / "c", size=32, progress=False).reused
+
+
+def test_cache_folder_name_and_key_ignore_the_metadata_index(nih_root, tmp_path):
+    assert (
+        cache_folder(tmp_path, "nih", 224, "pad", "abcdef0123456789") == tmp_path / "nih-224pad-abcdef012345"
+    )
+    ds = NIHDataset(nih_root)
+    shuffled_index = NIHDataset(nih_root)
+    shuffled_index.meta = shuffled_index.meta.set_axis(range(100, 100 + len(ds.meta)))
+    assert cache_key(shuffled_index, 32, "pad") == cache_key(ds, 32, "pad")
+
+
+def test_fingerprint_of_missing_files_changes_when_they_appear(tmp_path):
+    a = tmp_path / "a.png"
+    a.write_bytes(png_bytes(chest_like()))
+    ds = ImageFilesDataset([a])
+    present = ds.fingerprint()
+    a.unlink()  # listed, then deleted (or an empty path): no stat, no crash, a different key
+    gone = ds.fingerprint()
+    assert gone != present
+    a.write_bytes(png_bytes(chest_like()))
+    assert ds.fingerprint() not in (gone,)
+    ds.meta.loc[0, "path"] = ""
+    assert ds.fingerprint() not in (gone, present)

@@ -14,6 +14,8 @@ from cxrkit.data.splits import (
     patient_split,
     save_split_manifest,
     split_from_column,
+    split_manifest,
+    split_summary,
 )
 
 
@@ -101,3 +103,68 @@ def test_real_shared_nih_patient_split_has_zero_patient_overlap():
     order = rng.permutation(1000)
     naive = set(ds.meta["patient_id"].iloc[order[:700]]) & set(ds.meta["patient_id"].iloc[order[700:]])
     assert len(naive) > 50
+
+
+def test_defaults_seed_zero_and_a_tenth_of_trainval_for_validation():
+    import pandas as pd
+
+    n = 400
+    meta = pd.DataFrame(
+        {"patient_id": [f"p{k // 2}" for k in range(n)], "split": ["trainval"] * 300 + ["test"] * 100}
+    )
+    y = (np.random.default_rng(0).random((n, 2)) < 0.3).astype(float)
+    default = split_from_column(meta, targets=y)
+    explicit = split_from_column(meta, targets=y, val_fraction=0.1, seed=0)
+    assert all(np.array_equal(default[k], explicit[k]) for k in ("train", "val", "test"))
+    assert 25 <= len(default["val"]) <= 35 and len(default["test"]) == 100
+    a, b = patient_split(meta["patient_id"], y), patient_split(meta["patient_id"], y, seed=0)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_a_split_column_of_only_missing_values_is_no_official_split():
+    import pandas as pd
+
+    meta = pd.DataFrame({"patient_id": ["a", "b"], "split": [None, None]})
+    with pytest.raises(ValueError, match="no official split"):
+        split_from_column(meta)
+    with pytest.raises(ValueError, match="no official split"):
+        split_from_column(meta.drop(columns="split"))
+
+
+def test_tiny_data_fills_every_asked_split_and_none_with_a_zero_fraction():
+    two = patient_split(["a", "b"], np.zeros((2, 0)), {"train": 0.9, "val": 0.1})
+    assert len(two["train"]) == 1 and len(two["val"]) == 1
+    one = patient_split(["a", "a"], np.zeros((2, 0)), {"train": 0.9, "val": 0.1})
+    assert len(one["train"]) == 2 and len(one["val"]) == 0
+    y = (np.random.default_rng(1).random((60, 1)) < 0.2).astype(float)
+    none = patient_split([f"p{k}" for k in range(60)], y, {"train": 0.8, "val": 0.2, "test": 0.0})
+    assert len(none["test"]) == 0 and len(none["train"]) + len(none["val"]) == 60
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_rare_label_seen_once_per_patient_is_split_in_proportion(seed):
+    pids = np.repeat([f"p{k}" for k in range(200)], 2)
+    y = np.zeros((400, 2))
+    y[::40, 0] = 1  # ten patients with one rare positive image each
+    y[1::40, 0] = np.nan  # their other image unknown: never a positive
+    y[:, 1] = np.random.default_rng(seed).random(400) < 0.4
+    split = patient_split(pids, y, {"train": 0.6, "val": 0.2, "test": 0.2}, seed=seed)
+    assert {k: int(np.nansum(y[v, 0])) for k, v in split.items()} == {"train": 6, "val": 2, "test": 2}
+
+
+def test_manifest_columns_order_and_summary(tmp_path):
+    meta = nih_meta_frame(n_patients=20)
+    split = patient_split(meta["patient_id"], meta[["A"]].to_numpy(), {"val": 0.2, "test": 0.2, "train": 0.6})
+    path = tmp_path / "new" / "deeper" / "split.csv"
+    save_split_manifest(path, meta, split)
+    save_split_manifest(path, meta, split)  # overwriting a manifest is fine
+    assert path.read_text().splitlines()[0] == "image_id,patient_id,split"
+    assert list(load_split_manifest(path, meta)) == ["val", "test", "train"]  # the saved order
+    man = split_manifest(meta, split)
+    assert list(man.index) == list(range(len(meta)))
+    meta.loc[0, "A"] = 0.5  # not a positive: only 1 counts
+    summary = split_summary(meta, split, ["A"])
+    for name, idx in split.items():
+        assert summary.loc[name, "images"] == len(idx)
+        assert summary.loc[name, "patients"] == meta["patient_id"].iloc[idx].nunique()
+        assert summary.loc[name, "A"] == (meta["A"].to_numpy()[idx] == 1).sum()

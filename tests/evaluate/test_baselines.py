@@ -45,3 +45,8 @@ def test_prevalence_among_known_entries_and_exact_shapes():
     assert draws.shape == (50, 3) and np.array_equal(
         draws, baseline_scores("prevalence", _targets(200), 50, LABELS, 0)
     )
+
+
+def test_prevalence_of_a_label_known_once_and_of_one_never_known():
+    t = np.array([[1.0, np.nan, 0.0], [np.nan, np.nan, 1.0], [np.nan, np.nan, 1.0]])
+    assert training_prevalence(t) == pytest.approx([1.0, 0.0, 2 / 3])

@@ -131,3 +131,22 @@ def test_every_interval_equals_a_hand_bootstrap_with_sklearn():
     )
     assert only_rare.macro_auc.replicates == only_rare.auc[1].replicates < 120
     assert np.isfinite(interval(0.5, np.arange(10.0)).low)  # ten finite replicates are enough
+
+
+def test_ranking_and_rate_defaults_are_1000_replicates_from_seed_zero():
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(40), 2)
+    y = (rng.random((80, 2)) < 0.4).astype(float)
+    s = y + rng.normal(0, 1, (80, 2))
+    default, explicit = ranking_cis(y, s, g), ranking_cis(y, s, g, n_boot=1000, seed=0)
+    assert default.macro_auc == explicit.macro_auc and default.macro_auc.replicates == 1000
+    r_default = rate_cis(y[:, 0], s[:, 0] > 0.5, g)
+    assert r_default == rate_cis(y[:, 0], s[:, 0] > 0.5, g, n_boot=1000, seed=0)
+    assert r_default["sensitivity"].replicates == 1000
+
+
+def test_no_replicates_gives_nan_intervals_around_the_point():
+    y = np.array([1.0, 0.0, 1.0, 0.0])
+    r = rate_cis(y, np.array([True, False, False, False]), np.arange(4), n_boot=0)
+    assert r["sensitivity"].value == 0.5 and np.isnan(r["sensitivity"].low)
+    assert r["specificity"].replicates == 0

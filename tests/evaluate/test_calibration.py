@@ -121,3 +121,25 @@ def test_logits_to_probs_is_sigmoid_or_softmax_after_temperature():
     assert logits_to_probs(z, "multiclass", 2.0) == pytest.approx(
         softmax(z / 2.0, axis=1), rel=1e-9, abs=1e-300
     )
+
+
+def test_probabilities_of_exactly_zero_and_one_are_valid_and_one_known_value_counts():
+    y, p = np.array([0.0, 1.0, 1.0]), np.array([0.0, 1.0, 0.8])
+    curve = reliability_curve(y, p)
+    assert curve["count"].sum() == 3
+    assert expected_calibration_error(np.array([1.0]), np.array([0.8])) == pytest.approx(0.2)
+    assert np.isnan(expected_calibration_error(np.array([np.nan]), np.array([0.8])))
+
+
+def test_softmax_temperature_for_two_classes_and_huge_logits():
+    from scipy.special import log_softmax
+
+    rng = np.random.default_rng(7)
+    cls = rng.integers(0, 2, 1000)
+    y = np.eye(2)[cls]
+    for scale in (1.0, 300.0):  # 300: exp(z) overflows unless the max is subtracted
+        z = scale * (2.0 * np.eye(2)[cls] + rng.normal(0, 1.5, (1000, 2)))
+        grid = np.exp(np.linspace(np.log(0.25), np.log(20) if scale == 1 else np.log(1000), 4001))
+        best = grid[np.argmin([-np.mean(log_softmax(z / t, 1)[np.arange(1000), cls]) for t in grid])]
+        got = fit_softmax_temperature(z, y, hi=20.0 if scale == 1 else 1000.0)
+        assert got == pytest.approx(best, rel=3e-3), scale

@@ -99,3 +99,25 @@ def test_per_label_columns_carry_their_own_label(slices):
 def test_without_slice_attributes_the_table_is_empty(slices):
     meta, y, p, *_ = slices
     assert subgroup_table(meta[["image_id", "patient_id"]], y, p, np.array([0.5, 0.5])).empty
+
+
+def test_slices_of_ten_images_are_scored_nine_are_not_and_missing_values_join_none():
+    rng = np.random.default_rng(4)
+    sex = np.array(["M"] * 10 + ["F"] * 9 + [None] * 5, dtype=object)
+    n = len(sex)
+    meta = pd.DataFrame({"image_id": [f"i{k}" for k in range(n)], "patient_id": [f"p{k}" for k in range(n)]})
+    meta["sex"] = sex
+    y = np.tile([[0.0, 1.0], [1.0, 0.0]], (n // 2, 1))
+    p = rng.random((n, 2))
+    table = subgroup_table(meta, y, p, np.full(2, 0.5)).set_index("group")
+    assert table.loc["M", "images"] == 10 and table.loc["F", "images"] == 9
+    assert np.isfinite(table.loc["M", "macro_auc"]) and np.isnan(table.loc["F", "macro_auc"])
+    assert "triage_sensitivity" not in table  # no abnormal truth, score and threshold: no triage columns
+    partial = subgroup_table(meta, y, p, np.full(2, 0.5), abnormal=y[:, 0], abnormal_score=p[:, 0])
+    assert "triage_sensitivity" not in partial  # still no threshold
+    per = subgroup_label_auc(meta, y, p, ["A", "B"])
+    assert list(per["group"]) == ["M"]
+    m = sex == "M"
+    assert per.loc[0, "A"] == pytest.approx(roc_auc_score(y[m, 0], p[m, 0]))
+    with pytest.raises(ValueError):
+        subgroup_label_auc(meta, y, p, ["A", "B", "C"])

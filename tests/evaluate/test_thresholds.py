@@ -86,3 +86,18 @@ def test_rule_boundaries_and_fallbacks():
     assert rec[0].filename == __file__  # the warning points at the caller
     assert choose_threshold(y, s, "max_f1") == 0.2  # all positive: flag everything
     assert choose_threshold(y, s, "sensitivity:0.6") == 0.5  # the 3rd highest score reaches 3/5 exactly
+
+
+@pytest.mark.parametrize("beta", [0.5, 2.0, 3.0])
+def test_max_fbeta_on_overlapping_rare_positives_matches_sklearn(beta):
+    """Overlapping scores and 20% prevalence: each beta has its own best threshold (scikit-learn's F-beta)."""
+    from sklearn.metrics import fbeta_score
+
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        y = (rng.random(300) < 0.2).astype(float)
+        y[:2] = [0, 1]
+        s = rng.normal(0, 1, 300) + 1.2 * y
+        best = max(fbeta_score(y, s >= c, beta=beta) for c in np.unique(s))
+        t = choose_threshold(y, s, f"max_f{beta:g}")
+        assert fbeta_score(y, s >= t, beta=beta) == pytest.approx(best, rel=1e-12), seed

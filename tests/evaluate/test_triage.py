@@ -9,6 +9,7 @@ from cxrkit.evaluate.triage import (
     abnormality_score,
     build_worklist,
     operating_point,
+    top_findings,
     triage_counts,
     triage_sweep,
 )
@@ -62,3 +63,52 @@ def test_worklist_most_urgent_first():
     assert list(w["flag"]) == ["abnormal", "abnormal", "normal"]
     assert w["top_findings"].iloc[0].startswith("Effusion 0.90; Mass 0.60")
     assert list(w["truth"]) == ["abnormal", "", "normal"]
+
+
+def test_counts_and_shares_equal_a_hand_confusion_matrix():
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 0, np.nan, 1])
+    s = np.array([0.9, 0.6, 0.2, 0.7, 0.3, 0.1, 0.1, 0.4, 0.99, 0.5])
+    c = triage_counts(y, s, 0.5)  # TP 3 (0.9, 0.6, 0.5), FN 1, FP 1, TN 4; the NaN study is not counted
+    assert (c["images"], c["abnormal"], c["flagged"], c["reads_saved"], c["missed"]) == (9, 4, 4, 4, 1)
+    assert c["sensitivity"] == 3 / 4 and c["specificity"] == 4 / 5
+    assert c["reads_saved_share"] == 4 / 9 and c["deferred_share"] == 5 / 9 and c["missed_share"] == 1 / 4
+
+
+def test_truth_without_no_finding_is_any_known_finding():
+    t = np.array([[0, 0], [1, 0], [0, 1], [0, np.nan], [1, np.nan]], dtype=float)
+    assert np.allclose(abnormal_truth(t, LABELS[:2]), [0, 1, 1, np.nan, 1], equal_nan=True)
+
+
+def test_default_operating_point_is_95_percent_sensitivity():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 300).astype(float)
+    s = np.round(np.clip(rng.normal(0.35 + 0.3 * y, 0.15), 0, 1), 3)
+    t = operating_point(y, s)
+    assert t == operating_point(y, s, 0.95) and triage_counts(y, s, t)["sensitivity"] >= 0.95
+    assert triage_counts(y, s, np.unique(s[s > t]).min())["sensitivity"] < 0.95
+
+
+def test_defaults_twenty_sweep_steps_and_three_top_findings():
+    rng = np.random.default_rng(2)
+    y, s = rng.integers(0, 2, 500).astype(float), rng.random(500)
+    sweep = triage_sweep(y, s)
+    assert len(sweep) == 22 and not sweep["chosen"].any()  # 21 quantiles (0%, 5%, ..., 100%) + flag none
+    assert np.allclose(sweep["threshold"].iloc[:21], np.quantile(s, np.linspace(0, 1, 21)))
+    labels = ["A", "B", "C", "D", NO_FINDING]
+    p = np.array([[0.1, 0.9, 0.5, 0.3, 0.99]])
+    assert top_findings(p, labels) == ["B 0.90; C 0.50; D 0.30"]
+    meta = pd.DataFrame({"image_id": ["x"], "patient_id": ["1"]})
+    w = build_worklist(meta, p, labels, np.array([0.4]), 0.5)
+    assert w.columns[0] == "rank" and w["top_findings"].iloc[0] == "B 0.90; C 0.50; D 0.30"
+
+
+def test_worklist_columns_rounding_and_missing_patient_ids():
+    meta = pd.DataFrame({"image_id": ["b", "a"]})
+    p = np.array([[0.2, 0.1, 0.7], [0.3, 0.3, 0.4]])
+    w = build_worklist(meta, p, LABELS, np.array([0.1234567891, 0.5]), 0.3, truth=np.array([0.0, 1.0]))
+    assert list(w.columns) == ["rank", "image_id", "patient_id", "score", "flag", "top_findings", "truth"]
+    assert list(w.index) == [0, 1] and list(w["image_id"]) == ["a", "b"]
+    assert list(w["score"]) == [0.5, 0.123457] and list(w["patient_id"]) == ["", ""]
+    assert list(w["truth"]) == ["abnormal", "normal"]
+    sweep = triage_sweep(np.array([0.0, 1.0]), np.array([0.2, 0.8]), 0.5)
+    assert "index" not in sweep.columns and list(sweep.index) == list(range(len(sweep)))

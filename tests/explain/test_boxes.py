@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrkit.data.transforms import compute_geometry
+from cxrkit.data.transforms import Geometry, compute_geometry
 from cxrkit.explain.boxes import Box, best_overlaps, heatmap_boxes, iobb, iou, localization_table
 from cxrkit.explain.overlay import heatmap_to_source
 
@@ -67,3 +67,40 @@ def test_a_box_counts_only_when_its_overlap_is_strictly_above_t():
     table = localization_table(scores)
     assert table.loc["T(IoBB)=0.5", "Mass"] == 0.5 and table.loc["T(IoBB)=0.25", "Mass"] == 1.0
     assert table.loc["T(IoU)=0.3", "Mass"] == 0.5 and table.loc["T(IoU)=0.4", "Mass"] == 0.0
+
+
+def test_box_geometry_edges_clip_empty_and_tiny_boxes():
+    geo = Geometry(src_w=100, src_h=50, size=100, sx=1.0, sy=1.0, ox=0.0, oy=25.0)  # 100x50 padded to 100
+    assert Box(-10, 10, 30, 100).to_source(geo) == Box(0.0, 0.0, 20.0, 50.0)  # clipped to the image
+    assert Box(-30, 30, 10, 10).to_source(geo).w == 0.0 and Box(0, 0, 100, 10).to_source(geo).h == 0.0
+    assert Box(0, 0, 0.5, 2).area == 1.0 and Box(0, 0, -1, 2).area == 0.0 and Box(0, 0, 2, -3).area == 0.0
+    t = Box(0, 0, 10, 10)
+    assert iobb(Box(20, 0, 5, 5), t) == 0.0 and iou(Box(10.5, 0, 5, 5), t) == 0.0  # disjoint: nothing shared
+    assert iobb(Box(1, 1, 0, 0), t) == 0.0 and iou(Box(1, 1, 0, 0), Box(3, 3, 0, 0)) == 0.0  # empty boxes
+    tiny = Box(1, 1, 0.5, 0.5)  # area 0.25, inside t
+    assert iobb(tiny, t) == 1.0 and iou(tiny, Box(1, 1, 0.5, 0.5)) == 1.0
+
+
+def test_heatmap_threshold_is_relative_to_the_peak_and_inclusive():
+    heat = np.zeros((6, 6))
+    heat[1, 1], heat[1, 2], heat[4, 4] = 4.0, 2.0, 1.9  # peak 4: 2.0 is exactly half, 1.9 is below
+    assert heatmap_boxes(heat, 0.5, max_boxes=5) == [Box(1.0, 1.0, 2.0, 1.0)]
+    assert heatmap_boxes(heat, 1.0) == [Box(1.0, 1.0, 1.0, 1.0)]  # 1.0 (the peak alone) is allowed
+    assert heatmap_boxes(np.zeros((0, 0))) == []
+    with pytest.raises(ValueError, match="fraction"):
+        heatmap_boxes(heat, 1.5)
+
+
+def test_table_rows_counts_and_the_all_column_boundary():
+    scores = pd.DataFrame(
+        {"label": ["Mass", "Nodule", "Nodule"], "iobb": [0.5, 0.1, 0.9], "iou": [0.3, 0.1, 0.7]}
+    )
+    table = localization_table(scores)
+    assert list(table.index) == [
+        *(f"T(IoBB)={t:g}" for t in (0.1, 0.25, 0.5, 0.75, 0.9)),
+        *(f"T(IoU)={t:g}" for t in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)),
+        "boxes",
+    ]
+    assert list(table.loc["boxes"]) == [1, 2, 3]
+    assert table.loc["T(IoBB)=0.5", "all"] == pytest.approx(1 / 3)  # 0.5 is not above 0.5
+    assert table.loc["T(IoU)=0.7", "all"] == 0.0 and table.loc["T(IoU)=0.1", "all"] == pytest.approx(2 / 3)

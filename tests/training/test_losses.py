@@ -104,3 +104,13 @@ def test_every_named_loss_builds_and_is_finite():
     y = torch.tensor([[1.0, 0.0], [0.0, float("nan")]])
     for name in ("bce", "weighted_bce", "pos_weight_bce", "focal", "ce"):
         assert torch.isfinite(build_loss(name, y.numpy())(torch.randn(2, 2), y))
+
+
+def test_one_positive_or_one_negative_still_weighs_and_one_known_focal_entry_is_its_loss():
+    # label 0: one positive, three negatives -> 3; label 1: three positives, one negative -> 1/3
+    y = np.array([[1, 1], [0, 1], [0, 1], [0, 0]], dtype=float)
+    assert torch.allclose(pos_weight_from(y), torch.tensor([3.0, 1 / 3]))
+    one = torch.tensor([[1.0, float("nan")]])
+    assert math.isclose(
+        focal_loss(torch.tensor([[-0.4, 2.0]]), one).item(), _focal(-0.4, 1, 2.0, None), rel_tol=1e-5
+    )

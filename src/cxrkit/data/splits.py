@@ -52,10 +52,11 @@ def patient_split(
     if (frac < 0).any() or not np.isclose(frac.sum(), 1.0):
         raise ValueError(f"split fractions {dict(fractions)} must be >= 0 and sum to 1")
     pids = np.asarray(patient_ids).astype(str)
-    y = np.nan_to_num(np.asarray(targets, dtype=np.float64).reshape(len(pids), -1), nan=0.0)
+    # pragma: no mutate (next line) -- numpy reads any negative size as "the rest"
+    y = np.asarray(targets, dtype=np.float64).reshape(len(pids), -1) == 1  # NaN (unknown) is not positive
     groups, inverse = np.unique(pids, return_inverse=True)
     g_pos = np.zeros((len(groups), y.shape[1]))
-    np.add.at(g_pos, inverse, y > 0.5)
+    np.add.at(g_pos, inverse, y)
     g_size = np.bincount(inverse, minlength=len(groups)).astype(float)
 
     rng = np.random.default_rng(seed)
@@ -63,19 +64,18 @@ def patient_split(
     need_pos = frac[:, None] * total_pos[None, :]
     need_size = frac * len(pids)
     rarity = np.where(g_pos > 0, total_pos[None, :], np.inf)  # per group: its labels' counts
-    rarest = rarity.min(1)
+    rarest = rarity.min(1, initial=np.inf)  # inf: no positive label (or no label columns at all)
     order = np.lexsort((rng.random(len(groups)), rarest))  # rare-label groups first, random ties
     assign = np.empty(len(groups), dtype=int)
     for g in order:
         if np.isfinite(rarest[g]):
             lab = int(np.argmin(rarity[g]))
-            score = need_pos[:, lab] / max(total_pos[lab], 1.0)
+            score = need_pos[:, lab]  # positives of its rarest label still missing, per split
         else:
-            score = need_size / max(len(pids), 1)
+            score = need_size
         score = np.where(frac > 0, score, -np.inf)
         best = np.flatnonzero(np.isclose(score, score.max()))
-        if len(best) > 1:  # tie: the split that lacks most images, then random
-            best = best[np.isclose(need_size[best], need_size[best].max())]
+        best = best[np.isclose(need_size[best], need_size[best].max())]  # tie: most images missing
         k = int(rng.choice(best))
         assign[g] = k
         need_pos[k] -= g_pos[g]
@@ -128,6 +128,7 @@ def split_from_column(
             split[name] = idx
     trainval = np.flatnonzero((col == "trainval").to_numpy())
     if len(trainval):
+        # pragma: no mutate (next line) -- without targets, any number of all-zero columns splits the same
         y = targets[trainval] if targets is not None else np.zeros((len(trainval), 0))
         sub = patient_split(
             meta["patient_id"].to_numpy()[trainval], y, {"train": 1 - val_fraction, "val": val_fraction}, seed
@@ -179,6 +180,6 @@ def split_summary(meta: pd.DataFrame, split: Split, labels: Sequence[str]) -> pd
     for name, idx in split.items():
         part = meta.iloc[idx]
         row = {"images": len(idx), "patients": part["patient_id"].nunique()}
-        row.update({lab: int((part[lab] > 0.5).sum()) for lab in labels})
+        row.update({lab: int((part[lab] == 1).sum()) for lab in labels})
         rows[name] = row
     return pd.DataFrame(rows).T

@@ -23,7 +23,7 @@ def training_prevalence(train_targets: np.ndarray) -> np.ndarray:
     """Share of positives per label among known training entries (L,); 0 where nothing is known."""
     t = np.asarray(train_targets, dtype=np.float64)
     known = (~np.isnan(t)).sum(0)
-    return np.where(known > 0, np.nansum(t, 0) / np.maximum(known, 1), 0.0)
+    return np.nansum(t, 0) / np.maximum(known, 1)  # 0 / 1 where nothing is known
 
 
 def baseline_scores(

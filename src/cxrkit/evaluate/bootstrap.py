@@ -49,8 +49,8 @@ def patient_weights(
 
 
 def _codes(groups: np.ndarray) -> tuple[np.ndarray, int]:
-    _, codes = np.unique(np.asarray(groups).astype(str), return_inverse=True)
-    return codes.ravel(), int(codes.max()) + 1 if codes.size else 0
+    names, codes = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    return codes.ravel(), len(names)
 
 
 def interval(point: float, replicates: np.ndarray, alpha: float = 0.05) -> Interval:

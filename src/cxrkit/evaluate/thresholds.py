@@ -86,12 +86,13 @@ def choose_threshold(
     tp, fp = np.cumsum(pos), np.cumsum(neg)  # predicted positive when score >= scores[k]
     recall = tp / n_pos
     if rule.method == "sensitivity":
+        # pragma: no mutate (next line) -- with the 1e-12 slack, > and >= agree on every reachable recall
         k = int(np.argmax(recall >= rule.value - 1e-12))  # scores descend: first k is the highest threshold
     elif rule.method == "youden":
         k = int(np.argmax(recall - fp / n_neg))
     else:
         b2 = rule.value**2
-        k = int(np.argmax((1 + b2) * tp / ((1 + b2) * tp + b2 * (n_pos - tp) + fp)))
+        k = int(np.argmax(tp / ((1 + b2) * tp + b2 * (n_pos - tp) + fp)))  # F-beta / (1 + b2): same argmax
     return float(r.scores[k])
 
 

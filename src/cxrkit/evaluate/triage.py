@@ -63,7 +63,7 @@ def abnormal_truth(targets: np.ndarray, labels: Sequence[str]) -> np.ndarray:
     labels = list(labels)
     if NO_FINDING in labels:
         return 1.0 - t[:, labels.index(NO_FINDING)]
-    any_pos = np.nansum(t > 0.5, axis=1) > 0
+    any_pos = (t == 1).any(axis=1)
     all_known = ~np.isnan(t).any(axis=1)
     return np.where(any_pos, 1.0, np.where(all_known, 0.0, np.nan))
 
@@ -77,12 +77,11 @@ def triage_counts(y: np.ndarray, score: np.ndarray, threshold: float) -> dict[st
     """Flagged / reads saved (TN) / missed (FN) and rates at one threshold (flag when score >= t)."""
     y = np.asarray(y, dtype=np.float64)
     known = ~np.isnan(y)
-    pos, s = y[known] > 0.5, np.asarray(score, dtype=np.float64)[known]
+    pos, s = y[known] == 1, np.asarray(score, dtype=np.float64)[known]
     flag = s >= threshold
     tp, fp = int((flag & pos).sum()), int((flag & ~pos).sum())
     tn, fn = int((~flag & ~pos).sum()), int((~flag & pos).sum())
     n = tp + fp + tn + fn
-    nan = float("nan")
     return {
         "threshold": float(threshold),
         "images": n,
@@ -90,12 +89,16 @@ def triage_counts(y: np.ndarray, score: np.ndarray, threshold: float) -> dict[st
         "flagged": tp + fp,
         "reads_saved": tn,
         "missed": fn,
-        "sensitivity": tp / (tp + fn) if tp + fn else nan,
-        "specificity": tn / (tn + fp) if tn + fp else nan,
-        "reads_saved_share": tn / n if n else nan,
-        "deferred_share": (tn + fn) / n if n else nan,
-        "missed_share": fn / (tp + fn) if tp + fn else nan,
+        "sensitivity": _share(tp, tp + fn),
+        "specificity": _share(tn, tn + fp),
+        "reads_saved_share": _share(tn, n),
+        "deferred_share": _share(tn + fn, n),
+        "missed_share": _share(fn, tp + fn),
     }
+
+
+def _share(part: int, whole: int) -> float:
+    return part / whole if whole else float("nan")
 
 
 def triage_sweep(
@@ -150,7 +153,7 @@ def build_worklist(
         out["path"] = meta["path"].astype(str).to_numpy()
     if truth is not None:
         t = np.asarray(truth, dtype=np.float64)
-        out["truth"] = np.where(np.isnan(t), "", np.where(t > 0.5, "abnormal", "normal"))
+        out["truth"] = np.where(np.isnan(t), "", np.where(t == 1, "abnormal", "normal"))
     out = out.sort_values(["score", "image_id"], ascending=[False, True], kind="stable").reset_index(
         drop=True
     )

@@ -63,9 +63,9 @@ def heatmap_boxes(heat: np.ndarray, frac: float = 0.5, max_boxes: int = 1) -> li
     if not 0.0 < frac <= 1.0:
         raise ValueError(f"box threshold fraction {frac}: expected a value in (0, 1]")
     h = np.asarray(heat, dtype=np.float64)
-    peak = float(h.max()) if h.size else 0.0
-    if peak <= 0:
+    if h.size == 0 or h.max() <= 0:
         return []
+    peak = float(h.max())
     components, _ = ndimage.label(h >= frac * peak, structure=np.ones((3, 3), dtype=bool))
     sizes = np.bincount(components.ravel())[1:]
     order = np.argsort(-sizes, kind="stable")[:max_boxes]
