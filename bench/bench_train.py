@@ -5,6 +5,8 @@ ratio to resnet18 at the same size, measured in the same run (the machine is noi
 
     python bench/bench_train.py                         # every registered model, 64/128/224 px
     python bench/bench_train.py --models cnn4_32_64_128_256_bn resnet18 --sizes 64 --steps 5
+    python bench/bench_train.py --native --batch 4      # transformer and other timm families,
+                                                        # xrv and Rad-DINO, each at its native size
 """
 
 from __future__ import annotations
@@ -19,6 +21,22 @@ import torch
 from cxrkit.models import create_model, list_models
 
 PEER = "resnet18"
+# one small model per family, at the input size its weights were trained at
+NATIVE = {
+    "timm:vit_tiny_patch16_224": 224,
+    "timm:deit_small_patch16_224": 224,
+    "timm:eva02_tiny_patch14_224": 224,
+    "timm:swin_tiny_patch4_window7_224": 224,
+    "timm:convnext_atto": 224,
+    "timm:efficientnet_b0": 224,
+    "timm:regnetx_002": 224,
+    "timm:maxvit_pico_rw_256": 256,
+    "timm:legacy_xception": 299,
+    "timm:inception_v3": 299,
+    "xrv:densenet121-res224-all": 224,
+    "xrv:resnet50-res512-all": 512,
+    "rad-dino": 518,
+}
 
 
 def images_per_second(name: str, size: int, batch: int, steps: int, device: torch.device) -> float:
@@ -53,8 +71,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--native", action="store_true", help="the NATIVE families at their own input sizes")
     args = ap.parse_args()
     device = torch.device(args.device)
+    if args.native:
+        native(args.batch, args.steps, device)
+        return
     names = args.models or list_models()
     names = [PEER, *(n for n in names if n != PEER)]  # the peer is measured first
     where = (
@@ -79,6 +101,18 @@ def main() -> None:
             rates[(name, s)] = r
             cells += f"{r:10.1f}{r / rates[(PEER, s)]:10.2f}x"
         print(f"{name:24s}{cells}", flush=True)
+
+
+def native(batch: int, steps: int, device: torch.device) -> None:
+    """One model per family at its native size, each against resnet18 at that size in this run."""
+    print(f"training img/s at native size, batch {batch}, {steps} steps after 1 warm-up, {device}")
+    print(f"{'model':36s}{'size':>6s}{'img/s':>9s}{PEER + ' img/s':>15s}{'ratio':>8s}")
+    peer: dict[int, float] = {}
+    for name, size in NATIVE.items():
+        if size not in peer:
+            peer[size] = images_per_second(PEER, size, batch, steps, device)
+        r = images_per_second(name, size, batch, steps, device)
+        print(f"{name:36s}{size:6d}{r:9.2f}{peer[size]:15.2f}{r / peer[size]:7.2f}x", flush=True)
 
 
 if __name__ == "__main__":

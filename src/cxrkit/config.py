@@ -113,6 +113,16 @@ class ModelConfig:
     transition: int = 0  # channels of an extra 3x3 conv before pooling (0: none)
     hidden: int | None = None  # hidden dense layer (None: the preset's)
     dropout: float | None = None  # head dropout (None: the preset's)
+    init_head: str = "random"  # random, or from_pretrained: xrv: outputs whose label names match start there
+
+    def __post_init__(self) -> None:
+        if self.init_head not in ("random", "from_pretrained"):
+            raise ValueError(f"model.init_head {self.init_head!r}: expected random or from_pretrained")
+        if self.init_head == "from_pretrained" and not (self.pretrained and self.name.startswith("xrv:")):
+            raise ValueError(
+                "model.init_head: from_pretrained needs an xrv:<weights> model with pretrained: true "
+                f"(got {self.name}, pretrained: {self.pretrained})"
+            )
 
 
 @dataclass(frozen=True)

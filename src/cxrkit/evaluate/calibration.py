@@ -135,7 +135,7 @@ def reliability_table(y_true: np.ndarray, prob: np.ndarray, n_bins: int = 10) ->
     return pd.DataFrame(
         {
             # pragma: no mutate (next line) -- strict: both columns come from one table
-        "predicted": [f"{lo:.1f}-{hi:.1f}" for lo, hi in zip(c["bin_low"], c["bin_high"], strict=True)],
+            "predicted": [f"{lo:.1f}-{hi:.1f}" for lo, hi in zip(c["bin_low"], c["bin_high"], strict=True)],
             "mean_predicted": c["mean_predicted"],
             "observed_positive_rate": c["observed"],
             "pairs": c["count"],

@@ -1,7 +1,8 @@
 """Model registry: ``create_model(name, num_labels, in_chans=1, pretrained=...)`` for every model.
 
 Builders register themselves by name (small CNN presets, torchvision backbones); any timm model
-is reachable as ``timm:<name>``. Every model is a ``CXRNet`` with the same CAM-friendly head.
+is reachable as ``timm:<name>``, torchxrayvision's chest-X-ray networks as ``xrv:<weights>`` and
+Rad-DINO as ``rad-dino``. Every model is a ``CXRNet`` with the same CAM-friendly head.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from cxrkit.models.net import CXRNet
 
 Builder = Callable[..., CXRNet]
+RAD_DINO = "rad-dino"
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,10 @@ def model_info(name: str) -> ModelInfo:
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown model {name!r}{hint} Known: {', '.join(_REGISTRY)}, or timm:<name>")
+        raise ValueError(
+            f"unknown model {name!r}{hint} Known: {', '.join(_REGISTRY)}, "
+            f"timm:<name>, xrv:<weights>, {RAD_DINO}"
+        )
     return _REGISTRY[name]
 
 
@@ -72,12 +77,14 @@ def create_model(
     transition: int = 0,
     hidden: int | None = None,
     dropout: float | None = None,
+    backbone_config: dict | None = None,
 ) -> CXRNet:
     """Build ``name`` with ``num_labels`` outputs for ``in_chans``-channel input in [0, 1].
 
     ``grey``: with 1-channel input and an RGB stem, ``fold`` sums the stem's kernels over colour
     (ImageNet weights kept), ``repeat`` feeds the grey image as three identical channels.
     ``hidden``/``dropout`` override the preset's head; ``transition`` adds a 3x3 conv before pooling.
+    ``backbone_config``: the encoder layout a saved run stored (Rad-DINO), so no download is needed.
     """
     if grey not in ("fold", "repeat"):
         raise ValueError(f"grey mode {grey!r}: expected fold or repeat")
@@ -88,7 +95,34 @@ def create_model(
         from cxrkit.models.timm_adapter import build_timm
 
         return build_timm(name[5:], num_labels, in_chans, pretrained, grey=grey, **head)
+    if name.startswith("xrv:"):
+        from cxrkit.models.xrv import build_xrv
+
+        return build_xrv(name[4:], num_labels, in_chans, pretrained, grey=grey, **head)
+    if name == RAD_DINO:
+        from cxrkit.models.raddino import build_rad_dino
+
+        return build_rad_dino(num_labels, in_chans, pretrained, backbone_config=backbone_config, **head)
     info = model_info(name)
     if pretrained and not info.has_pretrained:
         raise ValueError(f"model {name!r} has no pretrained weights; use pretrained: false")
     return info.builder(num_labels=num_labels, in_chans=in_chans, pretrained=pretrained, grey=grey, **head)
+
+
+def pretrained_normalisation(name: str) -> tuple[float, float] | None:
+    """(mean, std) a model trained from ``name``'s pretrained weights normalises its input by.
+
+    For runs saved before the normalisation was stored with them; None where it cannot be known.
+    """
+    if name.startswith("timm:"):
+        import timm
+
+        cfg = timm.models.get_pretrained_cfg(name[5:], allow_unregistered=True)
+        if cfg is None:
+            return None
+        return float(sum(cfg.mean) / len(cfg.mean)), float(sum(cfg.std) / len(cfg.std))
+    if name.startswith("xrv:") or name == RAD_DINO or name not in list_models():
+        return None
+    from cxrkit.models.tv import IMAGENET_GREY_MEAN, IMAGENET_GREY_STD
+
+    return (IMAGENET_GREY_MEAN, IMAGENET_GREY_STD) if model_info(name).has_pretrained else None

@@ -21,6 +21,7 @@ from cxrkit.evaluate.triage import abnormality_score, top_findings
 from cxrkit.models import create_model
 from cxrkit.models.device import resolve_device
 from cxrkit.models.net import CXRNet
+from cxrkit.models.registry import pretrained_normalisation
 from cxrkit.run import files
 from cxrkit.run.checkpoint import load_checkpoint
 from cxrkit.run.data import TrainData
@@ -29,8 +30,12 @@ from cxrkit.run.package import ModelPackage, read_package
 
 
 def build_network(model_name: str, model_config: dict, num_labels: int, pretrained: bool = False) -> CXRNet:
-    """The run's network from its stored spec; random weights unless ``pretrained`` (runs never download)."""
-    return create_model(
+    """The run's network from its stored spec; random weights unless ``pretrained`` (runs never download).
+
+    The input normalisation is the one the run trained with (stored as ``input_norm``; for older
+    runs, that of the pretrained weights when it started from them), never the untrained default.
+    """
+    model = create_model(
         model_name,
         num_labels,
         1,
@@ -39,7 +44,23 @@ def build_network(model_name: str, model_config: dict, num_labels: int, pretrain
         transition=model_config.get("transition", 0),
         hidden=model_config.get("hidden"),
         dropout=model_config.get("dropout"),
+        backbone_config=model_config.get("backbone_config"),
     )
+    norm = model_config.get("input_norm")
+    if norm is None and model_config.get("pretrained") and not pretrained:
+        norm = pretrained_normalisation(model_name)
+    if norm is not None:
+        model.mean.fill_(float(norm[0]))
+        model.std.fill_(float(norm[1]))
+    return model
+
+
+def network_spec(model_config: dict, model: CXRNet) -> dict:
+    """The model section stored with a run: its config plus what rebuilds the exact network."""
+    spec = {**model_config, "input_norm": [float(model.mean), float(model.std)]}
+    if getattr(model, "backbone_config", None) is not None:
+        spec["backbone_config"] = model.backbone_config
+    return spec
 
 
 @dataclass

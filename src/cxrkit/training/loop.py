@@ -41,7 +41,7 @@ from cxrkit.run.data import (
     locate_cache,
     open_data,
 )
-from cxrkit.run.model import build_network
+from cxrkit.run.model import build_network, network_spec
 from cxrkit.run.package import ModelPackage, build_package, write_package
 from cxrkit.training import distributed as ddp
 from cxrkit.training.augment import augment_batch
@@ -250,6 +250,14 @@ def _fit(
         save_split_manifest(run_dir / files.SPLIT, data.cache.meta, data.split)
     m = cfg.model
     model = build_network(m.name, dataclasses.asdict(m), len(data.labels), pretrained=m.pretrained)
+    if m.init_head == "from_pretrained" and ckpt is None:
+        from cxrkit.models.xrv import init_head_from_pretrained
+
+        matched = init_head_from_pretrained(model, data.labels)
+        log(
+            f"head: {len(matched)} of {len(data.labels)} outputs start from the published classifier "
+            f"({', '.join(matched) or 'none'})"
+        )
     loss_fn = build_loss(t.loss, data.targets[data.split["train"]], gamma=t.focal_gamma, alpha=t.focal_alpha)
     history: list[dict] = list(ckpt["history"]) if ckpt else []
     if ckpt is None and t.bottleneck_epochs:
@@ -285,7 +293,7 @@ def _fit(
     )
     meta = {
         "model_name": m.name,
-        "model_config": dataclasses.asdict(m),
+        "model_config": network_spec(dataclasses.asdict(m), model),
         "labels": list(data.labels),
         "task": data.task,
         "input": InputSpec(cfg.prepare.size, cfg.prepare.mode).as_dict(),  # type: ignore[arg-type]
@@ -363,7 +371,7 @@ def write_model_package(
     logits, _ = predict_logits(model, data, idx, cfg.train.batch_size * 2, device)
     pkg = build_package(
         model_name=cfg.model.name,
-        model_config=dataclasses.asdict(cfg.model),
+        model_config=network_spec(dataclasses.asdict(cfg.model), model),
         labels=data.labels,
         task=data.task,
         input_spec=InputSpec(cfg.prepare.size, cfg.prepare.mode),  # type: ignore[arg-type]
