@@ -46,8 +46,16 @@ def cmd_models(args: argparse.Namespace) -> int:
             f"{name:24s} {info.family:12s} {'ImageNet' if info.has_pretrained else '-':9s} {info.description}"
         )
     print(
-        "timm:<name>              timm         ImageNet  any timm model, e.g. timm:xception41, "
-        "timm:convnext_tiny"
+        "timm:<name>              timm         ImageNet  any timm model, e.g. timm:vit_small_patch16_224, "
+        "timm:swin_tiny_patch4_window7_224, timm:convnext_tiny"
+    )
+    from cxrkit.models.xrv import xrv_weight_names
+
+    for weights in xrv_weight_names():
+        print(f"{'xrv:' + weights:32s} torchxrayvision  chest X-ray  torchxrayvision's published network")
+    print(
+        "rad-dino                         transformers     chest X-ray  Rad-DINO ViT-B/14 "
+        "(pip install transformers)"
     )
     return 0
 
