@@ -176,5 +176,11 @@ def test_prepare_then_train_builds_nothing_twice(tmp_path, capsys, monkeypatch):
 def test_models_lists_registered_timm_xrv_and_rad_dino(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    for name in ("resnet18", "cnn4_32_64_128_256_bn", "timm:<name>", "xrv:densenet121-res224-chex", "rad-dino"):
+    for name in (
+        "resnet18",
+        "cnn4_32_64_128_256_bn",
+        "timm:<name>",
+        "xrv:densenet121-res224-chex",
+        "rad-dino",
+    ):
         assert name in out

@@ -168,3 +168,13 @@ def test_manifest_columns_order_and_summary(tmp_path):
         assert summary.loc[name, "images"] == len(idx)
         assert summary.loc[name, "patients"] == meta["patient_id"].iloc[idx].nunique()
         assert summary.loc[name, "A"] == (meta["A"].to_numpy()[idx] == 1).sum()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_split_with_zero_fraction_stays_empty_when_the_others_overfill(seed):
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 6, 61)  # uneven patients: the asked splits end up over their share
+    pids = np.repeat([f"p{k}" for k in range(61)], sizes)
+    y = (rng.random((len(pids), 2)) < [0.1, 0.3]).astype(float)
+    split = patient_split(pids, y, {"train": 0.7, "val": 0.3, "test": 0.0}, seed=seed)
+    assert len(split["test"]) == 0 and len(split["train"]) + len(split["val"]) == len(pids)

@@ -112,3 +112,12 @@ def test_worklist_columns_rounding_and_missing_patient_ids():
     assert list(w["truth"]) == ["abnormal", "normal"]
     sweep = triage_sweep(np.array([0.0, 1.0]), np.array([0.2, 0.8]), 0.5)
     assert "index" not in sweep.columns and list(sweep.index) == list(range(len(sweep)))
+
+
+def test_ties_sort_by_image_id_and_no_known_truth_gives_an_empty_sweep():
+    meta = pd.DataFrame({"image_id": ["c", "a", "b"], "patient_id": ["1", "2", "3"]})
+    p = np.array([[0.5, 0.1, 0.5], [0.5, 0.1, 0.5], [0.9, 0.1, 0.1]])
+    w = build_worklist(meta, p, LABELS, np.array([0.5, 0.5, 0.9]), 0.5)
+    assert list(w["image_id"]) == ["b", "a", "c"]  # equal scores: image ID order, reproducible
+    sweep = triage_sweep(np.array([np.nan, np.nan]), np.array([0.2, 0.8]))
+    assert len(sweep) == 0

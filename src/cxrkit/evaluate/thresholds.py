@@ -92,7 +92,8 @@ def choose_threshold(
         k = int(np.argmax(recall - fp / n_neg))
     else:
         b2 = rule.value**2
-        k = int(np.argmax(tp / ((1 + b2) * tp + b2 * (n_pos - tp) + fp)))  # F-beta / (1 + b2): same argmax
+        # F-beta = (1 + b2) tp / (tp + fp + b2 n_pos) is highest where tp / (fp + b2 n_pos) is
+        k = int(np.argmax(tp / (fp + b2 * n_pos)))
     return float(r.scores[k])
 
 

@@ -116,7 +116,8 @@ def triage_sweep(
     rows = [triage_counts(y, score, t) | {"chosen": False} for t in grid]
     if chosen is not None:
         rows.append(triage_counts(y, score, chosen) | {"chosen": True})
-    return pd.DataFrame(rows).sort_values(["threshold", "chosen"]).reset_index(drop=True)
+    columns = [*triage_counts(np.zeros(0), np.zeros(0), 0.0), "chosen"]  # also when no truth is known
+    return pd.DataFrame(rows, columns=columns).sort_values(["threshold", "chosen"]).reset_index(drop=True)
 
 
 def top_findings(probs: np.ndarray, labels: Sequence[str], k: int = 3) -> list[str]:
