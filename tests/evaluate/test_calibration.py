@@ -143,3 +143,12 @@ def test_softmax_temperature_for_two_classes_and_huge_logits():
         best = grid[np.argmin([-np.mean(log_softmax(z / t, 1)[np.arange(1000), cls]) for t in grid])]
         got = fit_softmax_temperature(z, y, hi=hi)
         assert got == pytest.approx(best, rel=3e-3), scale
+
+
+def test_softmax_temperature_on_separable_huge_logits_stops_at_the_lower_bound():
+    """Every row right by a margin of 30: sharper is always better, so T ends at its floor. The losses
+    there (exp(-120)) are far below 1e-16: log(1 + x) would round them to 0 and stop near T = 0.8."""
+    cls = np.arange(200) % 3
+    z = 30.0 * np.eye(3)[cls]
+    assert fit_softmax_temperature(z, np.eye(3)[cls]) == pytest.approx(0.25, rel=1e-6)
+    assert fit_softmax_temperature(z, np.eye(3)[cls], lo=0.05) == pytest.approx(0.05, rel=1e-6)

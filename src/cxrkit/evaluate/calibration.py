@@ -121,10 +121,18 @@ def fit_softmax_temperature(
     if len(np.unique(cls)) < 2:
         return 1.0
 
-    def nll(t: float) -> float:  # the NLL is convex in 1/T, so unimodal in log T
-        s = z / t
-        s = s - s.max(1, keepdims=True)  # exp cannot overflow
-        return float(np.mean(np.log(np.exp(s).sum(1)) - s[np.arange(len(s)), cls]))
+    rows = np.arange(len(z))
+    gap = z - z[rows, cls][:, None]  # each class's logit minus the true class's (0 for the true one)
+    others = np.ones(gap.shape, dtype=bool)
+    others[rows, cls] = False
+
+    def nll(t: float) -> float:  # -log softmax(z / T)[true]: convex in 1/T, so unimodal in log T
+        d = gap / t
+        m = np.maximum(d.max(1), 0.0)  # exp(d - m) cannot overflow
+        rest = (np.exp(d - m[:, None]) * others).sum(1)
+        # m + log(exp(-m) + rest); where the true class leads (m = 0), log1p keeps the tiny losses of
+        # rows that are right by a wide margin instead of rounding log(1 + 1e-20) to 0
+        return float(np.mean(np.where(m > 0, m + np.log(np.exp(-m) + rest), np.log1p(rest))))
 
     return _golden_log_min(nll, lo, hi)
 
