@@ -67,13 +67,14 @@ def patient_split(
     rarest = rarity.min(1, initial=np.inf)  # inf: no positive label (or no label columns at all)
     order = np.lexsort((rng.random(len(groups)), rarest))  # rare-label groups first, random ties
     assign = np.empty(len(groups), dtype=int)
+    # A split asked for 0% never wins: the needs of the other splits add up to at least this group's
+    # images (or positives), so one of them is above its need of 0.
     for g in order:
         if np.isfinite(rarest[g]):
             lab = int(np.argmin(rarity[g]))
             score = need_pos[:, lab]  # positives of its rarest label still missing, per split
         else:
             score = need_size
-        score = np.where(frac > 0, score, -np.inf)
         best = np.flatnonzero(np.isclose(score, score.max()))
         best = best[np.isclose(need_size[best], need_size[best].max())]  # tie: most images missing
         k = int(rng.choice(best))

@@ -116,6 +116,7 @@ def triage_sweep(
     rows = [triage_counts(y, score, t) | {"chosen": False} for t in grid]
     if chosen is not None:
         rows.append(triage_counts(y, score, chosen) | {"chosen": True})
+    # pragma: no mutate (next line) -- only the keys of this empty count are used
     columns = [*triage_counts(np.zeros(0), np.zeros(0), 0.0), "chosen"]  # also when no truth is known
     return pd.DataFrame(rows, columns=columns).sort_values(["threshold", "chosen"]).reset_index(drop=True)
 
