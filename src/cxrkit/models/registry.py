@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cxrkit.models.net import CXRNet
+from cxrkit.models.weights import IMAGENET_GREY_MEAN, IMAGENET_GREY_STD
 
 Builder = Callable[..., CXRNet]
 RAD_DINO = "rad-dino"
@@ -123,6 +124,4 @@ def pretrained_normalisation(name: str) -> tuple[float, float] | None:
         return float(sum(cfg.mean) / len(cfg.mean)), float(sum(cfg.std) / len(cfg.std))
     if name.startswith("xrv:") or name == RAD_DINO or name not in list_models():
         return None
-    from cxrkit.models.tv import IMAGENET_GREY_MEAN, IMAGENET_GREY_STD
-
     return (IMAGENET_GREY_MEAN, IMAGENET_GREY_STD) if model_info(name).has_pretrained else None

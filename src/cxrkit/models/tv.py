@@ -13,9 +13,7 @@ from torch import nn
 
 from cxrkit.models.net import CXRNet
 from cxrkit.models.registry import register_model
-from cxrkit.models.weights import load_torchvision_state
-
-IMAGENET_GREY_MEAN, IMAGENET_GREY_STD = 0.449, 0.226  # means of ImageNet's per-channel values
+from cxrkit.models.weights import IMAGENET_GREY_MEAN, IMAGENET_GREY_STD, load_torchvision_state
 
 
 @dataclass(frozen=True)

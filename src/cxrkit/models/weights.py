@@ -13,6 +13,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+IMAGENET_GREY_MEAN, IMAGENET_GREY_STD = 0.449, 0.226  # means of ImageNet's per-channel values
+
 
 class PretrainedWeightsError(RuntimeError):
     """Pretrained weights that are not cached and cannot be downloaded."""
