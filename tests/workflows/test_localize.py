@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from cxrkit.run.data import load_run_data
 from cxrkit.run.model import RunModel
@@ -15,8 +16,14 @@ def _acc(scores: pd.DataFrame, t: float = 0.5) -> float:
     return float((scores["iobb"] > t).mean())
 
 
-def test_phantom_heatmaps_localize_far_above_a_centred_box(phantom_run):
-    table, out = localize_run(phantom_run, log=lambda m: None)
+@pytest.fixture(scope="module")
+def localized(phantom_run):
+    """``localize_run`` of the session's phantom run (fraction chosen on validation boxes), once."""
+    return localize_run(phantom_run, log=lambda m: None)
+
+
+def test_phantom_heatmaps_localize_far_above_a_centred_box(phantom_run, localized):
+    table, out = localized
     result = json.loads((phantom_run / "localization.json").read_text())
     assert result["split"] == "test" and result["fraction_source"] == "chosen on validation boxes"
     ours, centred = table.loc["T(IoBB)=0.5", "all"], result["baseline_centred_box"]["T(IoBB)=0.5"]
@@ -44,10 +51,8 @@ def test_phantom_heatmaps_localize_far_above_a_centred_box(phantom_run):
     assert np.isclose(_acc(base), centred)
 
 
-def test_localize_table_joins_the_evaluation_report(phantom_run, tmp_path):
+def test_localize_table_joins_the_evaluation_report(phantom_run, localized, tmp_path):
     from cxrkit.workflows.evaluate import EvalConfig, evaluate_run
-
-    localize_run(phantom_run, frac=0.5, log=lambda m: None)
     out = evaluate_run(
         phantom_run, EvalConfig(n_boot=0, samples=0, out=str(tmp_path / "ev")), log=lambda m: None
     )

@@ -26,12 +26,12 @@ img.fig{max-width:100%;height:auto;display:block;margin:.6rem 0}.note{color:#576
 """
 
 
-def figure(width: float = 7.0, height: float = 4.0):
-    """A new matplotlib Figure with an Agg canvas (no pyplot)."""
+def figure(width: float = 7.0, height: float = 4.0, layout: str | None = "constrained"):
+    """A new matplotlib Figure with an Agg canvas (no pyplot); ``layout=None`` for hand-set margins."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=100, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 

@@ -48,6 +48,7 @@ from cxrkit.training.augment import augment_batch
 from cxrkit.training.losses import LossFn, build_loss
 
 MINIMISE = {"loss"}
+CURVES_EVERY_S = 30.0  # curves.png is redrawn at most this often while training (0.4 s a draw) and at the end
 
 
 def build_optimizer(params, t: TrainConfig) -> torch.optim.Optimizer:
@@ -305,6 +306,7 @@ def _fit(
         f"model {m.name}: {trainable:,} trainable parameters; {n_train:,} train / {n_val:,} val images; "
         f"{info.world} process(es) on {device}"
     )
+    last_plot = time.perf_counter()
     for epoch in range(start, t.epochs):
         if state["stopped"]:
             break
@@ -349,8 +351,13 @@ def _fit(
                 history=history,
                 **meta,
             )
-            write_history(run_dir, history)
+            plot = time.perf_counter() - last_plot >= CURVES_EVERY_S
+            write_history(run_dir, history, curves=plot)
+            last_plot = time.perf_counter() if plot else last_plot
     model.load_state_dict(best_state)  # restore the best epoch's weights
+    # model.json's thresholds must come from the logits a loaded run computes, bit for bit: a loaded
+    # run is contiguous, and channels-last convolutions round differently
+    model.to(memory_format=torch.contiguous_format)
     if info.main:
         if not (run_dir / files.BEST).exists():
             save_checkpoint(run_dir / files.BEST, model_state=best_state, epoch=-1, **meta)
@@ -393,10 +400,12 @@ def write_model_package(
     return pkg
 
 
-def write_history(run_dir: Path, history: list[dict]) -> None:
-    """metrics.csv and curves.png from the per-epoch rows."""
+def write_history(run_dir: Path, history: list[dict], curves: bool = True) -> None:
+    """metrics.csv (every epoch) and, when ``curves``, curves.png from the per-epoch rows."""
     frame = pd.DataFrame(history)
     frame.to_csv(run_dir / files.HISTORY, index=False)
+    if not curves:
+        return
     from cxrkit.report.curves import plot_training_curves
 
     plot_training_curves(frame, run_dir / files.CURVES)
