@@ -215,7 +215,7 @@ def nih_meta_frame(n_patients: int = 40, per_patient: int = 3, seed: int = 0) ->
     return pd.DataFrame(rows)
 
 
-TRAINED_FIXTURES = {"phantom_run", "phantom_eval"}
+TRAINED_FIXTURES = {"phantom_run", "phantom_eval", "exported_run"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -264,3 +264,17 @@ def phantom_eval(phantom_run) -> Path:
     from cxrkit.workflows.evaluate import EvalConfig, evaluate_run
 
     return evaluate_run(phantom_run, EvalConfig(n_boot=200, samples=8), log=lambda m: None)
+
+
+@pytest.fixture(scope="session")
+def exported_run(phantom_run, tmp_path_factory) -> Path:
+    """A copy of ``phantom_run`` with model.onnx and model.int8.onnx (``cxr export --int8``)."""
+    import shutil
+
+    from cxrkit.workflows.export import export_run
+
+    run = tmp_path_factory.mktemp("exported") / "phantom"
+    skip = shutil.ignore_patterns("eval-*", "triage-*", "explain", "local*")
+    shutil.copytree(phantom_run, run, ignore=skip)
+    export_run(run, int8=True, log=lambda m: None)
+    return run

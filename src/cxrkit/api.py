@@ -64,9 +64,12 @@ class Run(RunModel):
         return explain_images(self, inputs, labels=labels, top=top, method=method, out=out, log=log)
 
 
-def load_run(path: str | Path, device: str = "auto") -> Run:
-    """Load a run folder (best.pt + model.json) as a ``Run``; works after moving it, without its data."""
-    return Run.load(path, device)  # type: ignore[return-value]
+def load_run(path: str | Path, device: str = "auto", engine: str = "torch") -> Run:
+    """Load a run folder (best.pt + model.json) as a ``Run``; works after moving it, without its data.
+
+    ``engine``: torch, onnx / onnx-int8 (ONNX Runtime on the files ``cxr export`` wrote), or auto.
+    """
+    return Run.load(path, device, engine)  # type: ignore[return-value]
 
 
 def _overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -222,6 +222,30 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class ServeConfig:
+    """``cxr serve``: where to listen, which engine, and the limits that keep the service up."""
+
+    host: str = "127.0.0.1"  # this machine only, unless told otherwise
+    port: int = 8000
+    engine: str = "auto"  # torch, onnx, onnx-int8, auto (onnx when the run was exported)
+    api_key_file: str | None = None  # else the CXR_API_KEY environment variable; none: no key asked
+    max_upload_mb: float = 50.0  # larger bodies get 413
+    max_pixels: int = 60_000_000  # larger declared images (decompression bombs) get 413
+    workers: int = 1  # inference threads; each scores a batch of waiting requests at once
+    queue: int = 32  # requests that may wait for a worker; beyond: 503 with Retry-After
+    max_batch: int = 16  # most requests scored as one batch
+    max_files: int = 32  # most files in one /v1/predict/batch request
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError(f"serve.port {self.port}: expected 1-65535")
+        if self.max_upload_mb <= 0 or self.max_pixels <= 0:
+            raise ValueError("serve.max_upload_mb and serve.max_pixels must be > 0")
+        if min(self.workers, self.queue, self.max_batch, self.max_files) < 1:
+            raise ValueError("serve.workers, queue, max_batch and max_files must be >= 1")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """One training run: data, preprocessing, split, model and training, plus where it goes."""
 

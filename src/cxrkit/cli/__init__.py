@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     from cxrkit.cli.data import add_data_commands
     from cxrkit.cli.evaluate import add_eval_commands
     from cxrkit.cli.explain import add_explain_commands
+    from cxrkit.cli.export import add_export_commands
     from cxrkit.cli.predict import add_predict_commands
     from cxrkit.cli.train import add_train_commands
 
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_commands(sub)
     add_eval_commands(sub)
     add_explain_commands(sub)
+    add_export_commands(sub)
     return parser
 
 

@@ -17,6 +17,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         progress=not args.quiet,
+        engine=args.engine,
     )
     for row in table[table["error"] != ""].itertuples():
         print(f"  could not read {row.source}: {row.error}")
@@ -41,5 +42,8 @@ def add_predict_commands(sub) -> None:
     p.add_argument("--heatmaps", help="folder for Grad-CAM overlays of each image's top findings")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument(
+        "--engine", default="torch", help="torch, onnx, onnx-int8 (files from cxr export) or auto"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)

@@ -23,6 +23,10 @@ class ImageReadError(ValueError):
         super().__init__(f"{self.path}: {reason}")
 
 
+class ImageTooLargeError(ImageReadError):
+    """An image that declares more pixels than allowed (e.g. a decompression bomb); nothing was decoded."""
+
+
 def is_dicom(path: str | Path, head: bytes | None = None) -> bool:
     """True for a ``.dcm`` name or a file with the ``DICM`` magic at byte 128."""
     if str(path).lower().endswith((".dcm", ".dicom")):
@@ -45,25 +49,52 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageReadError(path, "file not found") from None
     except OSError as err:
         raise ImageReadError(path, f"cannot read file ({err.strerror or err})") from None
+    return decode_bytes(data, path)
+
+
+def decode_bytes(data: bytes, name: str | Path = "<bytes>", max_pixels: int | None = None) -> np.ndarray:
+    """PNG/JPEG/DICOM bytes (an upload, a file's content) -> (H, W) uint8 grey.
+
+    ``max_pixels``: refuse, before decoding, an image that declares more pixels (ImageTooLargeError).
+    """
     if not data:
-        raise ImageReadError(path, "empty file (0 bytes)")
-    if is_dicom(path, data[:132]):
-        return _decode_dicom(data, path)
-    return decode_image_bytes(data, path)
+        raise ImageReadError(name, "empty file (0 bytes)")
+    if is_dicom(name, data[:132]):
+        return _decode_dicom(data, Path(str(name)), max_pixels)
+    return decode_image_bytes(data, name, max_pixels)
 
 
-def decode_image_bytes(data: bytes, name: str | Path = "<bytes>") -> np.ndarray:
+def _check_pixels(name: str | Path, w: int, h: int, frames: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and w * h * frames > max_pixels:
+        raise ImageTooLargeError(
+            name,
+            f"declares {w}x{h}"
+            + (f"x{frames}" if frames > 1 else "")
+            + f" = {w * h * frames:,} pixels, over the limit of {max_pixels:,}",
+        )
+
+
+def decode_image_bytes(
+    data: bytes, name: str | Path = "<bytes>", max_pixels: int | None = None
+) -> np.ndarray:
     """Decode PNG/JPEG bytes into (H, W) uint8 grey; ``name`` is used in error messages."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     if not data:
         raise ImageReadError(name, "empty file (0 bytes)")
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            return _pil_to_grey(im, name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                _check_pixels(name, im.width, im.height, 1, max_pixels)
+                im.load()
+                return _pil_to_grey(im, name)
     except UnidentifiedImageError:
         raise ImageReadError(name, "not a PNG/JPEG/DICOM image (unrecognised format)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageTooLargeError(name, f"refused as a decompression bomb ({err})") from None
     except (OSError, SyntaxError, ValueError) as err:
         if isinstance(err, ImageReadError):
             raise
@@ -105,7 +136,7 @@ def scale_to_uint8(arr: np.ndarray, name: str | Path = "<array>") -> np.ndarray:
     return np.round((a - lo) * (255.0 / (hi - lo))).astype(np.uint8)
 
 
-def _decode_dicom(data: bytes, path: Path) -> np.ndarray:
+def _decode_dicom(data: bytes, path: Path, max_pixels: int | None = None) -> np.ndarray:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -115,6 +146,15 @@ def _decode_dicom(data: bytes, path: Path) -> np.ndarray:
         raise ImageReadError(path, f"not a readable DICOM file ({err})") from None
     if "PixelData" not in ds and "FloatPixelData" not in ds:
         raise ImageReadError(path, "DICOM has no pixel data (no PixelData element)")
+    try:
+        rows, cols, frames = (
+            int(ds.get("Rows", 0)),
+            int(ds.get("Columns", 0)),
+            int(ds.get("NumberOfFrames", 1) or 1),
+        )
+    except (TypeError, ValueError):
+        raise ImageReadError(path, "DICOM Rows/Columns/NumberOfFrames are not numbers") from None
+    _check_pixels(path, cols, rows, frames, max_pixels)
     try:
         arr = ds.pixel_array
     except Exception as err:  # pydicom raises many types for unsupported/corrupt pixel data

@@ -23,6 +23,9 @@ BOTTLENECK = "bottleneck.npz"
 LOCALIZATION = "localization.json"  # cxr localize's result (read by the evaluation report)
 LOCALIZATION_DIR = "localization"
 EXPLAIN_DIR = "explain"
+ONNX = "model.onnx"  # cxr export: the network as ONNX (float32), read by the onnx engine
+ONNX_INT8 = "model.int8.onnx"  # cxr export --int8: statically quantized copy
+EXPORT = "export.json"  # cxr export's parity and int8 AUC report
 
 
 def eval_dir(run_dir: Path, split: str) -> Path:

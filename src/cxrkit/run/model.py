@@ -9,7 +9,7 @@ input with calibrated probabilities, the triage score and flag, and the top find
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from cxrkit.run import files
 from cxrkit.run.checkpoint import load_checkpoint
 from cxrkit.run.data import TrainData
 from cxrkit.run.inputs import Input, PreparedInputs, prepare_inputs
+from cxrkit.run.onnx import OnnxEngine, engine_file, resolve_engine
 from cxrkit.run.package import ModelPackage, read_package
 
 
@@ -65,16 +66,26 @@ def network_spec(model_config: dict, model: CXRNet) -> dict:
 
 @dataclass
 class RunModel:
-    """A run's best network (eval mode, on ``device``) and its package."""
+    """A run's best network (eval mode, on ``device``) and its package.
+
+    ``engine``: what computes logits by default: ``torch`` (the network), ``onnx`` or ``onnx-int8``
+    (ONNX Runtime on the run's exported model.onnx / model.int8.onnx; see ``cxr export``).
+    Grad-CAM always uses the PyTorch network (it needs gradients).
+    """
 
     path: Path
     model: CXRNet
     package: ModelPackage
     device: torch.device
+    engine: str = "torch"
+    _sessions: dict[str, OnnxEngine] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto") -> RunModel:
-        """Load ``path``/best.pt and model.json; clear errors for a missing, foreign or newer run."""
+    def load(cls, path: str | Path, device: str = "auto", engine: str = "torch") -> RunModel:
+        """Load ``path``/best.pt and model.json; clear errors for a missing, foreign or newer run.
+
+        ``engine``: torch, onnx, onnx-int8, or auto (onnx when the run holds model.onnx).
+        """
         path = files.check_run_folder(Path(path), (files.BEST,))
         pkg = read_package(path)
         ckpt = load_checkpoint(path / files.BEST)
@@ -89,7 +100,18 @@ class RunModel:
             ) from None
         dev = resolve_device(device)
         model.to(dev).eval()
-        return cls(path, model, pkg, dev)
+        run = cls(path, model, pkg, dev, resolve_engine(path, engine))
+        if run.engine != "torch":
+            run.session(run.engine)  # fail at load, not at the first request
+        return run
+
+    def session(self, engine: str) -> OnnxEngine:
+        """The ONNX Runtime engine ``onnx`` or ``onnx-int8`` of this run (created once)."""
+        if engine not in self._sessions:
+            if engine == "torch":
+                raise ValueError("the torch engine has no ONNX session")
+            self._sessions[engine] = OnnxEngine(engine_file(self.path, resolve_engine(self.path, engine)))
+        return self._sessions[engine]
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -106,9 +128,21 @@ class RunModel:
         """What the network takes: size, resize mode, channels, value range."""
         return self.package.input
 
+    def logits(self, images: np.ndarray, batch_size: int = 64, engine: str | None = None) -> np.ndarray:
+        """Raw outputs (N, L) for uint8 images (N, S, S) already prepared by the input spec.
+
+        ``engine``: torch, onnx or onnx-int8 (default: the run's ``engine``).
+        """
+        engine = engine or self.engine
+        if engine == "torch":
+            return self.torch_logits(images, batch_size)
+        if len(images) == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return self.session(engine).logits(images, batch_size)
+
     @torch.no_grad()
-    def logits(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """Raw outputs (N, L) for uint8 images (N, S, S) already prepared by the input spec."""
+    def torch_logits(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """``logits`` computed by the PyTorch network on the run's device."""
         self.model.eval()
         out = np.empty((len(images), len(self.labels)), dtype=np.float32)
         for s in range(0, len(images), batch_size):
@@ -116,9 +150,11 @@ class RunModel:
             out[s : s + batch_size] = self.model(x).float().cpu().numpy()
         return out
 
-    def probs(self, images: np.ndarray, batch_size: int = 64, calibrated: bool = True) -> np.ndarray:
+    def probs(
+        self, images: np.ndarray, batch_size: int = 64, calibrated: bool = True, engine: str | None = None
+    ) -> np.ndarray:
         """Probabilities (N, L), temperature-calibrated unless ``calibrated=False``."""
-        return self.package.probs(self.logits(images, batch_size), calibrated)
+        return self.package.probs(self.logits(images, batch_size, engine), calibrated)
 
     def prepare(
         self, inputs: Input | Sequence[Input], keep_originals: bool = False, progress: bool = False
@@ -127,11 +163,19 @@ class RunModel:
         return prepare_inputs(inputs, self.spec, keep_originals, progress)
 
     def predict(
-        self, inputs: Input | Sequence[Input], batch_size: int = 32, progress: bool = False, top: int = 3
+        self,
+        inputs: Input | Sequence[Input],
+        batch_size: int = 32,
+        progress: bool = False,
+        top: int = 3,
+        engine: str | None = None,
     ) -> pd.DataFrame:
-        """A row per input: source, image_id, error, each label's calibrated probability, triage, findings."""
+        """A row per input: source, image_id, error, each label's calibrated probability, triage, findings.
+
+        ``engine``: torch, onnx or onnx-int8 (default: the run's ``engine``, set at load).
+        """
         prepared = self.prepare(inputs, progress=progress)
-        return self.table(prepared, self.probs(prepared.images, batch_size), top)
+        return self.table(prepared, self.probs(prepared.images, batch_size, engine=engine), top)
 
     def table(self, prepared: PreparedInputs, probs: np.ndarray, top: int = 3) -> pd.DataFrame:
         """The prediction table of ``prepared`` inputs given their probabilities (rows in input order)."""

@@ -28,14 +28,16 @@ def predict_files(
     progress: bool = True,
     chunk: int = 256,
     log: Log = print,
+    engine: str = "torch",
 ) -> pd.DataFrame:
     """Predict every image under ``paths``; write ``out`` (CSV) and, with ``heatmaps``, Grad-CAM overlays.
 
     Inputs are read, scored and drawn ``chunk`` at a time, so memory stays flat on folders of any size.
+    ``engine``: torch, onnx, onnx-int8 or auto (see ``RunModel``); heatmaps always use PyTorch.
     """
     from tqdm.auto import tqdm
 
-    run = run if isinstance(run, RunModel) else RunModel.load(run, device)
+    run = run if isinstance(run, RunModel) else RunModel.load(run, device, engine)
     items = expand_inputs(list(paths))
     parts = []
     with tqdm(total=len(items), desc="predict", unit="img", disable=not progress) as bar:

@@ -1,0 +1,205 @@
+"""ONNX export of a run's network and an ONNX Runtime engine that predicts like the PyTorch one.
+
+The graph holds the network only (its input normalisation included): decoding, resizing and the
+uint8 -> [0, 1] step stay in Python (``data.transforms``), shared with every other path, and
+calibration/thresholds stay in ``model.json``. So the same prepared images give the same logits,
+whichever engine runs them. ``model.onnx`` is float32; ``model.int8.onnx`` is statically quantized
+(QDQ, per-channel weights) with ranges calibrated on the run's validation images.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cxrkit.models.net import CXRNet
+from cxrkit.run import files
+
+ENGINES = ("torch", "onnx", "onnx-int8", "auto")
+OPSET = 17
+
+
+def engine_file(run_dir: Path, engine: str) -> Path:
+    """The ONNX file an engine reads: model.onnx (``onnx``) or model.int8.onnx (``onnx-int8``)."""
+    return Path(run_dir) / (files.ONNX_INT8 if engine == "onnx-int8" else files.ONNX)
+
+
+def weights_digest(run_dir: Path) -> str:
+    """sha256 of the run's best.pt: export.json records it, so an export older than the weights is refused."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(Path(run_dir) / files.BEST, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def export_problem(run_dir: Path, engine: str) -> str | None:
+    """Why ``engine`` cannot be used for this run (missing file, stale or foreign export), or None."""
+    import json
+
+    run_dir = Path(run_dir)
+    flag = " --int8" if engine == "onnx-int8" else ""
+    if not engine_file(run_dir, engine).is_file():
+        return (
+            f"{run_dir}: no {engine_file(run_dir, engine).name}; create it with `cxr export {run_dir}{flag}`"
+        )
+    try:
+        stamp = json.loads((run_dir / files.EXPORT).read_text()).get("weights_sha256")
+    except (OSError, ValueError):
+        stamp = None
+    if stamp != weights_digest(run_dir):
+        return (
+            f"{run_dir}: {engine_file(run_dir, engine).name} was not exported from the current best.pt "
+            f"(export.json missing or older than the weights); re-run `cxr export {run_dir}{flag}`"
+        )
+    if not _has_ort():
+        return "the ONNX engine needs onnxruntime: pip install 'cxrkit[serve]' (or onnxruntime)"
+    return None
+
+
+def resolve_engine(run_dir: Path, engine: str) -> str:
+    """``auto`` -> ``onnx`` when the run holds a current model.onnx, else ``torch``; others are checked."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    if engine == "auto":
+        return "onnx" if export_problem(run_dir, "onnx") is None else "torch"
+    if engine != "torch":
+        problem = export_problem(run_dir, engine)
+        if problem:
+            raise FileNotFoundError(problem)
+    return engine
+
+
+def _has_ort() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def export_onnx(model: CXRNet, size: int, path: Path) -> Path:
+    """Write ``model`` (eval mode, CPU copy) as ONNX with a dynamic batch axis: (N, 1, S, S) -> (N, L)."""
+    import copy
+
+    net = copy.deepcopy(model).cpu().float().eval()
+    net.to(memory_format=torch.contiguous_format)
+    x = torch.rand(2, 1, size, size)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with torch.no_grad(), warnings.catch_warnings():
+        # the TorchScript exporter: deprecated since torch 2.9 but exact and ~14x faster than the
+        # torch.export one on DenseNet-121 here; the latter is the fallback once it is gone
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        try:
+            torch.onnx.export(
+                net,
+                (x,),
+                str(tmp),
+                input_names=["image"],
+                output_names=["logits"],
+                dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+                opset_version=OPSET,
+                dynamo=False,
+            )
+        except (TypeError, NotImplementedError, RuntimeError) as err:
+            if "dynamo" not in str(err) and "TorchScript" not in str(err):
+                raise
+            torch.onnx.export(
+                net,
+                (x,),
+                str(tmp),
+                input_names=["image"],
+                output_names=["logits"],
+                dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+                dynamo=True,
+                verbose=False,
+            )
+    tmp.replace(path)
+    return path
+
+
+def session_options(threads: int | None = None):
+    """ONNX Runtime options: every graph optimisation, ``threads`` intra-op threads (default: all cores)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = int(threads or os.cpu_count() or 1)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return opts
+
+
+class OnnxEngine:
+    """An ONNX Runtime session over a run's exported network; ``logits`` matches ``RunModel.logits``."""
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ImportError(
+                "the ONNX engine needs onnxruntime: pip install 'cxrkit[serve]' (or onnxruntime)"
+            ) from None
+        self.path = Path(path)
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), session_options(threads), providers=["CPUExecutionProvider"]
+            )
+        except Exception as err:  # onnxruntime raises its own types for a corrupt or foreign file
+            raise ValueError(f"{self.path}: not a loadable ONNX model ({err})") from None
+        self.input = self.session.get_inputs()[0].name
+
+    def logits(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Raw outputs (N, L) for uint8 images (N, S, S) prepared by the run's input spec."""
+        chunks = [
+            self.session.run(None, {self.input: model_input(images[s : s + batch_size])})[0]
+            for s in range(0, len(images), batch_size)
+        ]
+        return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, 0), np.float32)
+
+
+def model_input(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, S, S) -> float32 (N, 1, S, S) in [0, 1]: ``to_model_input`` without torch."""
+    return (np.ascontiguousarray(images)[:, None].astype(np.float32) / np.float32(255.0)).astype(np.float32)
+
+
+def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray, batch_size: int = 16) -> Path:
+    """Static int8 quantization (QDQ, per-channel weights, MinMax ranges) calibrated on uint8 images."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches: Iterator[dict] = (
+                {"image": model_input(calibration[s : s + batch_size])}
+                for s in range(0, len(calibration), batch_size)
+            )
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    out = Path(out)
+    pre = out.with_name(f".{out.stem}.pre.onnx")
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        quantize_static(
+            str(pre),
+            str(tmp),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+        tmp.replace(out)
+    finally:
+        for f in (pre, tmp):
+            f.unlink(missing_ok=True)
+    return out

@@ -1,0 +1,441 @@
+"""The HTTP API and web viewer of one run (FastAPI): predict, batch, model card, health, metrics.
+
+Every upload is checked before it costs anything: size (413), declared pixel count (413, e.g. a
+decompression bomb), content type (415), decodability (422, naming the file and the reason). A
+bad file never reaches the model and never produces a 500. Inference runs in a bounded pool
+(``serve.batcher``): a burst beyond the queue gets 503 with Retry-After. Logs hold request ids,
+routes, status codes and timings only: never file names or DICOM contents (patient data).
+"""
+
+# no ``from __future__ import annotations``: FastAPI reads the route signatures at runtime, and
+# they refer to names local to ``create_app``
+
+import asyncio
+import base64
+import hmac
+import io
+import logging
+import time
+import uuid
+from importlib import resources
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.security import APIKeyHeader
+
+from cxrkit import __version__
+from cxrkit.config import ServeConfig
+from cxrkit.data.decode import ImageReadError, ImageTooLargeError, decode_bytes
+from cxrkit.data.transforms import compute_geometry, prepare_image, to_model_input
+from cxrkit.evaluate.triage import abnormality_score, top_findings
+from cxrkit.explain.gradcam import compute_heatmaps, label_index
+from cxrkit.explain.overlay import heatmap_to_source, render_overlay
+from cxrkit.run.model import RunModel
+from cxrkit.serve.batcher import Batcher, Overloaded
+from cxrkit.serve.metrics import Metrics
+
+log = logging.getLogger("cxrkit.serve")
+
+ACCEPTED_TYPES = {
+    "image/png",
+    "image/jpeg",
+    "image/jpg",
+    "application/dicom",
+    "application/octet-stream",
+    "",
+}
+THRESHOLD_RULE = "max_f1"  # the per-label thresholds shown beside probabilities (chosen on validation)
+PREVIEW_SIDE = 768
+
+
+class ApiError(Exception):
+    """An error answered as JSON ``{"error": code, "message": ...}`` with an HTTP status."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+class BodyTooLarge(Exception):
+    """The request body grew past the limit while it was being received."""
+
+
+def _png_b64(im) -> str:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+class Service:
+    """The run, its engine and limits: decoding, scoring and explaining single uploads."""
+
+    def __init__(self, run: RunModel, cfg: ServeConfig) -> None:
+        self.run, self.cfg = run, cfg
+        self.metrics = Metrics()
+        self.pool = Batcher(self._score, cfg.workers, cfg.queue, cfg.max_batch)
+        stored = run.package.thresholds_for(THRESHOLD_RULE)
+        self.thresholds = stored if stored is not None else np.full(len(run.labels), 0.5)
+
+    def _score(self, images: np.ndarray) -> np.ndarray:
+        return self.run.probs(images)
+
+    def decode(self, data: bytes, filename: str, content_type: str | None) -> np.ndarray:
+        """Upload bytes -> (H, W) uint8 grey, or an ApiError naming the file and the problem."""
+        ctype = (content_type or "").split(";")[0].strip().lower()
+        if ctype not in ACCEPTED_TYPES:
+            raise ApiError(
+                415,
+                "unsupported_type",
+                f"{filename}: content type {ctype!r}; expected image/png, image/jpeg or application/dicom",
+            )
+        if not data:
+            raise ApiError(400, "empty_file", f"{filename}: empty file (0 bytes)")
+        if len(data) > self.cfg.max_upload_mb * 1e6:
+            raise ApiError(
+                413,
+                "too_large",
+                f"{filename}: {len(data) / 1e6:.1f} MB, over the {self.cfg.max_upload_mb:g} MB limit",
+            )
+        try:
+            return decode_bytes(data, filename, self.cfg.max_pixels)
+        except ImageTooLargeError as err:
+            raise ApiError(413, "too_many_pixels", str(err)) from None
+        except ImageReadError as err:
+            raise ApiError(422, "unreadable_image", str(err)) from None
+        except Exception as err:  # a decoder bug must still be the client's 4xx, not our 500
+            raise ApiError(
+                422, "unreadable_image", f"{filename}: cannot decode ({type(err).__name__})"
+            ) from None
+
+    async def predict(
+        self, image: np.ndarray, filename: str, heatmap: str | None, preview: bool, top: int
+    ) -> dict:
+        """Score one decoded image (through the pool); add a Grad-CAM overlay and a preview if asked."""
+        if heatmap is not None:
+            try:
+                label_index(self.run.labels, heatmap)
+            except (KeyError, ValueError) as err:
+                raise ApiError(400, "unknown_label", str(err).strip("'\"")) from None
+        prepared = prepare_image(image, self.run.spec)[None]
+        probs = (await self._await(self.pool.submit(prepared)))[0]
+        result = self.result(probs, filename, image.shape, top)
+        if heatmap is not None:
+            png = await self._await(
+                self.pool.submit_call(lambda: self._overlay(image, prepared, heatmap, probs))
+            )
+            result["heatmap"] = {"label": heatmap, "method": "gradcam", "png_base64": png}
+        if preview:
+            result["preview_png_base64"] = _png_b64(self._preview(image))
+        return result
+
+    async def _await(self, future) -> Any:
+        try:
+            return await asyncio.wrap_future(future)
+        except Overloaded as err:  # pragma: no cover - raised at submit, kept for safety
+            raise ApiError(503, "overloaded", str(err), {"Retry-After": "1"}) from None
+
+    def result(self, probs: np.ndarray, filename: str, shape: tuple[int, ...], top: int) -> dict:
+        """The JSON answer for one image's calibrated probabilities."""
+        labels = list(self.run.labels)
+        point = self.run.package.operating_point
+        score, _ = abnormality_score(probs[None], labels, point.score)
+        s = float(score[0])
+        return {
+            "filename": filename,
+            "image": {"width": int(shape[1]), "height": int(shape[0])},
+            "probabilities": {lab: float(p) for lab, p in zip(labels, probs, strict=True)},
+            "thresholds": {lab: float(t) for lab, t in zip(labels, self.thresholds, strict=True)},
+            "positive": [lab for lab, p, t in zip(labels, probs, self.thresholds, strict=True) if p >= t],
+            "top_findings": [f for f in top_findings(probs[None], labels, top)[0].split("; ") if f],
+            "triage": {
+                "score": s,
+                "flag": "abnormal" if s >= point.threshold else "normal",
+                "threshold": point.threshold,
+                "target_sensitivity": point.target_sensitivity,
+                "score_rule": point.score,
+            },
+        }
+
+    def _overlay(self, image: np.ndarray, prepared: np.ndarray, label: str, probs: np.ndarray) -> str:
+        j = label_index(self.run.labels, label)
+        x = to_model_input(prepared, self.run.device)
+        heat = compute_heatmaps(self.run.model, x, [j], "gradcam")[0].detach().cpu().numpy()
+        spec = self.run.spec
+        geo = compute_geometry(image.shape[1], image.shape[0], spec.size, spec.mode)
+        im = render_overlay(image, heatmap_to_source(heat, geo), caption=f"{label} {probs[j]:.2f}")
+        return _png_b64(im)
+
+    @staticmethod
+    def _preview(image: np.ndarray):
+        from PIL import Image
+
+        im = Image.fromarray(image, mode="L")
+        k = min(1.0, PREVIEW_SIDE / max(im.size))
+        if k < 1.0:
+            im = im.resize(
+                (max(1, round(im.width * k)), max(1, round(im.height * k))), Image.Resampling.LANCZOS
+            )
+        return im
+
+    def model_card(self) -> dict:
+        """GET /v1/model: what the model predicts and how it was validated."""
+        pkg = self.run.package
+        return {
+            "name": self.run.path.name,
+            "model": pkg.model_name,
+            "task": pkg.task,
+            "labels": list(pkg.labels),
+            "threshold_rule": THRESHOLD_RULE,
+            "thresholds": {lab: float(t) for lab, t in zip(pkg.labels, self.thresholds, strict=True)},
+            "operating_point": pkg.operating_point.as_dict(),
+            "input": pkg.input.as_dict(),
+            "temperatures": list(pkg.temperatures),
+            "validation": pkg.validation,
+            "versions": {**pkg.versions, "cxrkit_serving": __version__},
+            "engine": self.run.engine,
+            "limits": {
+                "max_upload_mb": self.cfg.max_upload_mb,
+                "max_pixels": self.cfg.max_pixels,
+                "max_files": self.cfg.max_files,
+                "queue": self.cfg.queue,
+            },
+        }
+
+
+def load_api_key(cfg: ServeConfig) -> str | None:
+    """The key from ``api_key_file`` (stripped), else CXR_API_KEY, else None (no key required)."""
+    import os
+    from pathlib import Path
+
+    if cfg.api_key_file:
+        key = Path(cfg.api_key_file).read_text().strip()
+        if not key:
+            raise ValueError(f"{cfg.api_key_file}: the API key file is empty")
+        return key
+    return os.environ.get("CXR_API_KEY") or None
+
+
+def create_app(run: RunModel, cfg: ServeConfig | None = None, api_key: str | None = None):
+    """The FastAPI application serving ``run`` (routes in the module docstring)."""
+    cfg = cfg or ServeConfig()
+    service = Service(run, cfg)
+    app = FastAPI(
+        title="cxrkit",
+        version=__version__,
+        description=f"Chest X-ray classification and triage: run {run.path.name} ({run.package.model_name}).",
+        docs_url=None,  # Swagger UI loads from a CDN; the schema is at /openapi.json
+        redoc_url=None,
+    )
+    app.state.service = service
+    app.state.api_key_required = api_key is not None
+    key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+    def check_key(key: Annotated[str | None, Depends(key_header)]) -> None:
+        if api_key is not None and not (key and hmac.compare_digest(key.encode(), api_key.encode())):
+            raise ApiError(401, "unauthorized", "missing or wrong X-API-Key header")
+
+    def error_response(err: ApiError) -> JSONResponse:
+        return JSONResponse({"error": err.code, "message": err.message}, err.status, headers=err.headers)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, err: ApiError):
+        service.metrics.error(request.url.path, err.code)
+        return error_response(err)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, err: RequestValidationError):
+        ctype = request.headers.get("content-type", "")
+        if request.method == "POST" and not ctype.startswith("multipart/form-data"):
+            e = ApiError(
+                415, "unsupported_type", f"content type {ctype or 'none'!r}; send multipart/form-data"
+            )
+        else:
+            parts = "; ".join(
+                f"{'.'.join(str(x) for x in d.get('loc', ()))}: {d.get('msg')}" for d in err.errors()
+            )
+            e = ApiError(422, "invalid_request", parts[:500])
+        service.metrics.error(request.url.path, e.code)
+        return error_response(e)
+
+    @app.middleware("http")
+    async def _observe(request: Request, call_next):
+        rid = uuid.uuid4().hex[:12]
+        t0 = time.perf_counter()
+        limit = (
+            cfg.max_upload_mb * 1e6 * (cfg.max_files if request.url.path.endswith("/batch") else 1) + 65536
+        )
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            response = error_response(
+                ApiError(413, "too_large", f"request body of {int(declared) / 1e6:.1f} MB is over the limit")
+            )
+        else:
+            response = await call_next(request)
+        seconds = time.perf_counter() - t0
+        route = request.scope.get("route")
+        path = getattr(route, "path", "other")
+        service.metrics.observe(request.method, path, response.status_code, seconds)
+        response.headers["X-Request-Id"] = rid
+        log.info("%s %s %s %d %.1f ms", rid, request.method, path, response.status_code, seconds * 1e3)
+        return response
+
+    def admit() -> None:
+        if service.pool.in_flight >= service.pool.limit:
+            raise ApiError(503, "overloaded", "the server is busy; retry shortly", {"Retry-After": "1"})
+
+    async def read_upload(upload: UploadFile) -> bytes:
+        cap = int(cfg.max_upload_mb * 1e6) + 1
+        data = await upload.read(cap)
+        return data
+
+    async def one(upload: UploadFile, heatmap: str | None, preview: bool, top: int) -> dict:
+        name = (upload.filename or "upload").replace("\n", " ")[:200]
+        data = await read_upload(upload)
+        image = service.decode(data, name, upload.content_type)
+        try:
+            out = await service.predict(image, name, heatmap, preview, top)
+        except Overloaded as err:
+            raise ApiError(
+                503, "overloaded", f"the server is busy ({err}); retry shortly", {"Retry-After": "1"}
+            ) from None
+        service.metrics.scored("ok")
+        return out
+
+    @app.get("/health", tags=["service"])
+    def health() -> dict:
+        """Liveness: 200 while the service can take requests."""
+        return {"status": "ok", "engine": run.engine, "in_flight": service.pool.in_flight}
+
+    @app.get("/metrics", tags=["service"], response_class=PlainTextResponse)
+    def metrics() -> str:
+        """Prometheus text: request counts and latencies by route, errors by code, in-flight requests."""
+        return service.metrics.render(service.pool.in_flight, run.engine)
+
+    @app.get("/v1/model", tags=["model"], dependencies=[Depends(check_key)])
+    def model() -> dict:
+        """Labels, thresholds, operating point, input spec, versions and validation figures."""
+        return service.model_card()
+
+    @app.post("/v1/predict", tags=["predict"], dependencies=[Depends(check_key)])
+    async def predict(
+        file: Annotated[UploadFile, File(description="one PNG, JPEG or DICOM file")],
+        heatmap: Annotated[
+            str | None, Query(description="a label: adds its Grad-CAM overlay (PNG, base64)")
+        ] = None,
+        preview: Annotated[
+            bool, Query(description="add the decoded image as PNG (base64), for viewers")
+        ] = False,
+        top: Annotated[int, Query(ge=1, le=20, description="how many top findings to list")] = 3,
+    ) -> dict:
+        """One image -> calibrated probabilities, thresholds, triage score and flag, top findings."""
+        admit()
+        try:
+            return await one(file, heatmap, preview, top)
+        except ApiError:
+            service.metrics.scored("error")
+            raise
+
+    @app.post("/v1/predict/batch", tags=["predict"], dependencies=[Depends(check_key)])
+    async def predict_batch(
+        files: Annotated[list[UploadFile], File(description="PNG, JPEG or DICOM files")],
+        top: Annotated[int, Query(ge=1, le=20, description="how many top findings to list")] = 3,
+    ) -> dict:
+        """Several images -> one result or one error per file, in upload order."""
+        if len(files) > cfg.max_files:
+            raise ApiError(413, "too_many_files", f"{len(files)} files; at most {cfg.max_files} per request")
+        admit()
+        images, results = [], []
+        for f in files:
+            name = (f.filename or "upload").replace("\n", " ")[:200]
+            try:
+                images.append(
+                    (len(results), name, service.decode(await read_upload(f), name, f.content_type))
+                )
+                results.append(None)
+            except ApiError as err:
+                service.metrics.scored("error")
+                results.append(
+                    {"filename": name, "error": err.code, "message": err.message, "status": err.status}
+                )
+        if images:
+            batch = np.stack([prepare_image(img, run.spec) for _, _, img in images])
+            try:
+                probs = await asyncio.wrap_future(service.pool.submit(batch))
+            except Overloaded as err:
+                raise ApiError(
+                    503, "overloaded", f"the server is busy ({err})", {"Retry-After": "1"}
+                ) from None
+            for (k, name, img), p in zip(images, probs, strict=True):
+                results[k] = service.result(p, name, img.shape, top)
+                service.metrics.scored("ok")
+        return {"results": results}
+
+    static = resources.files("cxrkit").joinpath("serve/static")
+
+    @app.get("/", include_in_schema=False)
+    def index():
+        return FileResponse(str(static.joinpath("index.html")), media_type="text/html")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def asset(name: str):
+        types = {"js": "text/javascript", "css": "text/css"}
+        ext = name.rsplit(".", 1)[-1]
+        if "/" in name or ext not in types or not static.joinpath(name).is_file():
+            raise ApiError(404, "not_found", f"no asset {name!r}")
+        return FileResponse(str(static.joinpath(name)), media_type=types[ext])
+
+    return LimitBody(app, cfg)
+
+
+class LimitBody:
+    """ASGI wrapper: a body that passes the upload limit (even without Content-Length) gets 413.
+
+    Receiving stops at the limit; whatever the app answers to the cut body is replaced by the 413.
+    """
+
+    def __init__(self, app, cfg: ServeConfig) -> None:
+        self.app, self.cfg = app, cfg
+        self.state = app.state  # tests and the server reach the service through here
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        files = self.cfg.max_files if scope.get("path", "").endswith("/batch") else 1
+        limit = self.cfg.max_upload_mb * 1e6 * files + 65536
+        seen, over, sent = 0, False, False
+
+        async def counted_receive():
+            nonlocal seen, over
+            if over:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    over = True
+                    raise BodyTooLarge()
+            return message
+
+        async def guarded_send(message):
+            nonlocal sent
+            if not over:
+                await send(message)
+            elif not sent:
+                sent = True
+                body = b'{"error":"too_large","message":"request body is over the upload limit"}'
+                headers = [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ]
+                await send({"type": "http.response.start", "status": 413, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except Exception:
+            if not over:
+                raise
+            await guarded_send({"type": "http.response.start"})

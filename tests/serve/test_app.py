@@ -1,0 +1,296 @@
+"""The HTTP API against a real uvicorn server on 127.0.0.1: answers match the Python API, bad input is a
+4xx naming the problem (never a 500, never a crash), bursts get 503, keys are enforced, logs hold no
+patient data."""
+
+import base64
+import functools
+import io
+import logging
+import struct
+import threading
+import time
+import zlib
+
+import httpx
+import numpy as np
+import pydicom
+import pytest
+from conftest import png_bytes, shared_path
+from live import live_server
+from PIL import Image
+
+from cxrkit.config import ServeConfig
+from cxrkit.run.model import RunModel
+from cxrkit.serve.app import create_app
+from cxrkit.serve.batcher import Batcher
+
+DICOM = "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
+TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".dcm": "application/dicom"}
+
+
+@pytest.fixture(scope="module")
+def run(exported_run):
+    return RunModel.load(exported_run, "cpu", engine="onnx")
+
+
+@pytest.fixture(scope="module")
+def server(run):
+    """(base URL, app, captured log records) of a server with 1 MB / 5 MP limits."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler = Keep(level=logging.DEBUG)
+    root = logging.getLogger()
+    old = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    app = create_app(run, ServeConfig(max_upload_mb=1.0, max_pixels=5_000_000))
+    try:
+        with live_server(app) as url:
+            yield url, app, records
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old)
+
+
+def upload(path):
+    return {"file": (path.name, path.read_bytes(), TYPES[path.suffix])}
+
+
+def test_every_sample_scores_as_the_python_api_does(server, run):
+    url, _, _ = server
+    samples = sorted(shared_path("data", "samples").iterdir())
+    expected = run.predict(samples, engine="torch")
+    for path, (_, row) in zip(samples, expected.iterrows(), strict=True):
+        r = httpx.post(f"{url}/v1/predict", files=upload(path), timeout=30)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        probs = np.array([body["probabilities"][lab] for lab in run.labels])
+        assert np.abs(probs - row[list(run.labels)].to_numpy(dtype=float)).max() <= 1e-4, path
+        assert body["triage"]["score"] == pytest.approx(row["triage_score"], abs=1e-4)
+        assert body["triage"]["flag"] == row["triage_flag"]
+        assert body["triage"]["flag"] == (
+            "abnormal" if body["triage"]["score"] >= body["triage"]["threshold"] else "normal"
+        )
+        assert "; ".join(body["top_findings"]) == row["top_findings"]
+        assert body["positive"] == [
+            lab for lab in run.labels if probs[run.labels.index(lab)] >= body["thresholds"][lab]
+        ]
+
+
+def test_heatmap_overlay_and_preview_are_pngs_of_the_image(server):
+    url, _, _ = server
+    path = shared_path("data", "samples", "16747_3_1.jpg")  # 1036 x 885 RGB
+    r = httpx.post(f"{url}/v1/predict?heatmap=Effusion&preview=true", files=upload(path), timeout=30)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    overlay = Image.open(io.BytesIO(base64.b64decode(body["heatmap"]["png_base64"])))
+    preview = Image.open(io.BytesIO(base64.b64decode(body["preview_png_base64"])))
+    assert body["heatmap"]["label"] == "Effusion" and overlay.mode == "RGB"
+    assert overlay.size == preview.size == (768, round(885 * 768 / 1036))  # the image's aspect kept
+    colour = np.asarray(overlay, dtype=np.int16)
+    assert np.abs(colour[..., 0] - colour[..., 2]).max() > 50  # the heatmap is drawn, not grey
+    other = httpx.post(f"{url}/v1/predict?heatmap=Cardiomegaly", files=upload(path), timeout=30).json()
+    assert other["heatmap"]["png_base64"] != body["heatmap"]["png_base64"]
+
+
+def test_batch_gives_one_result_or_one_error_per_file_in_order(server, run):
+    url, _, _ = server
+    good = shared_path("data", "samples", "00000001_000.png")
+    files = [
+        ("files", ("a.png", good.read_bytes(), "image/png")),
+        ("files", ("notes.png", b"not an image", "image/png")),
+        ("files", ("b.dcm", shared_path("data", "samples", DICOM).read_bytes(), "application/dicom")),
+    ]
+    r = httpx.post(f"{url}/v1/predict/batch", files=files, timeout=30)
+    assert r.status_code == 200, r.text
+    a, bad, b = r.json()["results"]
+    assert (
+        a["filename"] == "a.png" and b["filename"] == "b.dcm" and len(a["probabilities"]) == len(run.labels)
+    )
+    assert bad["status"] == 422 and bad["error"] == "unreadable_image" and "notes.png" in bad["message"]
+    single = httpx.post(f"{url}/v1/predict", files=upload(good), timeout=30).json()
+    assert a["probabilities"] == pytest.approx(single["probabilities"], abs=1e-6)  # batching changes nothing
+
+
+def test_model_card_health_metrics_and_schema(server, run):
+    url, _, _ = server
+    card = httpx.get(f"{url}/v1/model").json()
+    assert card["labels"] == list(run.labels) and card["engine"] == "onnx"
+    assert card["operating_point"]["threshold"] == run.package.operating_point.threshold
+    assert card["input"] == run.spec.as_dict() and card["validation"] == run.package.validation
+    assert list(card["thresholds"].values()) == pytest.approx(list(run.package.thresholds_for("max_f1")))
+    assert httpx.get(f"{url}/health").json()["status"] == "ok"
+    schema = httpx.get(f"{url}/openapi.json").json()
+    assert {"/v1/predict", "/v1/predict/batch", "/v1/model", "/health", "/metrics"} <= set(schema["paths"])
+    text = httpx.get(f"{url}/metrics").text
+    assert 'cxr_requests_total{method="POST",route="/v1/predict",status="200"}' in text
+    assert "cxr_request_seconds_bucket" in text and 'cxr_engine_info{engine="onnx"} 1' in text
+
+
+def _dicom_without_pixels() -> bytes:
+    ds = pydicom.dcmread(shared_path("data", "samples", DICOM))
+    del ds.PixelData
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    return buf.getvalue()
+
+
+def _bomb(side: int) -> bytes:
+    """A PNG header declaring side x side grey pixels, and no data: a decompression bomb's first bytes."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+@functools.cache
+def _malformed() -> dict:
+    png = png_bytes(np.full((64, 64), 90, np.uint8))
+    jpg = shared_path("data", "samples", "16747_3_1.jpg").read_bytes()
+    return {
+        "not an image": ({"file": ("x.png", b"hello, world", "image/png")}, 422, "not a PNG/JPEG/DICOM"),
+        "truncated PNG": ({"file": ("t.png", png[: len(png) // 2], "image/png")}, 422, "t.png"),
+        "truncated JPEG": ({"file": ("t.jpg", jpg[:2000], "image/jpeg")}, 422, "t.jpg"),
+        "empty body": ({"file": ("e.png", b"", "image/png")}, 400, "empty file"),
+        "DICOM without pixels": (
+            {"file": ("n.dcm", _dicom_without_pixels(), "application/dicom")},
+            422,
+            "no pixel data",
+        ),
+        # over the server's 5 MP limit; and over Pillow's own bomb limit (checked while opening)
+        "too many pixels": (
+            {"file": ("big.png", _bomb(3000), "image/png")},
+            413,
+            "over the limit of 5,000,000",
+        ),
+        "decompression bomb": ({"file": ("bomb.png", _bomb(20_000), "image/png")}, 413, "decompression bomb"),
+        "over the size limit": ({"file": ("big.png", b"\0" * 1_100_000, "image/png")}, 413, "limit"),
+        "wrong part type": ({"file": ("x.txt", png, "text/plain")}, 415, "text/plain"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_malformed()))
+def test_malformed_upload_is_a_4xx_naming_the_problem(server, case):
+    url, _, _ = server
+    files, status, words = _malformed()[case]
+    r = httpx.post(f"{url}/v1/predict", files=files, timeout=30)
+    assert r.status_code == status, (case, r.status_code, r.text)
+    assert r.headers["content-type"] == "application/json" and words in r.json()["message"], r.text
+    assert httpx.get(f"{url}/health").status_code == 200
+
+
+def test_requests_that_are_not_uploads_get_4xx(server):
+    url, _, _ = server
+    for r, status in (
+        (httpx.post(f"{url}/v1/predict", json={"image": "x"}), 415),
+        (httpx.post(f"{url}/v1/predict", content=b"\x89PNG", headers={"content-type": "image/png"}), 415),
+        (httpx.post(f"{url}/v1/predict", files={"other": ("a.png", b"x", "image/png")}), 422),
+        (httpx.post(f"{url}/v1/predict?top=0", files={"file": ("a.png", b"x", "image/png")}), 422),
+        (
+            httpx.post(
+                f"{url}/v1/predict?heatmap=Tumour", files=upload(shared_path("data", "samples", "h0001.png"))
+            ),
+            400,
+        ),
+        (httpx.get(f"{url}/static/../../etc/passwd"), 404),
+        (httpx.get(f"{url}/v1/nothing"), 404),
+    ):
+        assert r.status_code == status, (r.request.url, r.status_code, r.text)
+
+    # a body without Content-Length that grows past the limit is cut off with 413
+    def chunks():
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="s.png"\r\n\r\n'
+        for _ in range(40):
+            yield b"\0" * 65536
+
+    r = httpx.post(
+        f"{url}/v1/predict", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"}
+    )
+    assert r.status_code == 413 and r.json()["error"] == "too_large"
+    assert httpx.get(f"{url}/health").status_code == 200
+
+
+def test_logs_hold_no_patient_name_or_id(server):
+    url, _, records = server
+    path = shared_path("data", "samples", DICOM)
+    ds = pydicom.dcmread(path)
+    name, pid = str(ds.PatientName), str(ds.PatientID)
+    assert name and pid
+    start = len(records)
+    assert httpx.post(f"{url}/v1/predict?heatmap=Effusion", files=upload(path), timeout=30).status_code == 200
+    assert (
+        httpx.post(
+            f"{url}/v1/predict/batch",
+            files=[("files", (path.name, path.read_bytes(), "application/dicom"))],
+            timeout=30,
+        ).status_code
+        == 200
+    )
+    text = "\n".join(r.getMessage() for r in records[start:])
+    assert "/v1/predict" in text  # the requests were logged...
+    assert name not in text and pid not in text and path.name not in text  # ...without who they were
+
+
+def test_a_burst_beyond_the_queue_gets_503_with_retry_after(run):
+    app = create_app(run, ServeConfig(workers=1, queue=1, max_batch=1))
+    service = app.state.service
+
+    def slow(images):
+        time.sleep(0.4)
+        return run.probs(images)
+
+    service.pool = Batcher(slow, workers=1, queue=1, max_batch=1)
+    body = png_bytes(np.full((64, 64), 90, np.uint8))
+    results: list[httpx.Response] = []
+    with live_server(app) as url:
+
+        def send():
+            results.append(
+                httpx.post(f"{url}/v1/predict", files={"file": ("a.png", body, "image/png")}, timeout=30)
+            )
+
+        threads = [threading.Thread(target=send) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        codes = sorted(r.status_code for r in results)
+        assert 200 in codes and 503 in codes and set(codes) <= {200, 503}, codes
+        busy = next(r for r in results if r.status_code == 503)
+        assert busy.headers["retry-after"] == "1" and busy.json()["error"] == "overloaded"
+        assert httpx.get(f"{url}/health").status_code == 200
+        assert (
+            httpx.post(f"{url}/v1/predict", files={"file": ("a.png", body, "image/png")}).status_code == 200
+        )
+
+
+def test_api_key_is_required_on_v1_routes_only(run, tmp_path, monkeypatch):
+    from cxrkit.serve.app import load_api_key
+
+    key_file = tmp_path / "key"
+    key_file.write_text("s3cret\n")
+    monkeypatch.setenv("CXR_API_KEY", "from-env")
+    assert load_api_key(ServeConfig(api_key_file=str(key_file))) == "s3cret"
+    assert load_api_key(ServeConfig()) == "from-env"
+    app = create_app(run, ServeConfig(), api_key="s3cret")
+    sample = upload(shared_path("data", "samples", "h0001.png"))
+    with live_server(app) as url:
+        assert httpx.get(f"{url}/v1/model").status_code == 401
+        assert httpx.get(f"{url}/v1/model", headers={"X-API-Key": "wrong"}).status_code == 401
+        assert httpx.post(f"{url}/v1/predict", files=sample).status_code == 401
+        assert (
+            httpx.post(f"{url}/v1/predict", files=sample, headers={"X-API-Key": "s3cret"}).status_code == 200
+        )
+        assert httpx.get(f"{url}/v1/model", headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert httpx.get(f"{url}/health").status_code == 200 and httpx.get(f"{url}/").status_code == 200
