@@ -2,9 +2,16 @@
 
 import numpy as np
 import pytest
-from conftest import chest_like, png_bytes, shared_path, write_dicom
+from conftest import chest_like, jpeg_bytes, png_bytes, shared_path, write_dicom
 
-from cxrkit.data.decode import ImageReadError, decode_image_bytes, read_image, scale_to_uint8
+from cxrkit.data.decode import (
+    ImageReadError,
+    ImageTooLargeError,
+    decode_bytes,
+    decode_image_bytes,
+    read_image,
+    scale_to_uint8,
+)
 
 
 def test_grey_png_round_trips_exactly(tmp_path):
@@ -110,3 +117,16 @@ def test_real_dicom_decodes_to_plausible_chest():
 def test_real_sample_files_decode_to_one_grey_channel(name, shape):
     img = read_image(shared_path("data", "samples", name))
     assert img.shape == shape and img.dtype == np.uint8 and img.std() > 20
+
+
+def test_pixel_limit_refuses_before_decoding_png_jpeg_and_dicom(tmp_path):
+    img = chest_like(60, 80)
+    dcm = write_dicom(tmp_path / "a.dcm", (img.astype(np.uint16) * 16)).read_bytes()
+    for name, data in (("a.png", png_bytes(img)), ("a.jpg", jpeg_bytes(img)), ("a.dcm", dcm)):
+        assert decode_bytes(data, name, max_pixels=4800).shape == (60, 80)  # exactly at the limit: fine
+        with pytest.raises(ImageTooLargeError, match=r"80x60 = 4,800 pixels, over the limit of 4,799"):
+            decode_bytes(data, name, max_pixels=4799)
+    # DICOM detected by its magic bytes even without a .dcm name; empty bytes named
+    assert decode_bytes(dcm, "upload").shape == (60, 80)
+    with pytest.raises(ImageReadError, match="upload: empty file"):
+        decode_bytes(b"", "upload")

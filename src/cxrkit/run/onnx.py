@@ -21,6 +21,18 @@ from cxrkit.models.net import CXRNet
 from cxrkit.run import files
 
 ENGINES = ("torch", "onnx", "onnx-int8", "auto")
+QUANTIZED_OPS = [
+    "Conv",
+    "Gemm",
+    "MatMul",
+    "Concat",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "Relu",
+    "Add",
+    "Mul",
+]
 OPSET = 17
 
 
@@ -197,6 +209,9 @@ def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray, batch_size: in
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
+            # BatchNormalization that cannot be folded (DenseNet's norm -> relu -> conv) stays float:
+            # quantizing it gains nothing here and ONNX Runtime warns for every such layer
+            op_types_to_quantize=QUANTIZED_OPS,
         )
         tmp.replace(out)
     finally:

@@ -110,16 +110,33 @@ class Service:
                 422, "unreadable_image", f"{filename}: cannot decode ({type(err).__name__})"
             ) from None
 
+    async def load(
+        self, data: bytes, filename: str, content_type: str | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(decoded image, (S, S) model input), off the event loop so uploads decode in parallel."""
+
+        def work() -> tuple[np.ndarray, np.ndarray]:
+            image = self.decode(data, filename, content_type)
+            return image, prepare_image(image, self.run.spec)
+
+        return await asyncio.to_thread(work)
+
     async def predict(
-        self, image: np.ndarray, filename: str, heatmap: str | None, preview: bool, top: int
+        self,
+        image: np.ndarray,
+        prepared: np.ndarray,
+        filename: str,
+        heatmap: str | None = None,
+        preview: bool = False,
+        top: int = 3,
     ) -> dict:
-        """Score one decoded image (through the pool); add a Grad-CAM overlay and a preview if asked."""
+        """Score one decoded image (its (S, S) input, through the pool); add Grad-CAM/preview if asked."""
         if heatmap is not None:
             try:
                 label_index(self.run.labels, heatmap)
             except (KeyError, ValueError) as err:
                 raise ApiError(400, "unknown_label", str(err).strip("'\"")) from None
-        prepared = prepare_image(image, self.run.spec)[None]
+        prepared = prepared[None]
         probs = (await self._await(self.pool.submit(prepared)))[0]
         result = self.result(probs, filename, image.shape, top)
         if heatmap is not None:
@@ -131,11 +148,10 @@ class Service:
             result["preview_png_base64"] = _png_b64(self._preview(image))
         return result
 
-    async def _await(self, future) -> Any:
-        try:
-            return await asyncio.wrap_future(future)
-        except Overloaded as err:  # pragma: no cover - raised at submit, kept for safety
-            raise ApiError(503, "overloaded", str(err), {"Retry-After": "1"}) from None
+    @staticmethod
+    async def _await(future) -> Any:
+        """The pool's result without blocking the event loop (Overloaded is raised at submit)."""
+        return await asyncio.wrap_future(future)
 
     def result(self, probs: np.ndarray, filename: str, shape: tuple[int, ...], top: int) -> dict:
         """The JSON answer for one image's calibrated probabilities."""
@@ -294,9 +310,9 @@ def create_app(run: RunModel, cfg: ServeConfig | None = None, api_key: str | Non
     async def one(upload: UploadFile, heatmap: str | None, preview: bool, top: int) -> dict:
         name = (upload.filename or "upload").replace("\n", " ")[:200]
         data = await read_upload(upload)
-        image = service.decode(data, name, upload.content_type)
+        image, prepared = await service.load(data, name, upload.content_type)
         try:
-            out = await service.predict(image, name, heatmap, preview, top)
+            out = await service.predict(image, prepared, name, heatmap, preview, top)
         except Overloaded as err:
             raise ApiError(
                 503, "overloaded", f"the server is busy ({err}); retry shortly", {"Retry-After": "1"}
@@ -352,7 +368,7 @@ def create_app(run: RunModel, cfg: ServeConfig | None = None, api_key: str | Non
             name = (f.filename or "upload").replace("\n", " ")[:200]
             try:
                 images.append(
-                    (len(results), name, service.decode(await read_upload(f), name, f.content_type))
+                    (len(results), name, *await service.load(await read_upload(f), name, f.content_type))
                 )
                 results.append(None)
             except ApiError as err:
@@ -361,14 +377,14 @@ def create_app(run: RunModel, cfg: ServeConfig | None = None, api_key: str | Non
                     {"filename": name, "error": err.code, "message": err.message, "status": err.status}
                 )
         if images:
-            batch = np.stack([prepare_image(img, run.spec) for _, _, img in images])
+            batch = np.stack([prep for _, _, _, prep in images])
             try:
                 probs = await asyncio.wrap_future(service.pool.submit(batch))
             except Overloaded as err:
                 raise ApiError(
                     503, "overloaded", f"the server is busy ({err})", {"Retry-After": "1"}
                 ) from None
-            for (k, name, img), p in zip(images, probs, strict=True):
+            for (k, name, img, _), p in zip(images, probs, strict=True):
                 results[k] = service.result(p, name, img.shape, top)
                 service.metrics.scored("ok")
         return {"results": results}
