@@ -53,6 +53,7 @@ def test_phantom_heatmaps_localize_far_above_a_centred_box(phantom_run, localize
 
 def test_localize_table_joins_the_evaluation_report(phantom_run, localized, tmp_path):
     from cxrkit.workflows.evaluate import EvalConfig, evaluate_run
+
     out = evaluate_run(
         phantom_run, EvalConfig(n_boot=0, samples=0, out=str(tmp_path / "ev")), log=lambda m: None
     )

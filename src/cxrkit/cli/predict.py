@@ -42,8 +42,6 @@ def add_predict_commands(sub) -> None:
     p.add_argument("--heatmaps", help="folder for Grad-CAM overlays of each image's top findings")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument(
-        "--engine", default="torch", help="torch, onnx, onnx-int8 (files from cxr export) or auto"
-    )
+    p.add_argument("--engine", default="torch", help="torch, onnx, onnx-int8 (files from cxr export) or auto")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
