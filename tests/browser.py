@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -35,11 +37,13 @@ def require_chromium() -> None:
         pytest.skip(msg)
 
 
-def open_page(path: Path, screenshot: Path) -> dict:
-    """Console errors, page errors, failed requests and <img> states of ``path``; a full-page screenshot."""
+@contextmanager
+def chromium_page(seen: dict) -> Iterator:
+    """A Playwright page in headless Debian Chromium (fresh profile) that records into ``seen``:
+    console errors, page errors and failed requests."""
     from playwright.sync_api import sync_playwright
 
-    seen: dict = {"console_errors": [], "page_errors": [], "failed_requests": []}
+    seen.update(console_errors=[], page_errors=[], failed_requests=[])
     with sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
         ctx = pw.chromium.launch_persistent_context(
             profile,
@@ -53,13 +57,20 @@ def open_page(path: Path, screenshot: Path) -> dict:
             page.on("console", lambda m: m.type == "error" and seen["console_errors"].append(m.text))
             page.on("pageerror", lambda e: seen["page_errors"].append(str(e)))
             page.on("requestfailed", lambda r: seen["failed_requests"].append(r.url))
-            page.goto(path.resolve().as_uri(), wait_until="load", timeout=30_000)
-            seen["images"] = page.evaluate(
-                "Array.from(document.images).map(i => ({alt: i.alt, complete: i.complete, "
-                "w: i.naturalWidth, h: i.naturalHeight, shown: i.getBoundingClientRect().width}))"
-            )
-            seen["title"] = page.title()
-            page.screenshot(path=str(screenshot), full_page=True)
+            yield page
         finally:
             ctx.close()
+
+
+def open_page(path: Path, screenshot: Path) -> dict:
+    """Console errors, page errors, failed requests and <img> states of ``path``; a full-page screenshot."""
+    seen: dict = {}
+    with chromium_page(seen) as page:
+        page.goto(path.resolve().as_uri(), wait_until="load", timeout=30_000)
+        seen["images"] = page.evaluate(
+            "Array.from(document.images).map(i => ({alt: i.alt, complete: i.complete, "
+            "w: i.naturalWidth, h: i.naturalHeight, shown: i.getBoundingClientRect().width}))"
+        )
+        seen["title"] = page.title()
+        page.screenshot(path=str(screenshot), full_page=True)
     return seen

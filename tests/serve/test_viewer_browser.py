@@ -1,7 +1,6 @@
 """The web viewer in headless Chromium: upload the ../shared samples, see bars, overlays and a worklist."""
 
 import os
-import tempfile
 from pathlib import Path
 
 from conftest import shared_path
@@ -15,58 +14,41 @@ ARTIFACTS = Path(os.environ.get("CXR_TEST_ARTIFACTS", "test-artifacts"))
 
 
 def test_viewer_scores_samples_and_shows_bars_overlays_and_worklist(exported_run):
-    from browser import CHROMIUM, FLAGS, require_chromium
+    from browser import chromium_page, require_chromium
 
     require_chromium()
-    from playwright.sync_api import sync_playwright
-
     samples = sorted(shared_path("data", "samples").iterdir())
     app = create_app(RunModel.load(exported_run, "cpu", engine="onnx"), ServeConfig())
-    errors: list[str] = []
-    with live_server(app) as url, sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
-        ctx = pw.chromium.launch_persistent_context(
-            profile,
-            executable_path=CHROMIUM,
-            args=FLAGS,
-            headless=True,
-            viewport={"width": 1280, "height": 900},
+    seen: dict = {}
+    external: list[str] = []
+    with live_server(app) as url, chromium_page(seen) as page:
+        page.on("request", lambda r: r.url.startswith((url, "data:", "blob:")) or external.append(r.url))
+        page.goto(url + "/", wait_until="load")
+        page.wait_for_function("document.querySelector('#model').textContent.includes('engine onnx')")
+        page.set_input_files("#files", [str(p) for p in samples])
+        page.wait_for_function(f"document.querySelectorAll('article.card').length === {len(samples)}")
+        page.wait_for_function(
+            "[...document.querySelectorAll('img.overlay')].every(i => i.complete && i.naturalWidth > 0)"
         )
-        try:
-            page = ctx.new_page()
-            page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            external: list[str] = []
-            page.on(
-                "request",
-                lambda r: r.url.startswith(url) or r.url.startswith("data:") or external.append(r.url),
-            )
-            page.goto(url + "/", wait_until="load")
-            page.wait_for_function("document.querySelector('#model').textContent.includes('engine onnx')")
-            page.set_input_files("#files", [str(p) for p in samples])
-            page.wait_for_function(f"document.querySelectorAll('article.card').length === {len(samples)}")
-            page.wait_for_function(
-                "[...document.querySelectorAll('img.overlay')].every(i => i.complete && i.naturalWidth > 0)"
-            )
-            cards = page.evaluate(
-                """[...document.querySelectorAll('article.card')].map(c => ({
-                    bars: c.querySelectorAll('.bar').length,
-                    marks: c.querySelectorAll('.bar .mark').length,
-                    widths: [...c.querySelectorAll('.bar .fill')].map(f => parseFloat(f.style.width)),
-                    overlay: c.querySelector('img.overlay').getBoundingClientRect().width,
-                    flag: c.querySelector('.flag').textContent}))"""
-            )
-            rows = page.evaluate(
-                "[...document.querySelectorAll('#worklist tbody tr')].map(r => r.cells[3].textContent)"
-            )
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "viewer.png"), full_page=True)
-            with page.expect_download() as download:
-                page.click("#csv")
-            csv = Path(download.value.path()).read_text()
-            page.click("article.card input[type=checkbox]")  # the heatmap toggle hides the overlay
-            hidden = page.evaluate("document.querySelector('article.card img.overlay').hidden")
-        finally:
-            ctx.close()
+        cards = page.evaluate(
+            """[...document.querySelectorAll('article.card')].map(c => ({
+                bars: c.querySelectorAll('.bar').length,
+                marks: c.querySelectorAll('.bar .mark').length,
+                widths: [...c.querySelectorAll('.bar .fill')].map(f => parseFloat(f.style.width)),
+                overlay: c.querySelector('img.overlay').getBoundingClientRect().width,
+                flag: c.querySelector('.flag').textContent}))"""
+        )
+        rows = page.evaluate(
+            "[...document.querySelectorAll('#worklist tbody tr')].map(r => r.cells[3].textContent)"
+        )
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "viewer.png"), full_page=True)
+        with page.expect_download() as download:
+            page.click("#csv")
+        csv = Path(download.value.path()).read_text()
+        page.click("article.card input[type=checkbox]")  # the heatmap toggle hides the overlay
+        hidden = page.evaluate("document.querySelector('article.card img.overlay').hidden")
+    errors = seen["console_errors"] + seen["page_errors"] + seen["failed_requests"]
     assert errors == [] and external == []
     for card in cards:
         assert (

@@ -105,33 +105,19 @@ def export_onnx(model: CXRNet, size: int, path: Path) -> Path:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     with torch.no_grad(), warnings.catch_warnings():
-        # the TorchScript exporter: deprecated since torch 2.9 but exact and ~14x faster than the
-        # torch.export one on DenseNet-121 here; the latter is the fallback once it is gone
+        # the TorchScript exporter: deprecated since torch 2.9 but exact, and ~14x faster than the
+        # torch.export-based one on DenseNet-121 here (1 s against 14 s); torch 2.14 (pinned) has it
         warnings.filterwarnings("ignore", category=DeprecationWarning)
-        try:
-            torch.onnx.export(
-                net,
-                (x,),
-                str(tmp),
-                input_names=["image"],
-                output_names=["logits"],
-                dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-                opset_version=OPSET,
-                dynamo=False,
-            )
-        except (TypeError, NotImplementedError, RuntimeError) as err:
-            if "dynamo" not in str(err) and "TorchScript" not in str(err):
-                raise
-            torch.onnx.export(
-                net,
-                (x,),
-                str(tmp),
-                input_names=["image"],
-                output_names=["logits"],
-                dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
-                dynamo=True,
-                verbose=False,
-            )
+        torch.onnx.export(
+            net,
+            (x,),
+            str(tmp),
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
     tmp.replace(path)
     return path
 
