@@ -230,7 +230,8 @@ class ServeConfig:
     engine: str = "auto"  # torch, onnx, onnx-int8, auto (onnx when the run was exported)
     api_key_file: str | None = None  # else the CXR_API_KEY environment variable; none: no key asked
     max_upload_mb: float = 50.0  # larger bodies get 413
-    max_pixels: int = 60_000_000  # larger declared images (decompression bombs) get 413
+    max_pixels: int = 40_000_000  # larger declared images (decompression bombs) get 413
+    body_timeout_s: float = 30.0  # a request body that stalls this long gets 408 (slow clients)
     workers: int = 1  # inference threads; each scores a batch of waiting requests at once
     queue: int = 32  # requests that may wait for a worker; beyond: 503 with Retry-After
     max_batch: int = 16  # most requests scored as one batch
@@ -239,8 +240,8 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise ValueError(f"serve.port {self.port}: expected 1-65535")
-        if self.max_upload_mb <= 0 or self.max_pixels <= 0:
-            raise ValueError("serve.max_upload_mb and serve.max_pixels must be > 0")
+        if self.max_upload_mb <= 0 or self.max_pixels <= 0 or self.body_timeout_s <= 0:
+            raise ValueError("serve.max_upload_mb, serve.max_pixels and serve.body_timeout_s must be > 0")
         if min(self.workers, self.queue, self.max_batch, self.max_files) < 1:
             raise ValueError("serve.workers, queue, max_batch and max_files must be >= 1")
 

@@ -6,6 +6,8 @@ import base64
 import functools
 import io
 import logging
+import re
+import socket
 import struct
 import threading
 import time
@@ -139,13 +141,13 @@ def _dicom_without_pixels() -> bytes:
     return buf.getvalue()
 
 
-def _bomb(side: int) -> bytes:
-    """A PNG header declaring side x side grey pixels, and no data: a decompression bomb's first bytes."""
+def _bomb(side: int, height: int | None = None) -> bytes:
+    """A PNG header declaring side x height grey pixels, and no data: a decompression bomb's first bytes."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    ihdr = struct.pack(">IIBBBBB", side, side if height is None else height, 8, 0, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
         + chunk(b"IHDR", ihdr)
@@ -168,7 +170,8 @@ def _malformed() -> dict:
             422,
             "no pixel data",
         ),
-        # over the server's 5 MP limit; and over Pillow's own bomb limit (checked while opening)
+        # over the server's 5 MP limit; a side over 32,768 px; over Pillow's own bomb limit
+        "absurd side": ({"file": ("w.png", _bomb(60_000_000, 1), "image/png")}, 413, "a side over the limit"),
         "too many pixels": (
             {"file": ("big.png", _bomb(3000), "image/png")},
             413,
@@ -294,3 +297,78 @@ def test_api_key_is_required_on_v1_routes_only(run, tmp_path, monkeypatch):
         )
         assert httpx.get(f"{url}/v1/model", headers={"X-API-Key": "s3cret"}).status_code == 200
         assert httpx.get(f"{url}/health").status_code == 200 and httpx.get(f"{url}/").status_code == 200
+
+
+def test_probe_findings_stay_fixed(server):
+    """What a hostile-input probe once got through: each now a JSON 4xx in the one error shape."""
+    url, _, _ = server
+    png = shared_path("data", "samples", "h0001.png").read_bytes()
+    ds = pydicom.dcmread(shared_path("data", "samples", DICOM))
+    ds.WindowCenter, ds.WindowWidth = 100, 0
+    bad_window = io.BytesIO()
+    ds.save_as(bad_window)
+    for r, status, code in (
+        (httpx.get(f"{url}/static/" + "a" * 300 + ".js"), 404, "not_found"),
+        (httpx.get(f"{url}/static/x%22%7D%201.js"), 404, "not_found"),
+        (httpx.get(f"{url}/nothing/here"), 404, "not_found"),
+        (httpx.delete(f"{url}/v1/predict"), 405, "method_not_allowed"),
+        (
+            httpx.post(f"{url}/v1/predict", content=b"xx", headers={"content-type": "multipart/form-data"}),
+            400,
+            "bad_request",
+        ),
+        (
+            httpx.post(
+                f"{url}/v1/predict", files={"file": ("d.dcm", bad_window.getvalue(), "application/dicom")}
+            ),
+            422,
+            "unreadable_image",
+        ),
+    ):
+        assert r.status_code == status and r.json()["error"] == code, (r.request.url, r.text)
+        assert "\n" not in r.json()["message"] and len(r.json()["message"]) <= 500
+    assert "window" in r.json()["message"]
+    # a PNG whose name says DICOM is decoded by its content
+    assert (
+        httpx.post(f"{url}/v1/predict", files={"file": ("x.dcm", png, "application/dicom")}).status_code
+        == 200
+    )
+    # metrics never carry client text, and stay parseable
+    text = httpx.get(f"{url}/metrics").text
+    assert "/static/x" not in text and "aaaa" not in text
+    for line in text.splitlines():
+        assert line.startswith("#") or re.fullmatch(
+            r'[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? [0-9.e+-]+', line
+        ), line
+
+
+def test_an_unexpected_failure_is_a_counted_json_500_and_the_service_lives_on(run, monkeypatch):
+    app = create_app(run, ServeConfig())
+    service = app.state.service
+    monkeypatch.setattr(service, "result", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("bug")))
+    sample = upload(shared_path("data", "samples", "h0001.png"))
+    with live_server(app) as url:
+        r = httpx.post(f"{url}/v1/predict", files=sample, timeout=30)
+        assert r.status_code == 500 and r.json() == {
+            "error": "internal",
+            "message": "internal error (RuntimeError)",
+        }
+        text = httpx.get(f"{url}/metrics").text
+        assert 'cxr_requests_total{method="POST",route="/v1/predict",status="500"} 1' in text
+        assert 'cxr_errors_total{route="/v1/predict",code="internal"} 1' in text
+        assert httpx.get(f"{url}/health").status_code == 200
+
+
+def test_a_stalled_body_gets_408(run):
+    app = create_app(run, ServeConfig(body_timeout_s=0.5))
+    with live_server(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                b"Content-Length: 100000\r\n\r\n--b\r\n"
+            )
+            t = time.time()
+            answer = sock.recv(4096).decode()
+        assert answer.startswith("HTTP/1.1 408") and '"timeout"' in answer and time.time() - t < 5
+        assert httpx.get(f"{url}/health").status_code == 200

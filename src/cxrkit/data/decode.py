@@ -59,12 +59,18 @@ def decode_bytes(data: bytes, name: str | Path = "<bytes>", max_pixels: int | No
     """
     if not data:
         raise ImageReadError(name, "empty file (0 bytes)")
-    if is_dicom(name, data[:132]):
+    looks_like_image = data[:8] == b"\x89PNG\r\n\x1a\n" or data[:3] == b"\xff\xd8\xff"
+    if not looks_like_image and is_dicom(name, data[:132]):  # the content decides, then the name
         return _decode_dicom(data, Path(str(name)), max_pixels)
     return decode_image_bytes(data, name, max_pixels)
 
 
+MAX_SIDE = 32_768  # with a pixel limit, a longer side is refused too (a 60,000,000 x 1 "image")
+
+
 def _check_pixels(name: str | Path, w: int, h: int, frames: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and max(w, h) > MAX_SIDE:
+        raise ImageTooLargeError(name, f"declares {w}x{h} pixels: a side over the limit of {MAX_SIDE:,}")
     if max_pixels is not None and w * h * frames > max_pixels:
         raise ImageTooLargeError(
             name,
@@ -168,7 +174,10 @@ def _decode_dicom(data: bytes, path: Path, max_pixels: int | None = None) -> np.
     if arr.ndim == 3:  # colour DICOM: luma
         arr = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
         return scale_to_uint8(arr, path)
-    arr = _apply_luts(arr, ds)
+    try:
+        arr = _apply_luts(arr, ds)
+    except (ValueError, TypeError, ZeroDivisionError, IndexError) as err:
+        raise ImageReadError(path, f"DICOM rescale/window values cannot be applied ({err})") from None
     out = scale_to_uint8(arr, path)
     if photometric == "MONOCHROME1":  # high values are black: invert so that air is dark
         out = 255 - out

@@ -15,6 +15,7 @@ import base64
 import hmac
 import io
 import logging
+import threading
 import time
 import uuid
 from importlib import resources
@@ -25,6 +26,7 @@ from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cxrkit import __version__
 from cxrkit.config import ServeConfig
@@ -60,7 +62,13 @@ class ApiError(Exception):
 
 
 class BodyTooLarge(Exception):
-    """The request body grew past the limit while it was being received."""
+    """The request body grew past the limit, or stalled, while it was being received."""
+
+
+def clean_name(filename: str | None) -> str:
+    """An upload's file name for answers: control characters dropped, at most 200 characters."""
+    name = "".join(c for c in (filename or "") if c.isprintable())[:200]
+    return name or "upload"
 
 
 def _png_b64(im) -> str:
@@ -75,12 +83,18 @@ class Service:
     def __init__(self, run: RunModel, cfg: ServeConfig) -> None:
         self.run, self.cfg = run, cfg
         self.metrics = Metrics()
+        # Grad-CAM hooks the PyTorch network: with several workers, no other forward pass may run
+        # through it meanwhile (ONNX Runtime sessions are safe to share)
+        self.torch_lock = threading.Lock()
         self.pool = Batcher(self._score, cfg.workers, cfg.queue, cfg.max_batch)
         stored = run.package.thresholds_for(THRESHOLD_RULE)
         self.thresholds = stored if stored is not None else np.full(len(run.labels), 0.5)
 
     def _score(self, images: np.ndarray) -> np.ndarray:
-        return self.run.probs(images)
+        if self.run.engine != "torch":
+            return self.run.probs(images)
+        with self.torch_lock:
+            return self.run.probs(images)
 
     def decode(self, data: bytes, filename: str, content_type: str | None) -> np.ndarray:
         """Upload bytes -> (H, W) uint8 grey, or an ApiError naming the file and the problem."""
@@ -105,9 +119,12 @@ class Service:
             raise ApiError(413, "too_many_pixels", str(err)) from None
         except ImageReadError as err:
             raise ApiError(422, "unreadable_image", str(err)) from None
-        except Exception as err:  # a decoder bug must still be the client's 4xx, not our 500
+        except MemoryError:
+            raise
+        except Exception as err:  # a decoder's own failure is still the file's problem: a 4xx
+            detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
             raise ApiError(
-                422, "unreadable_image", f"{filename}: cannot decode ({type(err).__name__})"
+                422, "unreadable_image", f"{filename}: cannot decode ({type(err).__name__}: {detail})"
             ) from None
 
     async def load(
@@ -145,7 +162,7 @@ class Service:
             )
             result["heatmap"] = {"label": heatmap, "method": "gradcam", "png_base64": png}
         if preview:
-            result["preview_png_base64"] = _png_b64(self._preview(image))
+            result["preview_png_base64"] = await asyncio.to_thread(lambda: _png_b64(self._preview(image)))
         return result
 
     @staticmethod
@@ -176,25 +193,32 @@ class Service:
         }
 
     def _overlay(self, image: np.ndarray, prepared: np.ndarray, label: str, probs: np.ndarray) -> str:
+        image = self._shrink(image)  # drawn at display size: a 7,700 px heatmap costs gigabytes
         j = label_index(self.run.labels, label)
         x = to_model_input(prepared, self.run.device)
-        heat = compute_heatmaps(self.run.model, x, [j], "gradcam")[0].detach().cpu().numpy()
+        with self.torch_lock:
+            heat = compute_heatmaps(self.run.model, x, [j], "gradcam")[0].detach().cpu().numpy()
         spec = self.run.spec
         geo = compute_geometry(image.shape[1], image.shape[0], spec.size, spec.mode)
         im = render_overlay(image, heatmap_to_source(heat, geo), caption=f"{label} {probs[j]:.2f}")
         return _png_b64(im)
 
     @staticmethod
-    def _preview(image: np.ndarray):
+    def _shrink(image: np.ndarray) -> np.ndarray:
+        """The image scaled so its longer side is at most PREVIEW_SIDE (box filter: memory-light)."""
         from PIL import Image
 
-        im = Image.fromarray(image, mode="L")
-        k = min(1.0, PREVIEW_SIDE / max(im.size))
-        if k < 1.0:
-            im = im.resize(
-                (max(1, round(im.width * k)), max(1, round(im.height * k))), Image.Resampling.LANCZOS
-            )
-        return im
+        k = min(1.0, PREVIEW_SIDE / max(image.shape))
+        if k >= 1.0:
+            return image
+        size = (max(1, round(image.shape[1] * k)), max(1, round(image.shape[0] * k)))
+        return np.asarray(Image.fromarray(image, mode="L").resize(size, Image.Resampling.BOX))
+
+    @classmethod
+    def _preview(cls, image: np.ndarray):
+        from PIL import Image
+
+        return Image.fromarray(cls._shrink(image), mode="L")
 
     def model_card(self) -> dict:
         """GET /v1/model: what the model predicts and how it was validated."""
@@ -254,12 +278,35 @@ def create_app(run: RunModel, cfg: ServeConfig | None = None, api_key: str | Non
             raise ApiError(401, "unauthorized", "missing or wrong X-API-Key header")
 
     def error_response(err: ApiError) -> JSONResponse:
-        return JSONResponse({"error": err.code, "message": err.message}, err.status, headers=err.headers)
+        message = " ".join(err.message.split())[:500]  # one line, bounded: it may quote client input
+        return JSONResponse({"error": err.code, "message": message}, err.status, headers=err.headers)
+
+    def route_of(request: Request) -> str:
+        """The route template (never the raw path: metrics labels must not carry client text)."""
+        return getattr(request.scope.get("route"), "path", "other")
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, err: ApiError):
-        service.metrics.error(request.url.path, err.code)
+        service.metrics.error(route_of(request), err.code)
         return error_response(err)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, err: StarletteHTTPException):
+        codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+        e = ApiError(err.status_code, codes.get(err.status_code, "http_error"), str(err.detail), err.headers)
+        service.metrics.error(route_of(request), e.code)
+        return error_response(e)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, err: Exception):
+        # a bug or an exhausted resource: a JSON 500, counted and logged by type only (no client data)
+        log.error("unexpected %s on %s", type(err).__name__, route_of(request))
+        service.metrics.error(route_of(request), "internal")
+        if isinstance(err, MemoryError):
+            return error_response(
+                ApiError(503, "out_of_memory", "not enough memory for this image", {"Retry-After": "5"})
+            )
+        return error_response(ApiError(500, "internal", f"internal error ({type(err).__name__})"))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, err: RequestValidationError):
@@ -273,7 +320,7 @@ def create_app(run: RunModel, cfg: ServeConfig | None = None, api_key: str | Non
                 f"{'.'.join(str(x) for x in d.get('loc', ()))}: {d.get('msg')}" for d in err.errors()
             )
             e = ApiError(422, "invalid_request", parts[:500])
-        service.metrics.error(request.url.path, e.code)
+        service.metrics.error(route_of(request), e.code)
         return error_response(e)
 
     @app.middleware("http")
@@ -289,10 +336,15 @@ def create_app(run: RunModel, cfg: ServeConfig | None = None, api_key: str | Non
                 ApiError(413, "too_large", f"request body of {int(declared) / 1e6:.1f} MB is over the limit")
             )
         else:
-            response = await call_next(request)
+            try:
+                response = await call_next(request)
+            except Exception:  # answered as a JSON 500 further out; counted and logged here
+                path = route_of(request)
+                service.metrics.observe(request.method, path, 500, time.perf_counter() - t0)
+                log.info("%s %s %s 500 %.1f ms", rid, request.method, path, (time.perf_counter() - t0) * 1e3)
+                raise
         seconds = time.perf_counter() - t0
-        route = request.scope.get("route")
-        path = getattr(route, "path", "other")
+        path = route_of(request)
         service.metrics.observe(request.method, path, response.status_code, seconds)
         response.headers["X-Request-Id"] = rid
         log.info("%s %s %s %d %.1f ms", rid, request.method, path, response.status_code, seconds * 1e3)
@@ -308,7 +360,7 @@ def create_app(run: RunModel, cfg: ServeConfig | None = None, api_key: str | Non
         return data
 
     async def one(upload: UploadFile, heatmap: str | None, preview: bool, top: int) -> dict:
-        name = (upload.filename or "upload").replace("\n", " ")[:200]
+        name = clean_name(upload.filename)
         data = await read_upload(upload)
         image, prepared = await service.load(data, name, upload.content_type)
         try:
@@ -365,11 +417,10 @@ def create_app(run: RunModel, cfg: ServeConfig | None = None, api_key: str | Non
         admit()
         images, results = [], []
         for f in files:
-            name = (f.filename or "upload").replace("\n", " ")[:200]
+            name = clean_name(f.filename)
             try:
-                images.append(
-                    (len(results), name, *await service.load(await read_upload(f), name, f.content_type))
-                )
+                image, prep = await service.load(await read_upload(f), name, f.content_type)
+                images.append((len(results), name, image.shape, prep))  # the shape only: memory stays flat
                 results.append(None)
             except ApiError as err:
                 service.metrics.scored("error")
@@ -384,8 +435,8 @@ def create_app(run: RunModel, cfg: ServeConfig | None = None, api_key: str | Non
                 raise ApiError(
                     503, "overloaded", f"the server is busy ({err})", {"Retry-After": "1"}
                 ) from None
-            for (k, name, img, _), p in zip(images, probs, strict=True):
-                results[k] = service.result(p, name, img.shape, top)
+            for (k, name, shape, _), p in zip(images, probs, strict=True):
+                results[k] = service.result(p, name, shape, top)
                 service.metrics.scored("ok")
         return {"results": results}
 
@@ -395,21 +446,25 @@ def create_app(run: RunModel, cfg: ServeConfig | None = None, api_key: str | Non
     def index():
         return FileResponse(str(static.joinpath("index.html")), media_type="text/html")
 
+    types = {"js": "text/javascript", "css": "text/css"}
+    assets = {
+        f.name: types[f.name.rsplit(".", 1)[-1]] for f in static.iterdir() if f.name.endswith((".js", ".css"))
+    }
+
     @app.get("/static/{name}", include_in_schema=False)
     def asset(name: str):
-        types = {"js": "text/javascript", "css": "text/css"}
-        ext = name.rsplit(".", 1)[-1]
-        if "/" in name or ext not in types or not static.joinpath(name).is_file():
-            raise ApiError(404, "not_found", f"no asset {name!r}")
-        return FileResponse(str(static.joinpath(name)), media_type=types[ext])
+        if name not in assets:  # the shipped files only: client text never reaches the filesystem
+            raise ApiError(404, "not_found", "no such asset")
+        return FileResponse(str(static.joinpath(name)), media_type=assets[name])
 
     return LimitBody(app, cfg)
 
 
 class LimitBody:
-    """ASGI wrapper: a body that passes the upload limit (even without Content-Length) gets 413.
+    """ASGI wrapper: a body past the upload limit (even without Content-Length) gets 413, and a body
+    that stalls for ``body_timeout_s`` gets 408 (slow clients must not hold a connection forever).
 
-    Receiving stops at the limit; whatever the app answers to the cut body is replaced by the 413.
+    Receiving stops there; whatever the app answers to the cut body is replaced by that answer.
     """
 
     def __init__(self, app, cfg: ServeConfig) -> None:
@@ -421,37 +476,49 @@ class LimitBody:
             return await self.app(scope, receive, send)
         files = self.cfg.max_files if scope.get("path", "").endswith("/batch") else 1
         limit = self.cfg.max_upload_mb * 1e6 * files + 65536
-        seen, over, sent = 0, False, False
+        seen, done, sent, started = 0, False, False, False
+        cut: tuple[int, bytes] | None = None
 
-        async def counted_receive():
-            nonlocal seen, over
-            if over:
+        async def guarded_receive():
+            nonlocal seen, done, cut
+            if cut is not None:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            if done:  # the body is complete: what follows is a wait for disconnect, without a timeout
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.cfg.body_timeout_s)
+            except asyncio.TimeoutError:
+                cut = (408, b'{"error":"timeout","message":"the request body stalled; send it at once"}')
+                raise BodyTooLarge() from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                done = not message.get("more_body", False)
                 if seen > limit:
-                    over = True
+                    cut = (413, b'{"error":"too_large","message":"request body is over the upload limit"}')
                     raise BodyTooLarge()
             return message
 
         async def guarded_send(message):
-            nonlocal sent
-            if not over:
+            nonlocal sent, started
+            if cut is None:
+                started = started or message["type"] == "http.response.start"
                 await send(message)
             elif not sent:
                 sent = True
-                body = b'{"error":"too_large","message":"request body is over the upload limit"}'
+                status, body = cut
                 headers = [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
                 ]
-                await send({"type": "http.response.start", "status": 413, "headers": headers})
+                await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
 
         try:
-            await self.app(scope, counted_receive, guarded_send)
-        except Exception:
-            if not over:
+            await self.app(scope, guarded_receive, guarded_send)
+        except Exception as err:
+            if cut is not None:
+                await guarded_send({"type": "http.response.start"})
+            elif started:  # already answered (a JSON 500): log the type only, never client data
+                log.error("request failed after its answer was sent: %s", type(err).__name__)
+            else:
                 raise
-            await guarded_send({"type": "http.response.start"})

@@ -5,6 +5,12 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 
+
+def _label(value: object) -> str:
+    """A Prometheus label value, escaped (backslash, quote, newline)."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -48,13 +54,15 @@ class Metrics:
                 "# TYPE cxr_requests_total counter",
             ]
             for (m, r, s), v in sorted(self.requests.items()):
-                lines.append(f'cxr_requests_total{{method="{m}",route="{r}",status="{s}"}} {v}')
+                lines.append(
+                    f'cxr_requests_total{{method="{_label(m)}",route="{_label(r)}",status="{s}"}} {v}'
+                )
             lines += [
                 "# HELP cxr_errors_total Error responses by route and code.",
                 "# TYPE cxr_errors_total counter",
             ]
             for (r, c), v in sorted(self.errors.items()):
-                lines.append(f'cxr_errors_total{{route="{r}",code="{c}"}} {v}')
+                lines.append(f'cxr_errors_total{{route="{_label(r)}",code="{_label(c)}"}} {v}')
             lines += [
                 "# HELP cxr_images_total Uploaded images scored or refused.",
                 "# TYPE cxr_images_total counter",
@@ -67,10 +75,10 @@ class Metrics:
             ]
             for r, counts in sorted(self.hist.items()):
                 for edge, c in zip(BUCKETS, counts, strict=False):
-                    lines.append(f'cxr_request_seconds_bucket{{route="{r}",le="{edge}"}} {c}')
-                lines.append(f'cxr_request_seconds_bucket{{route="{r}",le="+Inf"}} {counts[-1]}')
-                lines.append(f'cxr_request_seconds_sum{{route="{r}"}} {self.sums[r]:.6f}')
-                lines.append(f'cxr_request_seconds_count{{route="{r}"}} {counts[-1]}')
+                    lines.append(f'cxr_request_seconds_bucket{{route="{_label(r)}",le="{edge}"}} {c}')
+                lines.append(f'cxr_request_seconds_bucket{{route="{_label(r)}",le="+Inf"}} {counts[-1]}')
+                lines.append(f'cxr_request_seconds_sum{{route="{_label(r)}"}} {self.sums[r]:.6f}')
+                lines.append(f'cxr_request_seconds_count{{route="{_label(r)}"}} {counts[-1]}')
             lines += [
                 "# HELP cxr_in_flight Requests waiting for or running inference.",
                 "# TYPE cxr_in_flight gauge",
