@@ -97,6 +97,12 @@ def test_heatmap_overlay_and_preview_are_pngs_of_the_image(server):
     assert np.abs(colour[..., 0] - colour[..., 2]).max() > 50  # the heatmap is drawn, not grey
     other = httpx.post(f"{url}/v1/predict?heatmap=Cardiomegaly", files=upload(path), timeout=30).json()
     assert other["heatmap"]["png_base64"] != body["heatmap"]["png_base64"]
+    # heatmap=top: the finding with the highest probability (never "No Finding"), as if named
+    top = httpx.post(f"{url}/v1/predict?heatmap=top", files=upload(path), timeout=30).json()
+    findings = {k: v for k, v in top["probabilities"].items() if k != "No Finding"}
+    assert top["heatmap"]["label"] == max(findings, key=findings.get)
+    named = httpx.post(f"{url}/v1/predict?heatmap={top['heatmap']['label']}", files=upload(path), timeout=30)
+    assert named.json()["heatmap"]["png_base64"] == top["heatmap"]["png_base64"]
 
 
 def test_batch_gives_one_result_or_one_error_per_file_in_order(server, run):

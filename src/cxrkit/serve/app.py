@@ -35,6 +35,7 @@ from cxrkit.data.transforms import compute_geometry, prepare_image, to_model_inp
 from cxrkit.evaluate.triage import abnormality_score, top_findings
 from cxrkit.explain.gradcam import compute_heatmaps, label_index
 from cxrkit.explain.overlay import heatmap_to_source, render_overlay
+from cxrkit.labels import NO_FINDING
 from cxrkit.run.model import RunModel
 from cxrkit.serve.batcher import Batcher, Overloaded
 from cxrkit.serve.metrics import Metrics
@@ -148,7 +149,7 @@ class Service:
         top: int = 3,
     ) -> dict:
         """Score one decoded image (its (S, S) input, through the pool); add Grad-CAM/preview if asked."""
-        if heatmap is not None:
+        if heatmap is not None and heatmap != "top":
             try:
                 label_index(self.run.labels, heatmap)
             except (KeyError, ValueError) as err:
@@ -157,13 +158,21 @@ class Service:
         probs = (await self._await(self.pool.submit(prepared)))[0]
         result = self.result(probs, filename, image.shape, top)
         if heatmap is not None:
+            label = self.top_finding(probs) if heatmap == "top" else heatmap
             png = await self._await(
-                self.pool.submit_call(lambda: self._overlay(image, prepared, heatmap, probs))
+                self.pool.submit_call(lambda: self._overlay(image, prepared, label, probs))
             )
-            result["heatmap"] = {"label": heatmap, "method": "gradcam", "png_base64": png}
+            result["heatmap"] = {"label": label, "method": "gradcam", "png_base64": png}
         if preview:
             result["preview_png_base64"] = await asyncio.to_thread(lambda: _png_b64(self._preview(image)))
         return result
+
+    def top_finding(self, probs: np.ndarray) -> str:
+        """The finding (not "No Finding") with the highest probability."""
+        order = np.argsort(-probs, kind="stable")
+        return next(
+            (self.run.labels[j] for j in order if self.run.labels[j] != NO_FINDING), self.run.labels[order[0]]
+        )
 
     @staticmethod
     async def _await(future) -> Any:
@@ -391,7 +400,10 @@ def create_app(run: RunModel, cfg: ServeConfig | None = None, api_key: str | Non
     async def predict(
         file: Annotated[UploadFile, File(description="one PNG, JPEG or DICOM file")],
         heatmap: Annotated[
-            str | None, Query(description="a label: adds its Grad-CAM overlay (PNG, base64)")
+            str | None,
+            Query(
+                description="a label, or `top` for the top finding: adds its Grad-CAM overlay (PNG, base64)"
+            ),
         ] = None,
         preview: Annotated[
             bool, Query(description="add the decoded image as PNG (base64), for viewers")

@@ -52,8 +52,11 @@ function uploadForm(file) {
   return form;
 }
 
-async function predict(file) {
-  return api("/v1/predict?preview=true", { method: "POST", body: uploadForm(file) });
+async function predict(item) {
+  // one request: probabilities, the preview and the top finding's heatmap
+  const out = await api("/v1/predict?preview=true&heatmap=top", { method: "POST", body: uploadForm(item.file) });
+  item.heatmaps[out.heatmap.label] = out.heatmap.png_base64;
+  return out;
 }
 
 async function heatmap(item, label) {
@@ -120,7 +123,7 @@ function card(item) {
       + "mark: the label's threshold (chosen on validation)"),
     bars(r));
   node.append(left, right);
-  if (order.length) show(order.find((l) => l !== "No Finding") || order[0]);
+  show(r.heatmap.label);
   return node;
 }
 
@@ -170,7 +173,7 @@ async function handle(files) {
     const item = { id: state.results.length, file, heatmaps: {}, result: null, error: "" };
     state.results.push(item);
     try {
-      item.result = await predict(file);
+      item.result = await predict(item);
     } catch (err) {
       item.error = err.message;
     }
