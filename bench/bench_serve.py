@@ -123,7 +123,7 @@ def main() -> None:
             for line in httpx.get(f"{url}/metrics").text.splitlines()
             if line.startswith("cxr_images_total")
         ]
-        print(f"after the load: /health {health}; " + "; ".join(totals))
+        print(f"after the load (4 warm-up requests included): /health {health}; " + "; ".join(totals))
         if errors or health != 200:
             raise SystemExit(1)
     finally:

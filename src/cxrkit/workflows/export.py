@@ -171,7 +171,10 @@ def _int8(run: RunModel, data: TrainData | None, check: int, calibration: int, l
     log(
         f"int8 on the {part} split ({len(imgs)} images): macro ROC-AUC {before['macro_auc']:.4f} -> "
         f"{after['macro_auc']:.4f} (change {out['macro_auc_change']:+.4f}); "
-        f"max |Δprob| {out['max_abs_prob_diff']:.3f}"
+        f"max |Δprob| {out['max_abs_prob_diff']:.3f}; "
+        f"triage sensitivity {before['triage_sensitivity']:.3f} -> "
+        f"{after['triage_sensitivity']:.3f}, specificity {before['triage_specificity']:.3f} -> "
+        f"{after['triage_specificity']:.3f}"
     )
     if part != "test":
         log("note: the run has no test split; the int8 change was measured on validation images")
