@@ -339,9 +339,10 @@ def test_probe_findings_stay_fixed(server):
         httpx.post(f"{url}/v1/predict", files={"file": ("x.dcm", png, "application/dicom")}).status_code
         == 200
     )
-    # metrics never carry client text, and stay parseable
+    assert httpx.request("FOOBAR", f"{url}/health").status_code == 405
+    # metrics never carry client text (paths, methods), and stay parseable
     text = httpx.get(f"{url}/metrics").text
-    assert "/static/x" not in text and "aaaa" not in text
+    assert "/static/x" not in text and "aaaa" not in text and "FOOBAR" not in text
     for line in text.splitlines():
         assert line.startswith("#") or re.fullmatch(
             r'[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? [0-9.e+-]+', line

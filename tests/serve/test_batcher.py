@@ -53,3 +53,25 @@ def test_a_full_queue_refuses_and_a_failure_reaches_every_waiter():
     time.sleep(0.05)
     assert pool.submit_call(lambda: 42).result(5) == 42  # the pool lives on
     pool.close()
+
+
+def test_a_heatmap_job_met_while_batching_runs_next_not_last():
+    gate = threading.Event()
+    order: list[str] = []
+
+    def score(images):
+        gate.wait(5)
+        order.extend(f"score{int(v)}" for v in images[:, 0, 0])
+        return np.zeros((len(images), 1))
+
+    pool = Batcher(score, workers=1, queue=10, max_batch=8)
+    first = pool.submit(np.full((1, 2, 2), 1))  # occupies the worker
+    time.sleep(0.05)
+    b = pool.submit(np.full((1, 2, 2), 2))
+    call = pool.submit_call(lambda: order.append("heatmap"))
+    d = pool.submit(np.full((1, 2, 2), 4))
+    gate.set()
+    for f in (first, b, call, d):
+        f.result(5)
+    assert order == ["score1", "score2", "heatmap", "score4"]  # the heatmap kept its place in line
+    pool.close()

@@ -72,7 +72,8 @@ def test_a_stale_export_is_refused_and_auto_falls_back_to_pytorch(exported_run, 
     save_checkpoint(run_dir / files.BEST, model_state=state, **ckpt)  # e.g. a resumed training
     with pytest.raises(FileNotFoundError, match="re-run `cxr export"):
         RunModel.load(run_dir, "cpu", engine="onnx")
-    assert RunModel.load(run_dir, "cpu", engine="auto").engine == "torch"
+    run = RunModel.load(run_dir, "cpu", engine="auto")
+    assert run.engine == "torch" and len(run.predict(shared_path("data", "samples"), engine="auto")) == 5
     (run_dir / files.ONNX).unlink()
     with pytest.raises(FileNotFoundError, match=r"no model\.onnx"):
         RunModel.load(run_dir, "cpu", engine="onnx")
@@ -122,3 +123,14 @@ def test_cli_export_and_predict_with_the_onnx_engine(exported_run, tmp_path, cap
     assert np.abs(a.select_dtypes("number") - b.select_dtypes("number")).max().max() <= 1e-4
     assert main(["predict", str(run_dir), str(samples), "--engine", "onnx-int8"]) == 2
     assert "cxr export" in capsys.readouterr().err
+
+
+def test_int8_without_the_runs_data_fails_before_touching_a_good_export(exported_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(exported_run, run_dir)
+    (run_dir / files.SPLIT).unlink()  # the run's data can no longer be recovered
+    before = {f: (run_dir / f).read_bytes() for f in (files.ONNX, files.ONNX_INT8, files.EXPORT)}
+    with pytest.raises(ValueError, match="int8 calibration needs the run's validation images"):
+        export_mod.export_run(run_dir, int8=True, images=[shared_path("data", "samples")], log=lambda m: None)
+    assert {f: (run_dir / f).read_bytes() for f in before} == before
+    assert RunModel.load(run_dir, "cpu", engine="onnx").engine == "onnx"

@@ -84,22 +84,18 @@ def decode_image_bytes(
     data: bytes, name: str | Path = "<bytes>", max_pixels: int | None = None
 ) -> np.ndarray:
     """Decode PNG/JPEG bytes into (H, W) uint8 grey; ``name`` is used in error messages."""
-    import warnings
-
     from PIL import Image, UnidentifiedImageError
 
     if not data:
         raise ImageReadError(name, "empty file (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                _check_pixels(name, im.width, im.height, 1, max_pixels)
-                im.load()
-                return _pil_to_grey(im, name)
+    try:  # no warnings filter here: it is process-wide state, and uploads decode in parallel threads
+        with Image.open(io.BytesIO(data)) as im:
+            _check_pixels(name, im.width, im.height, 1, max_pixels)
+            im.load()
+            return _pil_to_grey(im, name)
     except UnidentifiedImageError:
         raise ImageReadError(name, "not a PNG/JPEG/DICOM image (unrecognised format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+    except Image.DecompressionBombError as err:
         raise ImageTooLargeError(name, f"refused as a decompression bomb ({err})") from None
     except (OSError, SyntaxError, ValueError) as err:
         if isinstance(err, ImageReadError):

@@ -8,6 +8,7 @@ input with calibrated probabilities, the triage score and flag, and the top find
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,7 @@ class RunModel:
     device: torch.device
     engine: str = "torch"
     _sessions: dict[str, OnnxEngine] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", engine: str = "torch") -> RunModel:
@@ -107,11 +109,12 @@ class RunModel:
 
     def session(self, engine: str) -> OnnxEngine:
         """The ONNX Runtime engine ``onnx`` or ``onnx-int8`` of this run (created once)."""
-        if engine not in self._sessions:
-            if engine == "torch":
-                raise ValueError("the torch engine has no ONNX session")
-            self._sessions[engine] = OnnxEngine(engine_file(self.path, resolve_engine(self.path, engine)))
-        return self._sessions[engine]
+        with self._lock:  # the server's workers may ask at once: one session each
+            if engine not in self._sessions:
+                if engine in ("torch", "auto"):
+                    raise ValueError(f"the {engine} engine has no ONNX session of its own")
+                self._sessions[engine] = OnnxEngine(engine_file(self.path, resolve_engine(self.path, engine)))
+            return self._sessions[engine]
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -134,6 +137,8 @@ class RunModel:
         ``engine``: torch, onnx or onnx-int8 (default: the run's ``engine``).
         """
         engine = engine or self.engine
+        if engine == "auto":
+            engine = resolve_engine(self.path, "auto")
         if engine == "torch":
             return self.torch_logits(images, batch_size)
         if len(images) == 0:

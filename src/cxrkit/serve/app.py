@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 import uuid
+from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Annotated, Any
 
@@ -89,6 +90,7 @@ class Service:
         self.torch_lock = threading.Lock()
         self.pool = Batcher(self._score, cfg.workers, cfg.queue, cfg.max_batch)
         stored = run.package.thresholds_for(THRESHOLD_RULE)
+        self.threshold_rule = THRESHOLD_RULE if stored is not None else "0.5"
         self.thresholds = stored if stored is not None else np.full(len(run.labels), 0.5)
 
     def _score(self, images: np.ndarray) -> np.ndarray:
@@ -237,7 +239,7 @@ class Service:
             "model": pkg.model_name,
             "task": pkg.task,
             "labels": list(pkg.labels),
-            "threshold_rule": THRESHOLD_RULE,
+            "threshold_rule": self.threshold_rule,
             "thresholds": {lab: float(t) for lab, t in zip(pkg.labels, self.thresholds, strict=True)},
             "operating_point": pkg.operating_point.as_dict(),
             "input": pkg.input.as_dict(),
@@ -271,7 +273,14 @@ def create_app(run: RunModel, cfg: ServeConfig | None = None, api_key: str | Non
     """The FastAPI application serving ``run`` (routes in the module docstring)."""
     cfg = cfg or ServeConfig()
     service = Service(run, cfg)
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+        service.pool.close()  # the worker threads end with the app
+
     app = FastAPI(
+        lifespan=lifespan,
         title="cxrkit",
         version=__version__,
         description=f"Chest X-ray classification and triage: run {run.path.name} ({run.package.model_name}).",
@@ -289,6 +298,11 @@ def create_app(run: RunModel, cfg: ServeConfig | None = None, api_key: str | Non
     def error_response(err: ApiError) -> JSONResponse:
         message = " ".join(err.message.split())[:500]  # one line, bounded: it may quote client input
         return JSONResponse({"error": err.code, "message": message}, err.status, headers=err.headers)
+
+    def method_of(request: Request) -> str:
+        """The HTTP method for metrics labels: a known one, else "other" (never client text)."""
+        known = ("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH")
+        return request.method if request.method in known else "other"
 
     def route_of(request: Request) -> str:
         """The route template (never the raw path: metrics labels must not carry client text)."""
@@ -349,12 +363,12 @@ def create_app(run: RunModel, cfg: ServeConfig | None = None, api_key: str | Non
                 response = await call_next(request)
             except Exception:  # answered as a JSON 500 further out; counted and logged here
                 path = route_of(request)
-                service.metrics.observe(request.method, path, 500, time.perf_counter() - t0)
+                service.metrics.observe(method_of(request), path, 500, time.perf_counter() - t0)
                 log.info("%s %s %s 500 %.1f ms", rid, request.method, path, (time.perf_counter() - t0) * 1e3)
                 raise
         seconds = time.perf_counter() - t0
         path = route_of(request)
-        service.metrics.observe(request.method, path, response.status_code, seconds)
+        service.metrics.observe(method_of(request), path, response.status_code, seconds)
         response.headers["X-Request-Id"] = rid
         log.info("%s %s %s %d %.1f ms", rid, request.method, path, response.status_code, seconds * 1e3)
         return response

@@ -83,8 +83,9 @@ class Batcher:
             t.join(timeout=30)
 
     def _work(self) -> None:
+        held: _Job | None = None  # a job met while gathering a batch: this worker runs it next, in order
         while True:
-            job = self._jobs.get()
+            job, held = (held, None) if held is not None else (self._jobs.get(), None)
             if job is None:
                 return
             if job.call is not None:
@@ -97,8 +98,11 @@ class Batcher:
                     nxt = self._jobs.get_nowait()
                 except queue_mod.Empty:
                     break
-                if nxt is None or nxt.call is not None:  # not batchable: put it back for later
-                    self._jobs.put(nxt)
+                if nxt is None or nxt.call is not None:  # not batchable: next, not sent to the back
+                    if nxt is None:
+                        self._jobs.put(None)  # the stop signal stays for this loop's next turn
+                    else:
+                        held = nxt
                     break
                 batch.append(nxt)
                 total += nxt.size

@@ -81,6 +81,15 @@ def export_run(
     validation images used to calibrate int8 ranges.
     """
     run = RunModel.load(run_dir, "cpu")
+    data: TrainData | None = None
+    try:
+        data = load_run_data(run.path)
+    except (FileNotFoundError, ValueError, CacheError) as err:
+        log(f"note: the run's data is not available ({err}); checking on the given images only")
+    if int8 and (data is None or not len(data.split.get("val", []))):  # before anything is replaced
+        raise ValueError(
+            f"{run.path}: int8 calibration needs the run's validation images, which are not available"
+        )
     for stale in (files.EXPORT, files.ONNX_INT8):  # what is left must describe this export only
         (run.path / stale).unlink(missing_ok=True)
     t0 = time.perf_counter()
@@ -88,11 +97,6 @@ def export_run(
     log(f"wrote {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
     fp32 = OnnxEngine(onnx_path)
     sets: list[tuple[str, np.ndarray]] = []
-    data: TrainData | None = None
-    try:
-        data = load_run_data(run.path)
-    except (FileNotFoundError, ValueError, CacheError) as err:
-        log(f"note: the run's data is not available ({err}); checking on the given images only")
     if data is not None:
         for part in ("test", "val"):
             if len(data.split.get(part, [])):
@@ -133,18 +137,14 @@ def export_run(
         "parity": parity,
         "versions": _versions(),
     }
-    if int8:
+    if int8 and data is not None:
         report["int8"] = _int8(run, data, check, calibration, log)
     atomic_write_text(run.path / files.EXPORT, json.dumps(report, indent=1))
     return report
 
 
-def _int8(run: RunModel, data: TrainData | None, check: int, calibration: int, log: Log) -> dict:
+def _int8(run: RunModel, data: TrainData, check: int, calibration: int, log: Log) -> dict:
     """Quantize with validation images, then compare macro ROC-AUC with PyTorch on the test split."""
-    if data is None or not len(data.split.get("val", [])):
-        raise ValueError(
-            f"{run.path}: int8 calibration needs the run's validation images, which are not available"
-        )
     cal, _ = _split_images(data, "val", calibration, seed=1)
     t0 = time.perf_counter()
     path = quantize_int8(run.path / files.ONNX, run.path / files.ONNX_INT8, cal)

@@ -147,7 +147,8 @@ function urgency(item) {
 }
 
 function csvCell(v) {
-  const s = String(v ?? "");
+  let s = String(v ?? "");
+  if (/^[=+\-@]/.test(s) && typeof v === "string") s = "'" + s; // no spreadsheet formulas from file names
   return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
