@@ -350,22 +350,13 @@ def create_app(run: RunModel, cfg: ServeConfig | None = None, api_key: str | Non
     async def _observe(request: Request, call_next):
         rid = uuid.uuid4().hex[:12]
         t0 = time.perf_counter()
-        limit = (
-            cfg.max_upload_mb * 1e6 * (cfg.max_files if request.url.path.endswith("/batch") else 1) + 65536
-        )
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            response = error_response(
-                ApiError(413, "too_large", f"request body of {int(declared) / 1e6:.1f} MB is over the limit")
-            )
-        else:
-            try:
-                response = await call_next(request)
-            except Exception:  # answered as a JSON 500 further out; counted and logged here
-                path = route_of(request)
-                service.metrics.observe(method_of(request), path, 500, time.perf_counter() - t0)
-                log.info("%s %s %s 500 %.1f ms", rid, request.method, path, (time.perf_counter() - t0) * 1e3)
-                raise
+        try:
+            response = await call_next(request)
+        except Exception:  # answered as a JSON 500 further out; counted and logged here
+            path = route_of(request)
+            service.metrics.observe(method_of(request), path, 500, time.perf_counter() - t0)
+            log.info("%s %s %s 500 %.1f ms", rid, request.method, path, (time.perf_counter() - t0) * 1e3)
+            raise
         seconds = time.perf_counter() - t0
         path = route_of(request)
         service.metrics.observe(method_of(request), path, response.status_code, seconds)
@@ -539,6 +530,10 @@ class LimitBody:
                 await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
 
+        declared = dict(scope.get("headers", [])).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:  # refused before a byte of the body is read
+            cut = (413, b'{"error":"too_large","message":"request body is over the upload limit"}')
+            return await guarded_send({"type": "http.response.start"})
         try:
             await self.app(scope, guarded_receive, guarded_send)
         except Exception as err:
