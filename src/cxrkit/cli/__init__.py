@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from cxrkit import __version__
@@ -24,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cxr", description="cxrkit: chest X-ray classification toolkit")
     parser.add_argument("--version", action="version", version=f"cxrkit {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_train_commands(sub)
     add_data_commands(sub)
@@ -44,8 +47,27 @@ def _configure_logging(verbose: bool) -> None:
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (``kill``, a scheduler's stop) ends a command like Ctrl-C: a clean stop, checkpoints kept."""
+    raise KeyboardInterrupt
+
+
+def _one_line(err: BaseException) -> str:
+    """An exception as one line: its message (the first line when several), else its type."""
+    text = str(err).strip() or type(err).__name__
+    if isinstance(err, OSError) and err.filename and str(err.filename) not in text:
+        text = f"{err.filename}: {err.strerror or text}"
+    if isinstance(err, KeyError) and len(err.args) == 1 and isinstance(err.args[0], str):
+        text = err.args[0]
+    first = text.splitlines()[0]
+    return first if first == text else first + " ..."
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``cxr``: known errors become one line on stderr and exit status 2."""
+    """Entry point of ``cxr``: every error is one line on stderr and a non-zero exit (``--debug``: traceback).
+
+    Exit status: 2 for a known problem with the input (bad file, config, data), 1 for anything else.
+    """
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # SECTION.KEY=VALUE overrides may also come after options
@@ -57,11 +79,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cxrkit.data.cache import CacheError
     from cxrkit.data.decode import ImageReadError
 
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError, ImageReadError, CacheError, KeyError) as err:
-        print(f"cxr {args.command}: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"cxr {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        if args.debug:
+            raise
+        known = isinstance(err, (OSError, ValueError, ImageReadError, CacheError, KeyError))
+        kind = "error" if known else f"internal error ({type(err).__name__})"
+        hint = "" if known else " -- run again with --debug for the traceback"
+        print(f"cxr {args.command}: {kind}: {_one_line(err)}{hint}", file=sys.stderr)
+        return 2 if known else 1

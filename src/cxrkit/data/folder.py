@@ -8,6 +8,7 @@ Patient IDs come from the file name (``person12_virus_3.jpeg`` -> ``person12``,
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,19 +36,31 @@ def patient_from_name(name: str, patterns: Sequence[str] = DEFAULT_PATIENT_PATTE
 
 
 def list_images(paths: str | Path | Sequence[str | Path]) -> list[Path]:
-    """Image files (PNG/JPEG/DICOM) among ``paths``, folders searched recursively, sorted."""
+    """Image files (PNG/JPEG/DICOM) among ``paths``, folders searched recursively, sorted.
+
+    Symlinked folders are not followed (no loops). Entries named like images that are not regular
+    files (a FIFO, a device, a broken or looping symlink) are listed, so that reading them reports
+    why they were refused instead of dropping them silently.
+    """
     items = [paths] if isinstance(paths, (str, Path)) else list(paths)
     out: list[Path] = []
-    for item in (Path(i).resolve() for i in items):
+    for item in (Path(i).absolute() for i in items):
         if item.is_dir():
             out.extend(
-                p for p in sorted(item.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                p
+                for p in sorted(item.rglob("*"))
+                if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir() and not _hidden(p, item)
             )
-        elif item.is_file():
+        elif os.path.lexists(item):
             out.append(item)
         else:
             raise FileNotFoundError(f"{item}: no such file or folder")
     return out
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    """A dot-file or a file in a dot-folder below ``root`` (editor temp files, .git, .ipynb_checkpoints)."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
 class _FileDataset(XRayDataset):

@@ -5,43 +5,25 @@ Loaded with ``weights_only=True``: everything stored is tensors, numbers, string
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from cxrkit import __version__
+from cxrkit.outputs import write_text, write_with
 from cxrkit.run.files import RUN_FORMAT
-
-
-def _tmp_beside(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file in the same folder, then rename."""
-    path = Path(path)
-    tmp = _tmp_beside(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_text(path, text)
 
 
 def save_checkpoint(path: str | Path, **payload: Any) -> Path:
     """Write a checkpoint (temp file then rename: a crash never leaves a half-written one)."""
-    path = Path(path)
-    tmp = _tmp_beside(path)
-    try:
-        torch.save({"cxrkit_version": __version__, "run_format": RUN_FORMAT, **payload}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    payload = {"cxrkit_version": __version__, "run_format": RUN_FORMAT, **payload}
+    return write_with(path, lambda fh: torch.save(payload, fh))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
