@@ -14,7 +14,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "cxrkit"
 LAYERS = [
-    {"cxrkit", "labels", "config", "outputs"},
+    {"cxrkit", "labels", "config", "config_check", "outputs"},
     {"data"},
     {"models"},
     {"evaluate", "explain", "eda"},

@@ -44,10 +44,11 @@ class Run(RunModel):
         log: Callable[[str], None] = print,
     ) -> pd.DataFrame:
         """The worklist (most urgent first) of new images, or of the run's test split without ``inputs``."""
+        from cxrkit.workflows.evaluate import read_worklist
         from cxrkit.workflows.triage import triage
 
         folder = triage(self, inputs, target=target_sensitivity, out=out, log=log)
-        return pd.read_csv(folder / files.WORKLIST, dtype={"image_id": str, "patient_id": str})
+        return read_worklist(folder / files.WORKLIST)
 
     def explain(
         self,

@@ -1,18 +1,48 @@
-"""Frozen dataclass configs; YAML in, YAML out. Precedence: CLI over YAML over dataclass defaults."""
+"""Frozen dataclass configs; YAML in, YAML out. Precedence: CLI over YAML over dataclass defaults.
+
+Every value is checked against its field's type whenever a config is made (YAML, CLI override or code)
+and coerced only where the meaning is unambiguous; anything else is refused with the key, the value and
+the expected type, e.g. ``train.epochs: 'ten' is not an integer (expected int, e.g. epochs: 10)``.
+
+- int: an integer or a string of digits (``"32"`` -> 32); 1.5, 2.0, ``"1e3"``, ``"ten"`` and booleans
+  are refused.
+- float: a number or a numeric string (``"1e-3"`` -> 0.001: YAML 1.1 reads ``1e-3`` without a dot as a
+  string); booleans, nan and inf are refused.
+- bool: true/false, 1/0, or the strings true/false, yes/no, on/off, 1/0 in any case (a quoted ``"no"`` is
+  false, never true); anything else is refused.
+- str: a string. An unquoted YAML number or date is kept exactly as written (``name: 1.10`` is "1.10",
+  ``010`` stays "010", ``1:30`` stays "1:30"; YAML 1.1 alone would make them 1.1, 8 and 90); a number
+  given in code becomes ``str(number)``. Booleans are refused, since YAML reads an unquoted
+  yes/no/on/off as one: quote such a value.
+- ``name`` (the run folder) must be a plain folder name: no ``/`` or ``\\``, not ``.`` or ``..``, not
+  blank; "" (the default) means a time-stamped name.
+- tuple of str: a list of strings, or one comma-separated string.
+- ``X | None``: null, or a value coerced as X.
+
+A run config must name its data (``data: {source: ...}``): an empty config is refused rather than
+silently training on the synthetic phantoms.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
+from cxrkit.config_check import coerce_value, parse_yaml, short_repr, type_check, yaml_example
+from cxrkit.config_check import load_yaml as load_yaml  # re-exported: callers read configs from here
+
 T = TypeVar("T")
 
 SOURCES = ("nih", "chestmnist", "tfrecord", "folder", "files", "phantom", "cache")
+
+_TOP = ("out", "name", "cache_dir")  # RunConfig's keys outside the sections
+_PHANTOM_KEYS = frozenset({"n", "size", "seed", "images_per_patient"})  # meaningful without a source
 
 
 @dataclass(frozen=True)
@@ -32,8 +62,16 @@ class DataConfig:
     download: bool = False  # ChestMNIST: download when missing
 
     def __post_init__(self) -> None:
+        type_check(self, "data")
         if self.source not in SOURCES:
             raise ValueError(f"data source {self.source!r}: expected one of {', '.join(SOURCES)}")
+        if self.split not in ("all", "train", "val", "test"):
+            raise ValueError(f"data.split {self.split!r}: expected all, train, val or test")
+        if min(self.size, self.n, self.images_per_patient) < 1:
+            raise ValueError(
+                f"data.size, data.n and data.images_per_patient must be >= 1 (got {self.size}, {self.n}, "
+                f"{self.images_per_patient})"
+            )
 
 
 @dataclass(frozen=True)
@@ -46,10 +84,13 @@ class PrepareConfig:
     force: bool = False
 
     def __post_init__(self) -> None:
+        type_check(self, "prepare")
         if self.mode not in ("pad", "crop"):
             raise ValueError(f"resize mode {self.mode!r}: expected pad or crop")
         if not 8 <= self.size <= 4096:
             raise ValueError(f"cache size {self.size}: expected 8..4096 pixels")
+        if self.workers < 0:
+            raise ValueError(f"prepare.workers {self.workers}: expected >= 0 (0: one per CPU core)")
 
 
 @dataclass(frozen=True)
@@ -62,36 +103,44 @@ class SplitConfig:
     test: float = 0.2
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        type_check(self, "split")
+        if self.method not in ("patient", "official"):
+            raise ValueError(f"split.method {self.method!r}: expected patient or official")
+        fractions = self.fractions()
+        bad = {k: v for k, v in fractions.items() if not 0.0 <= v <= 1.0}
+        if bad:
+            raise ValueError(f"split fractions {bad}: expected values in [0, 1]")
+        total = sum(fractions.values())
+        if total > 1 + 1e-6 or (self.method == "patient" and abs(total - 1) > 1e-6):
+            raise ValueError(f"split fractions {fractions} sum to {total:g}: expected train + val + test = 1")
+
     def fractions(self) -> dict[str, float]:
         """The split fractions as a mapping."""
         return {"train": self.train, "val": self.val, "test": self.test}
 
 
 def merge(cfg: T, overrides: Mapping[str, Any]) -> T:
-    """A copy of ``cfg`` with the non-None ``overrides`` applied; unknown keys are an error."""
-    names = {f.name: f for f in dataclasses.fields(cfg)}  # type: ignore[arg-type]
-    unknown = sorted(set(overrides) - set(names))
+    """A copy of ``cfg`` with the non-None ``overrides`` applied, each coerced to its field's type.
+
+    Unknown keys, a non-mapping and values of the wrong type are errors.
+    """
+    cls = type(cfg).__name__
+    if not isinstance(overrides, Mapping):
+        raise ValueError(f"{cls}: {short_repr(overrides)} is not a mapping of keys to values")
+    names = [f.name for f in dataclasses.fields(cfg)]  # type: ignore[arg-type]
+    unknown = sorted(str(k) for k in overrides if k not in names)
     if unknown:
-        raise ValueError(f"unknown {type(cfg).__name__} key(s) {unknown}; expected {sorted(names)}")
-    clean = {}
-    for k, v in overrides.items():
-        if v is None:
-            continue
-        if isinstance(getattr(cfg, k), tuple) and isinstance(v, (list, str)):
-            v = tuple(v) if isinstance(v, list) else tuple(s for s in v.split(",") if s)
-        clean[k] = v
+        raise ValueError(
+            f"unknown {cls} key(s) {unknown}; expected {sorted(names)}{_did_you_mean(unknown, names)}"
+        )
+    clean = {k: v for k, v in overrides.items() if v is not None}
     return dataclasses.replace(cfg, **clean)  # type: ignore[type-var]
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a clear error for a missing file or a non-mapping document."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"config file {path} not found")
-    doc = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(doc, dict):
-        raise ValueError(f"{path}: expected a YAML mapping at the top level")
-    return doc
+def _did_you_mean(unknown: list[str], names: list[str]) -> str:
+    close = [m for k in unknown for m in difflib.get_close_matches(k, names, n=1)]
+    return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
 def to_yaml(**sections: Any) -> str:
@@ -116,6 +165,9 @@ class ModelConfig:
     init_head: str = "random"  # random, or from_pretrained: xrv: outputs whose label names match start there
 
     def __post_init__(self) -> None:
+        type_check(self, "model")
+        if self.grey not in ("fold", "repeat"):
+            raise ValueError(f"model.grey {self.grey!r}: expected fold or repeat")
         if self.init_head not in ("random", "from_pretrained"):
             raise ValueError(f"model.init_head {self.init_head!r}: expected random or from_pretrained")
         if self.init_head == "from_pretrained" and not (self.pretrained and self.name.startswith("xrv:")):
@@ -123,6 +175,12 @@ class ModelConfig:
                 "model.init_head: from_pretrained needs an xrv:<weights> model with pretrained: true "
                 f"(got {self.name}, pretrained: {self.pretrained})"
             )
+        if self.transition < 0 or (self.hidden is not None and self.hidden < 0):
+            raise ValueError(
+                f"model.transition and model.hidden must be >= 0 (got {self.transition}, {self.hidden})"
+            )
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout {self.dropout}: expected a value in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -163,6 +221,7 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        type_check(self, "train")
         choices = {
             "optimizer": ("adam", "adamw", "sgd"),
             "schedule": ("none", "exponential", "cosine", "plateau"),
@@ -179,6 +238,38 @@ class TrainConfig:
                 f"train: epochs >= 0, batch_size >= 1 and lr > 0 needed (got {self.epochs}, "
                 f"{self.batch_size}, {self.lr})"
             )
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        """Values no run can mean: negative counts and magnitudes, fractions outside their interval."""
+        non_negative = (
+            "weight_decay",
+            "warmup_epochs",
+            "plateau_patience",
+            "focal_gamma",
+            "patience",
+            "unfreeze_last",
+            "bottleneck_epochs",
+            "rotate",
+            "shift",
+            "scale",
+            "steps_per_epoch",
+            "grad_clip",
+        )
+        negative = [f"train.{k} {getattr(self, k)}" for k in non_negative if getattr(self, k) < 0]
+        if negative:
+            raise ValueError(f"{', '.join(negative)}: expected >= 0")
+        bounded = {
+            "momentum": (self.momentum, 0.0, 1.0),
+            "threshold": (self.threshold, 0.0, 1.0),
+            "plateau_factor": (self.plateau_factor, 0.0, 1.0),
+            "focal_alpha": (self.focal_alpha, 0.0, 1.0),
+        }
+        for key, (v, lo, hi) in bounded.items():
+            if v is not None and not lo <= v <= hi:
+                raise ValueError(f"train.{key} {v}: expected a value in [{lo:g}, {hi:g}]")
+        if not self.decay_epochs > 0:
+            raise ValueError(f"train.decay_epochs {self.decay_epochs}: expected > 0")
 
 
 @dataclass(frozen=True)
@@ -189,6 +280,7 @@ class TriageConfig:
     score: str = "auto"  # auto, no_finding, noisy_or, max (see cxrkit.evaluate.triage)
 
     def __post_init__(self) -> None:
+        type_check(self, "triage")
         if not 0.0 < self.target_sensitivity <= 1.0:
             raise ValueError(
                 f"triage.target_sensitivity {self.target_sensitivity}: expected a value in (0, 1]"
@@ -213,6 +305,7 @@ class EvalConfig:
     out: str | None = None  # default: <run>/eval-<split>
 
     def __post_init__(self) -> None:  # the threshold rule is parsed by evaluate_run before any work
+        type_check(self, "eval")
         if self.split not in ("train", "val", "test"):
             raise ValueError(f"split {self.split!r}: expected train, val or test")
         if self.target_sensitivity is not None and not 0.0 < self.target_sensitivity <= 1.0:
@@ -230,7 +323,7 @@ class ServeConfig:
     engine: str = "auto"  # torch, onnx, onnx-int8, auto (onnx when the run was exported)
     api_key_file: str | None = None  # else the CXR_API_KEY environment variable; none: no key asked
     max_upload_mb: float = 50.0  # larger bodies get 413
-    max_pixels: int = 40_000_000  # larger declared images (decompression bombs) get 413
+    max_pixels: int = 50_000_000  # larger declared images (decompression bombs) get 413
     body_timeout_s: float = 30.0  # a request body that stalls this long gets 408 (slow clients)
     workers: int = 1  # inference threads; each scores a batch of waiting requests at once
     queue: int = 32  # requests that may wait for a worker; beyond: 503 with Retry-After
@@ -238,6 +331,7 @@ class ServeConfig:
     max_files: int = 32  # most files in one /v1/predict/batch request
 
     def __post_init__(self) -> None:
+        type_check(self, "serve")
         if not 0 < self.port < 65536:
             raise ValueError(f"serve.port {self.port}: expected 1-65535")
         if self.max_upload_mb <= 0 or self.max_pixels <= 0 or self.body_timeout_s <= 0:
@@ -260,11 +354,35 @@ class RunConfig:
     name: str = ""
     cache_dir: str = "cxr-out/cache"
 
+    def __post_init__(self) -> None:
+        type_check(self, "")
+        check_run_name(self.name)
+
     def to_yaml(self) -> str:
         """The resolved config, as saved in every run folder."""
         doc = {k: _plain(dataclasses.asdict(getattr(self, k))) for k in _SECTIONS}
         doc.update(out=self.out, name=self.name, cache_dir=self.cache_dir)
         return yaml.safe_dump(doc, sort_keys=False)
+
+
+def check_run_name(name: str) -> None:
+    """Refuse a run ``name`` that is not one plain folder name ("" is fine: a time-stamped name)."""
+    if name == "":
+        return
+    why = ""
+    if not name.strip():
+        why = "is blank"
+    elif "/" in name or "\\" in name:
+        why = "is a path, not a folder name"
+    elif name.strip() in (".", ".."):
+        why = "names the output folder itself or its parent"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in name):
+        why = "has a control character"
+    if why:
+        raise ValueError(
+            f"name: {short_repr(name)} {why} (expected a plain folder name such as name: baseline, "
+            "without / or \\, or none for a time-stamped name)"
+        )
 
 
 _SECTIONS = {
@@ -277,31 +395,107 @@ _SECTIONS = {
 }
 
 
-def build_run_config(doc: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> RunConfig:
-    """RunConfig from a YAML mapping and ``section.key`` overrides (CLI wins over YAML over defaults)."""
-    doc = {k: dict(v) if isinstance(v, Mapping) else v for k, v in doc.items()}
+def build_run_config(
+    doc: Mapping[str, Any], overrides: Mapping[str, Any] | None = None, source: str | None = None
+) -> RunConfig:
+    """RunConfig from a YAML mapping and ``section.key`` overrides (CLI wins over YAML over defaults).
+
+    ``source`` (the YAML's path) prefixes errors in the mapping; errors in overrides say ``override``.
+    A config without a ``data`` section is refused: it would silently train on synthetic phantoms.
+    """
+    where = f"{source}: " if source else ""
+    if not isinstance(doc, Mapping):
+        raise ValueError(f"{where}expected a mapping of sections {sorted(_SECTIONS)}, got {short_repr(doc)}")
+    unknown = sorted(str(k) for k in doc if k not in _SECTIONS and k not in _TOP)
+    if unknown:
+        raise ValueError(
+            f"{where}unknown config section(s) {unknown}; expected {sorted(_SECTIONS)}, out, name, cache_dir"
+        )
+    given = {name: _section(doc.get(name), name, where) for name in _SECTIONS}
+    top: dict[str, Any] = {k: (doc[k], where) for k in _TOP if doc.get(k) is not None}
+    over: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
     for dotted, value in (overrides or {}).items():
-        section, _, key = dotted.partition(".")
+        section, _, key = str(dotted).partition(".")
         if section in _SECTIONS and key:
-            doc.setdefault(section, {})[key] = value
-        elif not key and section in ("out", "name", "cache_dir"):
-            doc[section] = value
+            over[section][key] = value
+        elif not key and section in _TOP:
+            if value is not None:
+                top[section] = (value, "override ")
         else:
             raise ValueError(f"override {dotted!r}: expected SECTION.KEY with SECTION in {sorted(_SECTIONS)}")
-    unknown = sorted(set(doc) - set(_SECTIONS) - {"out", "name", "cache_dir"})
-    if unknown:
-        raise ValueError(f"unknown config section(s) {unknown}; expected {sorted(_SECTIONS)}, out, name")
-    parts = {k: merge(cls(), doc.get(k) or {}) for k, cls in _SECTIONS.items()}
-    top = {k: str(doc[k]) for k in ("out", "name", "cache_dir") if doc.get(k) is not None}
+    parts = {}
+    for name, cls in _SECTIONS.items():
+        values = {**_typed(cls, given[name], name, where), **_typed(cls, over[name], name, "override ")}
+        try:
+            parts[name] = merge(cls(), values)
+        except ValueError as err:  # a range or a combination: blame the file unless overrides took part
+            raise ValueError(f"{'' if over[name] else where}{err}") from None
+    _require_data({**given["data"], **over["data"]}, where)  # after the values: their errors are sharper
+    hints = typing.get_type_hints(RunConfig)
+    for key, (value, origin) in top.items():
+        try:
+            top[key] = coerce_value(value, hints[key], key, yaml_example(getattr(RunConfig, key), str))
+            if key == "name":
+                check_run_name(top[key])
+        except ValueError as err:
+            raise ValueError(f"{origin}{err}") from None
     return RunConfig(**parts, **top)  # type: ignore[arg-type]
+
+
+def _section(value: Any, name: str, where: str) -> dict[str, Any]:
+    """A section of the YAML as a dict (null: empty), or a clear error for a scalar or a list."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(
+            f"{where}{name}: {short_repr(value)} is not a section (expected a mapping of {name} keys, "
+            f"e.g. {name}: {{key: value}})"
+        )
+    return dict(value)
+
+
+def _typed(cls: type, values: Mapping[str, Any], section: str, where: str) -> dict[str, Any]:
+    """``values`` of one section coerced to ``cls``'s field types; ``where`` prefixes any error."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(str(k) for k in values if k not in fields)
+    if unknown:
+        raise ValueError(
+            f"{where}unknown {cls.__name__} key(s) {unknown}; expected {sorted(fields)}"
+            f"{_did_you_mean(unknown, list(fields))}"
+        )
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for key, value in values.items():
+        example = yaml_example(fields[key].default, hints[key])
+        try:
+            out[key] = coerce_value(value, hints[key], f"{section}.{key}", example)
+        except ValueError as err:
+            raise ValueError(f"{where}{err}") from None
+    return out
+
+
+def _require_data(data: Mapping[str, Any], where: str) -> None:
+    """A run must say what it trains on: no data section, or a path without a source, is refused."""
+    if not data:
+        raise ValueError(
+            f"{where}no data section: say what to train on, e.g. data: {{source: folder, path: images/}} "
+            "(data.source=... on the command line; data: {source: phantom} for synthetic phantoms)"
+        )
+    if "source" not in data:
+        real = sorted(f"data.{k}" for k in data if k not in _PHANTOM_KEYS)
+        if real:
+            raise ValueError(
+                f"{where}data.source missing: {', '.join(real)} given, but without a source the run would "
+                f"use synthetic phantoms; expected data.source: one of {', '.join(SOURCES)}"
+            )
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["train.lr=0.01", "model.name=resnet18"]`` -> ``{"train.lr": 0.01, ...}`` (YAML-typed values)."""
     out = {}
     for item in items:
-        if "=" not in item:
+        key, eq, raw = item.partition("=")
+        if not eq or not key.strip():
             raise ValueError(f"override {item!r}: expected SECTION.KEY=VALUE, e.g. train.epochs=5")
-        key, _, raw = item.partition("=")
-        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        out[key.strip()] = parse_yaml(raw, f"override {key.strip()}", marks=False) if raw.strip() else None
     return out

@@ -123,3 +123,10 @@ def summarize(meta: pd.DataFrame, labels: Sequence[str]) -> dict:
         "label_counts": dict(zip(counts["label"], counts["count"].astype(int), strict=False)),
         **multilabel_share(meta, labels),
     }
+
+
+def size_table(sizes: Sequence[tuple[int, int]]) -> pd.DataFrame:
+    """Images per (width, height), most common first: whether a folder mixes resolutions."""
+    frame = pd.DataFrame(list(sizes), columns=["width", "height"])
+    counts = frame.value_counts(["width", "height"], sort=False).rename("images").reset_index()
+    return counts.sort_values(["images", "width", "height"], ascending=[False, True, True], ignore_index=True)

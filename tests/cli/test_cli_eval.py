@@ -55,14 +55,17 @@ def test_triage_split_and_new_images(phantom_run, tmp_path, capsys):
     for k in range(3):
         (folder / f"x{k}.png").write_bytes(png_bytes(chest_like(80, 60, seed=k)))
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    # an unreadable study heads the worklist and makes the command fail (tests/hostile/test_unscored.py)
     assert (
         main(["triage", str(run), str(folder), "--target-sensitivity", "0.9", "--out", str(tmp_path / "t")])
-        == 0
+        == 1
     )
     out = capsys.readouterr().out
-    assert "skipped" in out and "broken.png" in out
+    assert "NOT SCORED" in out and "broken.png" in out
     w = pd.read_csv(tmp_path / "t" / "worklist.csv")
-    assert sorted(w["image_id"]) == ["x0.png", "x1.png", "x2.png"] and w["score"].is_monotonic_decreasing
+    assert w["image_id"][0] == "broken.png" and w["flag"][0] == "unreadable"
+    assert sorted(w["image_id"][1:]) == ["x0.png", "x1.png", "x2.png"]
+    assert w["score"][1:].is_monotonic_decreasing
     assert np.isclose(
         json.loads((tmp_path / "t" / "triage.json").read_text())["operating_point"]["threshold"],
         point["threshold"],

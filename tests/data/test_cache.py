@@ -2,16 +2,30 @@
 
 import json
 import os
+import re
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 from conftest import chest_like, png_bytes
 
-from cxrkit.data.cache import CachedDataset, CacheError, cache_folder, cache_key, prepare_cache, read_manifest
+from cxrkit.data.cache import (
+    CachedDataset,
+    CacheError,
+    build_folder,
+    cache_folder,
+    cache_key,
+    prepare_cache,
+    read_manifest,
+    remove_abandoned_builds,
+)
 from cxrkit.data.folder import ImageFilesDataset
 from cxrkit.data.nih import NIHDataset
 from cxrkit.data.synthetic import PhantomDataset
 from cxrkit.data.transforms import resize_square
+from cxrkit.data.workers import machine_id, process_start
 
 
 def test_build_then_reuse_with_same_images_and_labels(nih_root, tmp_path):
@@ -149,3 +163,158 @@ def test_fingerprint_of_missing_files_changes_when_they_appear(tmp_path):
     assert ds.fingerprint() not in (gone,)
     ds.meta.loc[0, "path"] = ""
     assert ds.fingerprint() not in (gone, present)
+
+
+# --- damaged caches: one line naming the file and the problem; a build rebuilds them ---------------------
+
+
+def _truncate_images(c):
+    p = c / "images.npy"
+    os.truncate(p, p.stat().st_size // 2)
+
+
+def _garbage_manifest(c):
+    (c / "manifest.json").write_bytes(b"\x00\xffnot json")
+
+
+def _truncate_meta(c):
+    p = c / "meta.csv"
+    os.truncate(p, p.stat().st_size // 3)
+
+
+def _garbage_header_unrecorded_sizes(c):
+    """A cache written before file sizes were recorded, its images.npy header overwritten."""
+    man = json.loads((c / "manifest.json").read_text())
+    del man["files"]
+    (c / "manifest.json").write_text(json.dumps(man))
+    with open(c / "images.npy", "r+b") as fh:
+        fh.write(b"garbage!" * 8)
+
+
+def _short_meta_unrecorded_sizes(c):
+    man = json.loads((c / "manifest.json").read_text())
+    del man["files"]
+    (c / "manifest.json").write_text(json.dumps(man))
+    lines = (c / "meta.csv").read_text().splitlines(keepends=True)
+    (c / "meta.csv").write_text("".join(lines[:4]))
+
+
+@pytest.mark.parametrize(
+    ("damage", "where", "what"),
+    [
+        (_truncate_images, "images.npy", r"bytes, the manifest says [\d,]+ \(truncated or changed\)"),
+        (_garbage_manifest, "manifest.json", "unreadable manifest"),
+        (_truncate_meta, "meta.csv", r"truncated or changed"),
+        (_garbage_header_unrecorded_sizes, "images.npy", r"damaged \("),
+        (_short_meta_unrecorded_sizes, "meta.csv", r"3 rows, the manifest says 12 images"),
+    ],
+    ids=["truncated-images", "garbage-manifest", "truncated-meta", "garbage-npy-header", "short-meta"],
+)
+def test_a_damaged_cache_is_one_clear_error_then_rebuilt(tmp_path, caplog, damage, where, what):
+    ds = PhantomDataset(12, 32)
+    prepare_cache(ds, tmp_path / "c", size=32, progress=False)
+    damage(tmp_path / "c")
+    with pytest.raises(CacheError) as err:
+        CachedDataset(tmp_path / "c")
+    msg = str(err.value)
+    assert "\n" not in msg and f"{tmp_path / 'c'}" in msg and where in msg
+    assert re.search(what, msg) and msg.endswith(
+        "rebuild it with `cxr prepare --force` (or delete the folder)"
+    )
+    # `cxr prepare` and `cxr train` (prepare_cache with the same key) rebuild it, saying why
+    if damage is not _short_meta_unrecorded_sizes:  # undetectable without reading meta.csv: refused above
+        res = prepare_cache(ds, tmp_path / "c", size=32, progress=False)
+        assert not res.reused and len(CachedDataset(tmp_path / "c")) == 12
+        assert "rebuilding the cache" in caplog.text
+
+
+def test_cxr_on_a_damaged_cache_folder_prints_one_line_and_exits_2(tmp_path, capsys):
+    from cxrkit.cli import main
+
+    prepare_cache(PhantomDataset(12, 32), tmp_path / "c", size=32, progress=False)
+    _truncate_images(tmp_path / "c")
+    assert main(["prepare", str(tmp_path / "c"), "--out", str(tmp_path / "again"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"cxr prepare: error: {tmp_path / 'c' / 'images.npy'}: ") and "truncated" in err
+
+
+# --- build folders: named by their process; the next build removes the abandoned ones --------------------
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _fake_build(folder):
+    folder.mkdir()
+    (folder / "images.partial.npy").write_bytes(b"\x93NUMPY")
+    return folder
+
+
+@pytest.fixture
+def sleeper():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_build_folders_of_killed_processes_are_removed_and_live_ones_kept(tmp_path, sleeper):
+    out = tmp_path / "c"
+    me = process_start(os.getpid())
+    dead = _fake_build(build_folder(out, pid=_dead_pid()))
+    live = _fake_build(build_folder(out, pid=sleeper.pid))
+    mine = _fake_build(build_folder(out))
+    reused_pid = _fake_build(tmp_path / f".c.tmp-{machine_id()}-{os.getpid()}-{me + 1}-0badc0de")
+    older_cxrkit = _fake_build(tmp_path / f".c.tmp-{_dead_pid()}-0badc0de")
+    replaced = _fake_build(tmp_path / ".c.old-0badc0de")
+    other_machine = _fake_build(tmp_path / f".c.tmp-00000000-{_dead_pid()}-5-0badc0de")
+    abandoned_elsewhere = _fake_build(tmp_path / f".d.tmp-00000000-{_dead_pid()}-5-0badc0de")
+    for p in (abandoned_elsewhere, abandoned_elsewhere / "images.partial.npy"):
+        os.utime(p, (time.time() - 3 * 86400,) * 2)
+    foreign = _fake_build(tmp_path / f".c.tmp-{machine_id()}-{_dead_pid()}-5-0badc0de.keep")
+    not_ours = _fake_build(tmp_path / f".e.tmp-{machine_id()}-{_dead_pid()}-5-0badc0de")
+    (not_ours / "thesis.tex").write_text("precious")
+
+    res = prepare_cache(PhantomDataset(8, 32), out, size=32, progress=False)
+    assert not res.reused and len(CachedDataset(out)) == 8
+    gone = {dead, reused_pid, older_cxrkit, replaced, abandoned_elsewhere}
+    kept = {live, mine, other_machine, foreign, not_ours}
+    assert {p for p in gone | kept if p.exists()} == kept
+    assert (not_ours / "thesis.tex").read_text() == "precious"
+    sleeper.kill()
+    sleeper.wait()
+    assert remove_abandoned_builds(tmp_path) == [live]  # once its process is gone
+
+
+def test_a_build_folder_names_this_machine_process_and_start(tmp_path):
+    name = build_folder(tmp_path / "c").name
+    assert name.startswith(f".c.tmp-{machine_id()}-{os.getpid()}-{process_start(os.getpid())}-")
+    assert build_folder(tmp_path / "c") != build_folder(tmp_path / "c")  # a fresh token each time
+
+
+def test_a_folder_holding_other_files_is_never_replaced(tmp_path):
+    prepare_cache(PhantomDataset(4, 32, seed=1), tmp_path / "c", size=32, progress=False)
+    (tmp_path / "c" / "notes.txt").write_text("mine")
+    with pytest.raises(CacheError, match=r"not a cxrkit cache \(it holds 'notes.txt'\)"):
+        prepare_cache(PhantomDataset(4, 32, seed=2), tmp_path / "c", size=32, progress=False)
+    assert (tmp_path / "c" / "notes.txt").read_text() == "mine"
+
+
+def test_parallel_build_skips_failures_like_serial(bad_files, tmp_path):
+    files = [*bad_files.values()]
+    for k in range(70):  # enough to use the workers
+        files.append(tmp_path / f"g{k:02d}.png")
+        files[-1].write_bytes(png_bytes(chest_like(40, 36, k)))
+    ds = ImageFilesDataset(files)
+    serial = prepare_cache(ds, tmp_path / "a", size=16, workers=1, progress=False)
+    parallel = prepare_cache(ds, tmp_path / "b", size=16, workers=2, progress=False)
+    assert serial.failures == parallel.failures and len(parallel.failures) == 4
+    a, b = CachedDataset(tmp_path / "a"), CachedDataset(tmp_path / "b")
+    assert np.array_equal(a.images, b.images) and a.meta.equals(b.meta) and len(b) == 70
+    assert sorted(os.listdir(tmp_path / "b")) == sorted(
+        ["images.npy", "meta.csv", "boxes.csv", "failures.csv", "manifest.json"]
+    )

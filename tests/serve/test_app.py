@@ -8,10 +8,8 @@ import io
 import logging
 import re
 import socket
-import struct
 import threading
 import time
-import zlib
 
 import httpx
 import numpy as np
@@ -20,6 +18,7 @@ import pytest
 from conftest import png_bytes, shared_path
 from live import live_server
 from PIL import Image
+from pngs import bomb_header
 
 from cxrkit.config import ServeConfig
 from cxrkit.run.model import RunModel
@@ -148,18 +147,7 @@ def _dicom_without_pixels() -> bytes:
 
 
 def _bomb(side: int, height: int | None = None) -> bytes:
-    """A PNG header declaring side x height grey pixels, and no data: a decompression bomb's first bytes."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", side, side if height is None else height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
+    return bomb_header(side, side if height is None else height)
 
 
 @functools.cache
@@ -183,7 +171,12 @@ def _malformed() -> dict:
             413,
             "over the limit of 5,000,000",
         ),
-        "decompression bomb": ({"file": ("bomb.png", _bomb(20_000), "image/png")}, 413, "decompression bomb"),
+        "decompression bomb": ({"file": ("bomb.png", _bomb(20_000), "image/png")}, 413, "400,000,000 pixels"),
+        "too small to assess": (
+            {"file": ("tiny.png", png_bytes(np.zeros((8, 8), np.uint8)), "image/png")},
+            422,
+            "below the 32 px minimum side",
+        ),
         "over the size limit": ({"file": ("big.png", b"\0" * 1_100_000, "image/png")}, 413, "limit"),
         "wrong part type": ({"file": ("x.txt", png, "text/plain")}, 415, "text/plain"),
     }

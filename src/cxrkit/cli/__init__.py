@@ -39,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _configure_logging(verbose: bool) -> None:
     """cxrkit's own messages to stderr as ``cxr: ...``; other libraries' logging is left alone."""
-    if not any(getattr(h, "_cxr", False) for h in log.handlers):
+    mine = [h for h in log.handlers if getattr(h, "_cxr", False)]
+    if mine:  # main() called again (tests, notebooks): write to today's stderr, not a closed one
+        mine[0].stream = sys.stderr  # type: ignore[attr-defined]  # (setStream would flush the closed one)
+    else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("cxr: %(message)s"))
         handler._cxr = True  # type: ignore[attr-defined]
@@ -68,8 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Exit status: 2 for a known problem with the input (bad file, config, data), 1 for anything else.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere, as the error hint says "run again with --debug"
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    args.debug = debug
     if extra:  # SECTION.KEY=VALUE overrides may also come after options
         if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
             args.overrides = [*args.overrides, *extra]
@@ -79,8 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cxrkit.data.cache import CacheError
     from cxrkit.data.decode import ImageReadError
 
+    previous = None
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _stop_on_sigterm)
+        previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -94,3 +102,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = "" if known else " -- run again with --debug for the traceback"
         print(f"cxr {args.command}: {kind}: {_one_line(err)}{hint}", file=sys.stderr)
         return 2 if known else 1
+    finally:
+        if previous is not None:  # main() called from Python (tests, notebooks) leaves no handler behind
+            signal.signal(signal.SIGTERM, previous)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from cxrkit.config import SOURCES, DataConfig, PrepareConfig, RunConfig, SplitConfig, load_yaml, merge
 
@@ -40,11 +41,29 @@ def _add_data_args(p: argparse.ArgumentParser, data_required: bool = False) -> N
 def _data_config(args: argparse.Namespace, default_source: str) -> DataConfig:
     from cxrkit.data import detect_source
 
-    doc = load_yaml(args.config).get("data", {}) if getattr(args, "config", None) else {}
-    cfg = merge(DataConfig(), doc)
+    doc = (load_yaml(args.config).get("data") or {}) if getattr(args, "config", None) else {}
+    try:
+        cfg = merge(DataConfig(), doc)
+    except ValueError as err:
+        raise ValueError(f"{args.config}: {err}") from None
     source = args.source or doc.get("source") or (detect_source(args.data) if args.data else default_source)
     over = {k: getattr(args, k, None) for k in ("csv", "bbox_csv", "views", "size", "n", "seed", "split")}
     return merge(cfg, {**over, "source": source, "path": args.data or doc.get("path")})
+
+
+def check_out_file(out: Path, kind: Literal["file", "folder"]) -> Path:
+    """``out`` once its folder exists and is writable and nothing of the other kind is in the way.
+
+    Checked before the data is read, so a bad ``--out`` fails at once with one line naming it.
+    """
+    from cxrkit.outputs import make_out_dir
+
+    make_out_dir(out.parent)
+    if kind == "folder" and out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: exists and is a file, expected a folder")
+    if kind == "file" and out.is_dir():
+        raise IsADirectoryError(f"{out}: is a folder, expected a file name to write")
+    return out
 
 
 def _report_failures(failures: Sequence[tuple[str, str]], limit: int = 20) -> None:
@@ -60,15 +79,26 @@ def cmd_eda(args: argparse.Namespace) -> int:
     from cxrkit.report.eda import build_eda_report
 
     cfg = _data_config(args, default_source="nih")
+    out = check_out_file(Path(args.out or f"cxr-out/eda-{cfg.source}.html"), "file")
     ds = build_dataset(cfg)
-    out = Path(args.out or f"cxr-out/eda-{cfg.source}.html")
+    if not len(ds):
+        raise ValueError(f"{cfg.path or cfg.source}: no images or metadata rows to describe")
     path, s = build_eda_report(ds, out, per_label=args.per_label, seed=cfg.seed)
     print(ds.summary())
-    counts = ", ".join(f"{k} {v:,}" for k, v in s["label_counts"].items())
-    print(f"images {s['images']:,} | patients {s['patients']:,} | {counts}")
-    print(f"multi-label: {s['multi_label']:,} images ({s['multi_label_share_of_abnormal']:.1%} of abnormal)")
+    print(eda_headline(s))
     print(f"report: {path}")
     return 0
+
+
+def eda_headline(s: dict) -> str:
+    """The EDA summary in a line or two: images, patients, label counts and multi-label share."""
+    head = f"images {s['images']:,} | patients {s['patients']:,}"
+    if not s["label_counts"]:
+        return f"{head} | no labels (unlabelled images: label sections left out of the report)"
+    counts = ", ".join(f"{k} {v:,}" for k, v in s["label_counts"].items())
+    share = s["multi_label_share_of_abnormal"]
+    shown = f"{share:.1%} of abnormal" if share == share else "no abnormal images"
+    return f"{head} | {counts}\nmulti-label: {s['multi_label']:,} images ({shown})"
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -85,7 +115,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     cfg = RunConfig(data=dcfg, prepare=pcfg, cache_dir=args.cache_dir)
     # the location `cxr train` looks in (same cache_dir, source, size, mode and key): training reuses it
     out, key = locate_cache(cfg, ds)
-    out = Path(args.out) if args.out else out
+    out = check_out_file(Path(args.out) if args.out else out, "folder")
     res = build_cache(cfg, ds, out, key, log=lambda _m: None, progress=not args.quiet)
     if res.reused:
         print(f"cache up to date: reused {out} ({res.n_images:,} images, checked in {res.seconds:.3f} s)")
@@ -120,12 +150,13 @@ def cmd_split(args: argparse.Namespace) -> int:
             **dict(zip(("train", "val", "test"), args.fractions or (None,) * 3, strict=False)),
         },
     )
+    out = check_out_file(Path(args.out or f"cxr-out/split-{dcfg.source}.csv"), "file")
     ds = build_dataset(dcfg)
     if scfg.method == "official":
         split = split_from_column(ds.meta, targets=ds.targets(), val_fraction=scfg.val, seed=scfg.seed)
     else:
         split = patient_split(ds.meta["patient_id"].to_numpy(), ds.targets(), scfg.fractions(), scfg.seed)
-    out = save_split_manifest(args.out or f"cxr-out/split-{dcfg.source}.csv", ds.meta, split)
+    out = save_split_manifest(out, ds.meta, split)
     print(split_summary(ds.meta, split, ds.labels).to_string())
     print(f"no patient is in two splits (checked). manifest: {out}")
     return 0
@@ -134,10 +165,14 @@ def cmd_split(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Decode each file and print one line: its size and grey range, or why it cannot be read."""
     from cxrkit.data.decode import ImageReadError, read_image
-    from cxrkit.data.folder import list_images
 
-    bad = 0
-    for path in list_images(args.files):
+    found, empty = images_of(args.files)
+    if not found:
+        raise ValueError(f"no PNG/JPEG/DICOM images in {', '.join(map(str, args.files))}")
+    for folder in empty:
+        print(f"{folder}: no PNG/JPEG/DICOM images in this folder")
+    bad = len(empty)
+    for path in found:
         try:
             img = read_image(path)
             print(
@@ -148,6 +183,20 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             bad += 1
             print(f"{err}")
     return 1 if bad else 0
+
+
+def images_of(items: Sequence[str]) -> tuple[list[Path], list[str]]:
+    """The image files among ``items`` (folders searched), and the folders that hold none."""
+    from cxrkit.data.folder import list_images
+
+    found: list[Path] = []
+    empty: list[str] = []
+    for item in items:
+        files = list_images(item)
+        found.extend(files)
+        if not files:
+            empty.append(item)
+    return found, empty
 
 
 def cmd_download(args: argparse.Namespace) -> int:

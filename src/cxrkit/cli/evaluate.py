@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from pathlib import Path
 
 
@@ -10,8 +12,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a run on a split: metrics.json + a self-contained HTML report (thresholds tuned on val)."""
     from cxrkit.workflows.evaluate import evaluate_run
 
+    _check_out(args.out)
     evaluate_run(args.run, _eval_config(args))
     return 0
+
+
+def _check_out(out: str | None) -> None:
+    """Create ``--out`` now, so that a file or a read-only folder there fails before the long work."""
+    from cxrkit.outputs import make_out_dir
+
+    if out:
+        make_out_dir(out)
 
 
 def _eval_config(args: argparse.Namespace):
@@ -34,7 +45,7 @@ def cmd_triage(args: argparse.Namespace) -> int:
     """A worklist, most urgent first, at the threshold giving the target sensitivity on validation."""
     from cxrkit.workflows.triage import triage
 
-    triage(
+    folder = triage(
         args.run,
         args.images or None,
         split=args.split,
@@ -43,7 +54,8 @@ def cmd_triage(args: argparse.Namespace) -> int:
         out=args.out,
         device=args.device,
     )
-    return 0
+    summary = json.loads((folder / "triage.json").read_text())
+    return 1 if summary.get("not_scored") else 0  # studies to read manually: not a clean success
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -52,7 +64,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from cxrkit.workflows.evaluate import evaluate_run
 
     cfg = _eval_config(argparse.Namespace(**{**vars(args), "out": None}))
-    frame, out = compare_runs(args.runs, args.split, args.out, evaluate=lambda r: evaluate_run(r, cfg))
+    frame, out = compare_runs(
+        args.runs,
+        args.split,
+        args.out,
+        evaluate=lambda r: evaluate_run(r, cfg),
+        log=lambda m: print(f"cxr compare: {m}", file=sys.stderr),
+    )
     cols = ["run", "model", "macro_auc", "micro_auc", "macro_ap", "macro_f1", "triage_sensitivity"]
     print(frame[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {Path(out) / 'comparison.html'} and comparison.csv")
@@ -112,5 +130,5 @@ def add_eval_commands(sub) -> None:
     p.add_argument("runs", nargs="+", help="run folders")
     _add_common(p)
     _add_metric_options(p)
-    p.add_argument("--out", help="output folder (default PARENT/comparison-SPLIT)")
+    p.add_argument("--out", help="output folder (default: the runs' common parent folder/comparison-SPLIT)")
     p.set_defaults(func=cmd_compare)

@@ -6,9 +6,10 @@ import argparse
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    """Heatmap overlays (PNG per image and label, plus a grid) for new PNG/JPEG/DICOM images."""
+    """Heatmap overlays (PNG per image and label, plus a grid) for new images; exit 1 if any is unreadable."""
     from cxrkit.workflows.explain import explain_images
 
+    skipped: list[tuple[str, str]] = []
     explain_images(
         args.run,
         args.images,
@@ -18,8 +19,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         frac=args.frac,
         out=args.out,
         device=args.device,
+        skipped=skipped,
     )
-    return 0
+    return 1 if skipped else 0  # images that could not be explained: not a clean success
 
 
 def cmd_localize(args: argparse.Namespace) -> int:

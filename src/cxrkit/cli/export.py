@@ -68,7 +68,7 @@ def add_export_commands(sub) -> None:
         "--api-key-file", help="file holding the API key required on /v1 routes (or set CXR_API_KEY)"
     )
     s.add_argument("--max-upload-mb", type=float, default=50.0, help="largest accepted file (default 50)")
-    s.add_argument("--max-pixels", type=int, default=40_000_000, help="largest declared image size")
+    s.add_argument("--max-pixels", type=int, default=50_000_000, help="largest declared image size (pixels)")
     s.add_argument("--workers", type=int, default=1, help="inference threads (each runs a batch)")
     s.add_argument("--queue", type=int, default=32, help="requests that may wait; beyond: 503")
     s.add_argument("--max-batch", type=int, default=16, help="concurrent requests scored as one batch")

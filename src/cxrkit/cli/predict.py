@@ -6,7 +6,7 @@ import argparse
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Per-image predictions for files and folders (recursive): a CSV row per image; exit 1 if any failed."""
+    """Per-image predictions for files and folders (recursive), a CSV row each; exit 1 if any is unscored."""
     from cxrkit.workflows.predict import predict_files, summary_line
 
     table = predict_files(
@@ -20,7 +20,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         engine=args.engine,
     )
     for row in table[table["error"] != ""].itertuples():
-        print(f"  could not read {row.source}: {row.error}")
+        print(f"  {row.source}: {row.error}")
     print(
         summary_line(table)
         + f"; table: {args.out}"

@@ -20,7 +20,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run = fit(resume=args.resume, overrides=over)
     else:
         doc = load_yaml(args.config) if args.config else {}
-        run = fit(build_run_config(doc, over))
+        run = fit(build_run_config(doc, over, source=args.config))
     print(f"run folder: {run}")
     return 0
 

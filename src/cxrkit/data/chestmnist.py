@@ -7,7 +7,6 @@ ChestMNIST keeps NIH's official split but carries no patient IDs, so each image 
 from __future__ import annotations
 
 import hashlib
-import os
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 
 from cxrkit.data.base import XRayDataset, file_fingerprint, standard_meta
 from cxrkit.labels import CHESTMNIST_LABELS, LABELS, add_no_finding, align_by_name
+from cxrkit.outputs import write_with
 
 SPLITS = ("train", "val", "test")
 # From medmnist's INFO["chestmnist"] (Zenodo record 10519652): size -> (file, url, md5)
@@ -62,26 +62,25 @@ def download_chestmnist(
     if dest.exists() and md5sum(dest) == md5:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.part-{os.getpid()}")
-    try:
-        with (
-            urllib.request.urlopen(url or ZENODO_URL.format(file=name), timeout=timeout) as resp,
-            open(tmp, "wb") as fh,
-        ):
+
+    def fetch(fh) -> None:  # streams into the temporary file; the checksum is checked before the rename
+        digest = hashlib.md5(usedforsecurity=False)
+        with urllib.request.urlopen(url or ZENODO_URL.format(file=name), timeout=timeout) as resp:
             while block := resp.read(1 << 20):
+                digest.update(block)
                 fh.write(block)
+        if digest.hexdigest() != md5:
+            raise DatasetNotFoundError(
+                f"downloaded ChestMNIST has MD5 {digest.hexdigest()}, expected {md5}; "
+                + _manual_instructions(size, dest)
+            )
+
+    try:
+        write_with(dest, fetch)
     except (urllib.error.URLError, OSError, TimeoutError) as err:
-        tmp.unlink(missing_ok=True)
         raise DatasetNotFoundError(
             f"cannot download ChestMNIST ({getattr(err, 'reason', err)}); " + _manual_instructions(size, dest)
         ) from None
-    got = md5sum(tmp)
-    if got != md5:
-        tmp.unlink(missing_ok=True)
-        raise DatasetNotFoundError(
-            f"downloaded ChestMNIST has MD5 {got}, expected {md5}; " + _manual_instructions(size, dest)
-        )
-    os.replace(tmp, dest)
     return dest
 
 

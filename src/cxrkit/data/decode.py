@@ -6,7 +6,11 @@ Every source goes through ``read_image`` so that RGB/RGBA copies of grey X-rays 
 
 from __future__ import annotations
 
+import errno
 import io
+import os
+import stat
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +31,19 @@ class ImageTooLargeError(ImageReadError):
     """An image that declares more pixels than allowed (e.g. a decompression bomb); nothing was decoded."""
 
 
+class NotAssessableError(ImageReadError):
+    """A readable image that cannot be a radiograph to score (too small): flagged, never scored."""
+
+
+def check_assessable(img: np.ndarray, name: str | Path, min_side: int = 32) -> None:
+    """Raise NotAssessableError when the image's shorter side is below ``min_side`` pixels."""
+    h, w = img.shape[:2]
+    if min(h, w) < min_side:
+        raise NotAssessableError(
+            name, f"image is {w}x{h} pixels, below the {min_side} px minimum side of an assessable radiograph"
+        )
+
+
 def is_dicom(path: str | Path, head: bytes | None = None) -> bool:
     """True for a ``.dcm`` name or a file with the ``DICM`` magic at byte 128."""
     if str(path).lower().endswith((".dcm", ".dicom")):
@@ -40,16 +57,71 @@ def is_dicom(path: str | Path, head: bytes | None = None) -> bool:
     return len(head) >= 132 and head[128:132] == b"DICM"
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read a PNG/JPEG/DICOM file as (H, W) uint8 grey; raise ImageReadError naming the file."""
+MAX_PIXELS = 50_000_000  # default cap on declared pixels (a 7,000 x 7,000 image); CXRKIT_MAX_PIXELS overrides
+RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG", "OT", "SC"})  # CT, MR, MG...: not assessable
+MIN_SIDE = 32  # a shorter side is not an assessable radiograph (unless the model input is smaller)
+
+
+def max_pixels_setting() -> int:
+    """The pixel cap for reading files: ``CXRKIT_MAX_PIXELS`` from the environment, else ``MAX_PIXELS``."""
+    raw = os.environ.get("CXRKIT_MAX_PIXELS", "").strip()
+    if not raw:
+        return MAX_PIXELS
+    try:
+        value = int(float(raw))
+    except ValueError:
+        raise ValueError(f"CXRKIT_MAX_PIXELS={raw!r}: expected a number of pixels, e.g. 50000000") from None
+    if value < 1:
+        raise ValueError(f"CXRKIT_MAX_PIXELS={raw!r}: expected a positive number of pixels")
+    return value
+
+
+def check_regular_file(path: str | Path) -> os.stat_result:
+    """Refuse, before opening, what is not a regular file: reading a FIFO would block forever."""
     path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise ImageReadError(path, "broken symbolic link (its target does not exist)") from None
+        raise ImageReadError(path, "file not found") from None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ImageReadError(path, "symbolic link loop (the link points back to itself)") from None
+        raise ImageReadError(path, f"cannot read file ({err.strerror or err})") from None
+    if stat.S_ISDIR(st.st_mode):
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise ImageReadError(path, "folder cannot be read (permission denied); its files were not listed")
+        raise ImageReadError(path, "is a folder, not an image file")
+    if stat.S_ISFIFO(st.st_mode):
+        raise ImageReadError(path, "is a named pipe (FIFO), not an image file")
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        raise ImageReadError(path, "is a device file, not an image file")
+    if stat.S_ISSOCK(st.st_mode) or not stat.S_ISREG(st.st_mode):
+        raise ImageReadError(path, "is not a regular file")
+    return st
+
+
+def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """Read a PNG/JPEG/DICOM file as (H, W) uint8 grey; raise ImageReadError naming the file.
+
+    ``max_pixels`` (default: ``max_pixels_setting()``): an image declaring more pixels is refused
+    from its header, before any pixel is decoded (ImageTooLargeError).
+    """
+    path = Path(path)
+    cap = max_pixels_setting() if max_pixels is None else max_pixels
+    size = check_regular_file(path).st_size
+    if size > 4 * cap + (16 << 20):  # more bytes than any image within the cap holds, even uncompressed
+        raise ImageTooLargeError(
+            path, f"file is {size / 1e6:,.0f} MB, more than an image within the limit of {cap:,} pixels holds"
+        )
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise ImageReadError(path, "file not found") from None
     except OSError as err:
         raise ImageReadError(path, f"cannot read file ({err.strerror or err})") from None
-    return decode_bytes(data, path)
+    return decode_bytes(data, path, cap)
 
 
 def decode_bytes(data: bytes, name: str | Path = "<bytes>", max_pixels: int | None = None) -> np.ndarray:
@@ -57,6 +129,18 @@ def decode_bytes(data: bytes, name: str | Path = "<bytes>", max_pixels: int | No
 
     ``max_pixels``: refuse, before decoding, an image that declares more pixels (ImageTooLargeError).
     """
+    try:  # whatever a decoder raises on a hostile file is that file's problem: one ImageReadError
+        return _decode_any(data, name, max_pixels)
+    except ImageReadError:
+        raise
+    except MemoryError:
+        raise ImageTooLargeError(name, "not enough memory to decode it") from None
+    except Exception as err:
+        detail = (str(err).strip().splitlines() or [""])[0][:200]
+        raise ImageReadError(name, f"cannot decode ({type(err).__name__}: {detail})") from None
+
+
+def _decode_any(data: bytes, name: str | Path, max_pixels: int | None) -> np.ndarray:
     if not data:
         raise ImageReadError(name, "empty file (0 bytes)")
     looks_like_image = data[:8] == b"\x89PNG\r\n\x1a\n" or data[:3] == b"\xff\xd8\xff"
@@ -88,11 +172,14 @@ def decode_image_bytes(
 
     if not data:
         raise ImageReadError(name, "empty file (0 bytes)")
+    if len(data) >= 24 and data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":  # our limit first
+        w, h = struct.unpack(">II", data[16:24])
+        _check_pixels(name, w, h, 1, max_pixels)
     try:  # no warnings filter here: it is process-wide state, and uploads decode in parallel threads
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data), formats=("PNG", "JPEG")) as im:  # never EPS & co. (Ghostscript)
             _check_pixels(name, im.width, im.height, 1, max_pixels)
             im.load()
-            return _pil_to_grey(im, name)
+            return _pil_to_grey(_upright(im), name)
     except UnidentifiedImageError:
         raise ImageReadError(name, "not a PNG/JPEG/DICOM image (unrecognised format)") from None
     except Image.DecompressionBombError as err:
@@ -103,6 +190,32 @@ def decode_image_bytes(
         raise ImageReadError(name, f"truncated or corrupt image data ({err})") from None
 
 
+def _check_memory(name: str | Path, w: int, h: int, nbytes: int, what: str, max_pixels: int | None) -> None:
+    """Refuse an image whose decoded pixels would need over 4 bytes per allowed pixel (200 MB by default).
+
+    Pillow keeps at most 4 bytes a pixel, so this bites on DICOM: many frames, colour, 32-bit samples.
+    """
+    if max_pixels is not None and nbytes > 4 * max_pixels:
+        raise ImageTooLargeError(
+            name,
+            f"decoding its {w}x{h} {what} pixels would need {nbytes / 1e6:,.1f} MB, over the "
+            f"{4 * max_pixels / 1e6:,.1f} MB that the limit of {max_pixels:,} pixels allows",
+        )
+
+
+def _upright(im):
+    """Apply an EXIF orientation tag (photos of films taken with a phone), so the image is upright."""
+    from PIL import ImageOps
+
+    try:
+        orientation = im.getexif().get(0x0112, 1)
+    except Exception:  # a malformed EXIF block: keep the pixels as stored
+        return im
+    if orientation in (None, 1):
+        return im
+    return ImageOps.exif_transpose(im)
+
+
 def _pil_to_grey(im, name: str | Path) -> np.ndarray:
     mode = im.mode
     if mode == "L":
@@ -111,7 +224,9 @@ def _pil_to_grey(im, name: str | Path) -> np.ndarray:
         return np.asarray(im, dtype=np.uint8) * np.uint8(255)
     if mode in ("LA", "La"):
         return np.asarray(im.getchannel("L"), dtype=np.uint8).copy()
-    if mode.startswith("I") or mode == "F":
+    if mode.startswith("I"):
+        return _scale_strips(im)
+    if mode == "F":
         return scale_to_uint8(np.asarray(im), name)
     if mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
@@ -124,18 +239,35 @@ def _pil_to_grey(im, name: str | Path) -> np.ndarray:
     raise ImageReadError(name, f"unsupported image mode {mode!r}")
 
 
+def _scale_strips(im) -> np.ndarray:  # im: a PIL integer image (16-bit PNG)
+    """``scale_to_uint8`` of a PIL integer image, a strip of rows at a time: no full-size copies."""
+    lo, hi = (float(v) for v in im.getextrema())
+    out = np.zeros((im.height, im.width), dtype=np.uint8)
+    if hi <= lo:
+        return out
+    step, scale = max(1, (1 << 22) // max(im.width, 1)), 255.0 / (hi - lo)
+    for r in range(0, im.height, step):
+        strip = np.asarray(im.crop((0, r, im.width, min(r + step, im.height))), dtype=np.float64)
+        out[r : r + step] = np.round((strip - lo) * scale)
+    return out
+
+
 def scale_to_uint8(arr: np.ndarray, name: str | Path = "<array>") -> np.ndarray:
     """Linearly map an integer/float image's own min..max onto 0..255 (12/16-bit PNG, DICOM)."""
     arr = np.asarray(arr)
     if arr.ndim != 2:
         raise ImageReadError(name, f"expected a 2-D grey image, got shape {arr.shape}")
-    a = arr.astype(np.float64)
-    if not np.isfinite(a).all():
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
         raise ImageReadError(name, "image holds NaN or infinite pixel values")
-    lo, hi = float(a.min()), float(a.max())
+    lo, hi = float(arr.min()), float(arr.max())
+    out = np.zeros(arr.shape, dtype=np.uint8)
     if hi <= lo:
-        return np.zeros(a.shape, dtype=np.uint8)
-    return np.round((a - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+        return out
+    step = max(1, (1 << 22) // max(arr.shape[1], 1))  # ~4 M pixels at a time: memory stays flat
+    scale = 255.0 / (hi - lo)
+    for r in range(0, arr.shape[0], step):
+        out[r : r + step] = np.round((arr[r : r + step].astype(np.float64) - lo) * scale)
+    return out
 
 
 def _decode_dicom(data: bytes, path: Path, max_pixels: int | None = None) -> np.ndarray:
@@ -148,6 +280,13 @@ def _decode_dicom(data: bytes, path: Path, max_pixels: int | None = None) -> np.
         raise ImageReadError(path, f"not a readable DICOM file ({err})") from None
     if "PixelData" not in ds and "FloatPixelData" not in ds:
         raise ImageReadError(path, "DICOM has no pixel data (no PixelData element)")
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    if modality and modality not in RADIOGRAPH_MODALITIES:
+        raise NotAssessableError(
+            path,
+            f"DICOM modality {modality} is not a projection radiograph "
+            f"(expected one of {', '.join(sorted(RADIOGRAPH_MODALITIES))})",
+        )
     try:
         rows, cols, frames = (
             int(ds.get("Rows", 0)),
@@ -157,6 +296,12 @@ def _decode_dicom(data: bytes, path: Path, max_pixels: int | None = None) -> np.
     except (TypeError, ValueError):
         raise ImageReadError(path, "DICOM Rows/Columns/NumberOfFrames are not numbers") from None
     _check_pixels(path, cols, rows, frames, max_pixels)
+    try:
+        samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 16) or 16)
+    except (TypeError, ValueError):
+        raise ImageReadError(path, "DICOM SamplesPerPixel/BitsAllocated are not numbers") from None
+    what = f"{samples}-sample {bits}-bit" + (f" x{frames} frames" if frames > 1 else "")
+    _check_memory(path, cols, rows, rows * cols * frames * samples * max(1, -(-bits // 8)), what, max_pixels)
     try:
         arr = ds.pixel_array
     except Exception as err:  # pydicom raises many types for unsupported/corrupt pixel data

@@ -2,12 +2,19 @@
 
 Class folder names that spell a canonical label (``NORMAL`` -> "No Finding", ``PNEUMONIA`` ->
 "Pneumonia") are renamed to it, so a model's labels line up by name with NIH-trained ones.
-Patient IDs come from the file name (``person12_virus_3.jpeg`` -> ``person12``,
-``NORMAL2-IM-0427-0001.jpeg`` -> ``NORMAL2-IM-0427``) or the whole stem when nothing matches.
+
+The patient of a DICOM file (``.dcm``/``.dicom``) is its PatientID tag, read from the header
+only, as ``ISSUER/ID`` when IssuerOfPatientID is set: file names of one patient need not look
+alike. Every other file, and a DICOM without a PatientID (or an unreadable header), takes its
+patient from the file name (``person12_virus_3.jpeg`` -> ``person12``,
+``NORMAL2-IM-0427-0001.jpeg`` -> ``NORMAL2-IM-0427``), or the whole stem when nothing matches.
+The meta column ``patient_source`` says which rule gave each image its patient (``dicom`` or
+``file name``); DICOMs that fell back to the name are counted in a logged warning.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -16,8 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from cxrkit.data.base import XRayDataset, standard_meta
-from cxrkit.data.decode import IMAGE_SUFFIXES, read_image
+from cxrkit.data.decode import IMAGE_SUFFIXES, check_regular_file, read_image
 from cxrkit.labels import try_canonical_label
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PATIENT_PATTERNS: tuple[str, ...] = (
     r"^(person\d+)_",  # Kermany pneumonia: person<ID>_<bacteria|virus>_<n>
@@ -35,6 +44,69 @@ def patient_from_name(name: str, patterns: Sequence[str] = DEFAULT_PATIENT_PATTE
     return Path(name).stem
 
 
+DICOM_SUFFIXES = (".dcm", ".dicom")
+_PATIENT_TAGS = (0x00080005, 0x00100020, 0x00100021)  # SpecificCharacterSet, PatientID, IssuerOfPatientID
+
+
+def _past_patient_tags(tag, _vr, _length) -> bool:
+    return tag > _PATIENT_TAGS[-1]  # data sets are sorted by tag: stop reading after the patient's
+
+
+def _tag_text(value: object) -> str:
+    """A tag's value as trimmed text (multi-valued joined by backslash, DICOM's separator); '' when absent."""
+    if value is None:
+        return ""
+    from pydicom.multival import MultiValue
+
+    if isinstance(value, (list, tuple, MultiValue)):
+        value = "\\".join(str(v) for v in value)
+    return str(value).strip(" \x00\t\r\n")
+
+
+def dicom_patient(path: str | Path) -> str | None:
+    """The patient key of a DICOM file, ``ISSUER/ID`` or ``ID``, from its header; None without a PatientID.
+
+    Only the first elements are parsed (up to IssuerOfPatientID, large values deferred), so it is
+    fast on big files; a file that is not regular or not readable as DICOM also gives None.
+    """
+    from pydicom.filereader import read_partial
+
+    try:
+        check_regular_file(path)  # a FIFO named .dcm would block the read
+        with open(path, "rb") as fh:
+            ds = read_partial(
+                fh, _past_patient_tags, defer_size=1024, force=True, specific_tags=list(_PATIENT_TAGS)
+            )
+            pid, issuer = _tag_text(ds.get("PatientID")), _tag_text(ds.get("IssuerOfPatientID"))
+    except Exception:  # any malformed header: the file-name rule applies (decoding reports the file)
+        return None
+    if not pid:
+        return None
+    return f"{issuer}/{pid}" if issuer else pid
+
+
+def patient_keys(
+    paths: Sequence[Path], patterns: Sequence[str] = DEFAULT_PATIENT_PATTERNS
+) -> tuple[list[str], list[str]]:
+    """(patient ID, rule used: ``dicom`` or ``file name``) of each file; see the module docstring."""
+    ids, sources, fallback, n_dicom = [], [], 0, 0
+    for p in paths:
+        pid = None
+        if p.suffix.lower() in DICOM_SUFFIXES:
+            n_dicom += 1
+            pid = dicom_patient(p)
+            fallback += pid is None
+        ids.append(pid if pid is not None else patient_from_name(p.name, patterns))
+        sources.append("dicom" if pid is not None else "file name")
+    if fallback:
+        log.warning(
+            "%d of %d DICOM files have no readable PatientID; their patient is taken from the file name",
+            fallback,
+            n_dicom,
+        )
+    return ids, sources
+
+
 def list_images(paths: str | Path | Sequence[str | Path]) -> list[Path]:
     """Image files (PNG/JPEG/DICOM) among ``paths``, folders searched recursively, sorted.
 
@@ -46,16 +118,28 @@ def list_images(paths: str | Path | Sequence[str | Path]) -> list[Path]:
     out: list[Path] = []
     for item in (Path(i).absolute() for i in items):
         if item.is_dir():
-            out.extend(
-                p
-                for p in sorted(item.rglob("*"))
-                if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir() and not _hidden(p, item)
-            )
+            out.extend(sorted(_walk_images(item)))
         elif os.path.lexists(item):
             out.append(item)
         else:
             raise FileNotFoundError(f"{item}: no such file or folder")
     return out
+
+
+def _walk_images(root: Path) -> list[Path]:
+    """Image-named entries below ``root``; a sub-folder that cannot be read is listed itself (reported)."""
+    found: list[Path] = []
+
+    def unreadable(err: OSError) -> None:
+        if err.filename and Path(err.filename) != root:
+            found.append(Path(err.filename))  # reading it says why: its studies must not vanish silently
+        elif err.filename:
+            raise PermissionError(f"{root}: folder cannot be read ({err.strerror})")
+
+    for folder, dirs, names in os.walk(root, onerror=unreadable):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found.extend(Path(folder, n) for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES)
+    return [p for p in found if not _hidden(p, root)]
 
 
 def _hidden(path: Path, root: Path) -> bool:
@@ -92,13 +176,15 @@ class LabelledFolderDataset(_FileDataset):
         paths = [p for files in per_class.values() for p in files]
         cls = np.concatenate([[j] * len(v) for j, v in enumerate(per_class.values())])
         onehot = np.eye(len(labels), dtype=np.float32)[cls]
+        patients, patient_source = patient_keys(paths, patient_patterns)
         meta = standard_meta(
             [str(p.relative_to(self.root)) for p in paths],
-            [patient_from_name(p.name, patient_patterns) for p in paths],
+            patients,
             onehot,
             labels,
             path=[str(p) for p in paths],
             class_name=[self.class_names[c] for c in cls],
+            patient_source=patient_source,
         )
         super().__init__(meta, labels, task="binary" if len(labels) == 2 else "multiclass")
 
@@ -112,7 +198,8 @@ class ImageFilesDataset(_FileDataset):
         files = list_images(paths)
         if not files:
             raise FileNotFoundError(f"no PNG/JPEG/DICOM files in {paths}")
+        patients, patient_source = patient_keys(files)
         meta = standard_meta(
-            [str(p) for p in files], [patient_from_name(p.name) for p in files], path=[str(p) for p in files]
+            [str(p) for p in files], patients, path=[str(p) for p in files], patient_source=patient_source
         )
         super().__init__(meta, (), task="unlabelled")

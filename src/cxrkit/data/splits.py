@@ -1,27 +1,38 @@
 """Patient-grouped, label-stratified splits; the official NIH split; split manifests.
 
-No patient ever appears in two splits: every function here ends with ``check_no_patient_leak``.
-Stratification is iterative (Sechidis et al. 2011) over patient groups: groups holding the rarest
-labels are placed first, each into the split that most lacks that label, so rare findings such
-as Hernia are spread in proportion even though whole patients move together.
+No patient ever appears in two splits: every function here ends with ``check_no_patient_leak``,
+which compares the data's own patient key (``meta["patient_id"]``: for DICOM files their
+PatientID). Stratification is iterative (Sechidis et al. 2011) over patient groups: groups
+holding the rarest labels are placed first, each into the split that most lacks that label, so
+rare findings such as Hernia are spread in proportion even though whole patients move together.
+
+A run's ``split.csv`` (image_id, patient_id, split and, for runs, a CRC-32 of each image's cached
+pixels) is the one truth about its split: reading it back keeps every known image where it was,
+puts images added since in no split, leaves removed ones out and reports the difference.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from cxrkit.outputs import read_csv, write_csv
+
 log = logging.getLogger(__name__)
 Split = dict[str, np.ndarray]
 DEFAULT_FRACTIONS: Mapping[str, float] = {"train": 0.7, "val": 0.1, "test": 0.2}
+DIGEST = "pixels_crc32"  # split.csv column: CRC-32 of the image's cached pixels, to notice altered images
+MANIFEST_COLUMNS = ("image_id", "patient_id", "split")
 
 
-class PatientLeakError(AssertionError):
-    """A patient found in more than one split."""
+class PatientLeakError(ValueError, AssertionError):
+    """A patient found in more than one split (a ValueError: bad data or an edited split file)."""
 
 
 def check_no_patient_leak(patient_ids: Sequence[str] | np.ndarray, split: Split) -> None:
@@ -29,6 +40,7 @@ def check_no_patient_leak(patient_ids: Sequence[str] | np.ndarray, split: Split)
     pids = np.asarray(patient_ids).astype(str)
     seen: dict[str, str] = {}
     rows: set[int] = set()
+    leaks: list[tuple[str, str, str]] = []
     for name, idx in split.items():
         dup = rows.intersection(idx.tolist())
         if dup:
@@ -36,8 +48,16 @@ def check_no_patient_leak(patient_ids: Sequence[str] | np.ndarray, split: Split)
         rows.update(idx.tolist())
         for p in np.unique(pids[idx]):
             if p in seen:
-                raise PatientLeakError(f"patient {p} is in both {seen[p]!r} and {name!r}")
-            seen[p] = name
+                leaks.append((p, seen[p], name))
+            else:
+                seen[p] = name
+    if len(leaks) == 1:
+        p, a, b = leaks[0]
+        raise PatientLeakError(f"patient {p} is in both {a!r} and {b!r}")
+    if leaks:
+        shown = "; ".join(f"patient {p} in {a!r} and {b!r}" for p, a, b in leaks[:5])
+        more = f" and {len(leaks) - 5} more" if len(leaks) > 5 else ""
+        raise PatientLeakError(f"{len(leaks)} patients are in two splits: {shown}{more}")
 
 
 def patient_split(
@@ -140,38 +160,151 @@ def split_from_column(
     return split
 
 
-def split_manifest(meta: pd.DataFrame, split: Split) -> pd.DataFrame:
-    """One row per image in the split: image_id, patient_id, split."""
-    parts = [
-        pd.DataFrame(
+def pixel_digests(images: np.ndarray, rows: np.ndarray | Sequence[int]) -> np.ndarray:
+    """CRC-32 (8 hex digits) of the pixels of ``images[rows]``: how split.csv notices altered images.
+
+    CRC-32 runs at about 2 GB/s (a 224 px NIH cache in a few seconds); it detects changes, it is
+    not meant to resist forgery.
+    """
+    return np.array([f"{zlib.crc32(np.ascontiguousarray(images[int(r)])):08x}" for r in rows], dtype=object)
+
+
+def split_manifest(meta: pd.DataFrame, split: Split, images: np.ndarray | None = None) -> pd.DataFrame:
+    """One row per image in the split: image_id, patient_id, split (and ``pixels_crc32`` given ``images``)."""
+    parts = []
+    for name, idx in split.items():
+        part = pd.DataFrame(
             {
                 "image_id": meta["image_id"].to_numpy()[idx],
                 "patient_id": meta["patient_id"].to_numpy()[idx],
                 "split": name,
             }
         )
-        for name, idx in split.items()
-    ]
+        if images is not None:
+            part[DIGEST] = pixel_digests(images, idx)
+        parts.append(part)
     return pd.concat(parts, ignore_index=True)
 
 
-def save_split_manifest(path: str | Path, meta: pd.DataFrame, split: Split) -> Path:
-    """Write the split manifest CSV (saved beside every run)."""
+def save_split_manifest(
+    path: str | Path, meta: pd.DataFrame, split: Split, images: np.ndarray | None = None
+) -> Path:
+    """Write the split manifest CSV (saved beside every run; ``images``: add each image's pixel CRC-32)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    split_manifest(meta, split).to_csv(path, index=False)
-    return path
+    return write_csv(path, split_manifest(meta, split, images), index=False)
 
 
-def load_split_manifest(path: str | Path, meta: pd.DataFrame) -> Split:
-    """Read a manifest back as row indices into ``meta``; unknown image IDs are an error."""
-    man = pd.read_csv(path, dtype=str)
+def read_split_manifest(path: str | Path) -> pd.DataFrame:
+    """A manifest as written (text exactly as saved); an error naming the file when it is malformed.
+
+    The file is checked on its own too: an image listed twice, or a patient (by its saved key) in
+    two splits, means the file was edited or is corrupt.
+    """
+    try:
+        man = read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+    except pd.errors.EmptyDataError:
+        raise ValueError(
+            f"{path}: empty split file; expected columns {', '.join(MANIFEST_COLUMNS)}"
+        ) from None
+    missing = [c for c in MANIFEST_COLUMNS if c not in man.columns]
+    if missing:
+        raise ValueError(
+            f"{path}: split file lacks column(s) {missing}; expected {', '.join(MANIFEST_COLUMNS)}"
+        )
+    twice = man["image_id"][man["image_id"].duplicated()]
+    if len(twice):
+        first = twice.iat[0]
+        where = sorted(set(man.loc[man["image_id"] == first, "split"]))
+        raise ValueError(
+            f"{path}: {len(twice)} image(s) listed twice, e.g. {first!r} in {where}; expected once"
+        )
+    groups = {name: g.index.to_numpy() for name, g in man.groupby("split", sort=False)}
+    try:
+        check_no_patient_leak(man["patient_id"].to_numpy(), groups)
+    except PatientLeakError as err:
+        raise PatientLeakError(f"{path}: {err} (saved patient key)") from None
+    return man
+
+
+@dataclass(frozen=True)
+class SplitChanges:
+    """How the data differs from a saved manifest: images added, removed, altered; patient keys changed."""
+
+    added: int = 0
+    removed: int = 0
+    altered: int = 0
+    rekeyed: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.altered or self.rekeyed)
+
+    def message(self) -> str:
+        """One log line: ``data changed since the run was split: 3 images added (in no split), ...``."""
+        parts = [
+            f"{n} image{'s' if n != 1 else ''} {what}"
+            for n, what in (
+                (self.added, "added (in no split)"),
+                (self.removed, "removed (left out)"),
+                (self.altered, "altered (kept in its split)"),
+                (self.rekeyed, "with another patient key now"),
+            )
+            if n
+        ]
+        return "data changed since the run was split: " + ", ".join(parts)
+
+
+def compare_manifest(
+    man: pd.DataFrame, meta: pd.DataFrame, images: np.ndarray | None = None
+) -> tuple[SplitChanges, np.ndarray]:
+    """(changes, row in ``meta`` of each manifest row or -1 if removed); altered needs ``images``, CRCs."""
     pos = pd.Series(np.arange(len(meta)), index=meta["image_id"].astype(str))
-    unknown = sorted(set(man["image_id"]) - set(pos.index))
-    if unknown:
-        raise ValueError(f"{path}: {len(unknown)} image IDs not in the dataset, e.g. {unknown[:3]}")
-    split = {name: np.sort(pos[g["image_id"]].to_numpy()) for name, g in man.groupby("split", sort=False)}
-    check_no_patient_leak(meta["patient_id"].to_numpy(), split)
+    pos = pos[~pos.index.duplicated()]
+    rows = pos.reindex(man["image_id"]).fillna(-1).to_numpy(dtype=np.int64)
+    known = rows >= 0
+    altered = 0
+    if images is not None and DIGEST in man.columns:
+        saved = man[DIGEST].to_numpy(dtype=object)
+        check = known & (saved != "")
+        altered = int((pixel_digests(images, rows[check]) != saved[check]).sum())
+    rekeyed = int(
+        (meta["patient_id"].astype(str).to_numpy()[rows[known]] != man["patient_id"].to_numpy()[known]).sum()
+    )
+    added = len(set(pos.index) - set(man["image_id"]))
+    return SplitChanges(added, int((~known).sum()), altered, rekeyed), rows
+
+
+def load_split_manifest(
+    path: str | Path,
+    meta: pd.DataFrame,
+    images: np.ndarray | None = None,
+    report: Callable[[str], None] = log.warning,
+) -> Split:
+    """Read a manifest back as row indices into ``meta``, every known image in its saved split.
+
+    Images added since are in no split and removed ones are left out (``report`` gets one line
+    saying so); ``images`` (the rows of ``meta``) lets altered images be counted too. A split
+    left without any image, or a patient (by the data's key) in two splits, is a ValueError.
+    """
+    man = read_split_manifest(path)
+    changes, rows = compare_manifest(man, meta, images)
+    if changes:
+        report(f"{path}: {changes.message()}")
+    split: Split = {}
+    for name, g in man.groupby("split", sort=False):
+        idx = rows[g.index.to_numpy()]
+        if not (idx >= 0).any():
+            raise ValueError(
+                f"{path}: none of the {len(idx)} images of split {name!r} is in the data any more; "
+                "expected the run's data (check data.path, or train a new run)"
+            )
+        split[str(name)] = np.sort(idx[idx >= 0])
+    try:
+        check_no_patient_leak(meta["patient_id"].to_numpy(), split)
+    except PatientLeakError as err:
+        raise PatientLeakError(
+            f"{path}: {err} by the data's patient key (the split file was edited or the patient rule changed)"
+        ) from None
     return split
 
 

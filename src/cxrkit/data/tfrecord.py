@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 
 from cxrkit.data.base import XRayDataset, file_fingerprint, standard_meta
-from cxrkit.data.decode import decode_image_bytes
+from cxrkit.data.decode import decode_bytes
 from cxrkit.labels import LABELS, TFRECORD_LABEL_FEATURES, align_by_name
+from cxrkit.outputs import write_with
 
 Feature = list[bytes] | list[float] | list[int]
 
@@ -155,9 +156,12 @@ def encode_example(features: Mapping[str, Sequence[bytes] | Sequence[int] | Sequ
 
 def write_tfrecord(path: str | Path, payloads: Iterable[bytes]) -> None:
     """Write payloads as TFRecord records (CRC fields zero: cxrkit and TF's readers don't check them)."""
-    with open(path, "wb") as fh:
+
+    def write(fh) -> None:
         for p in payloads:
             fh.write(struct.pack("<QI", len(p), 0) + p + struct.pack("<I", 0))
+
+    write_with(path, write)
 
 
 class TFRecordDataset(XRayDataset):
@@ -200,7 +204,7 @@ class TFRecordDataset(XRayDataset):
         f_idx, offset = self._where[i]
         ex = parse_example(read_record(self.files[f_idx], offset))
         name = f"{self.files[f_idx]}[{self.meta['image_id'].iat[i]}]"
-        return decode_image_bytes(ex["image"][0], name)  # type: ignore[arg-type]
+        return decode_bytes(ex["image"][0], name)  # type: ignore[arg-type]
 
     def fingerprint(self) -> str:
         return super().fingerprint() + "".join(file_fingerprint(f) for f in self.files)

@@ -147,7 +147,11 @@ def build_worklist(
             "image_id": meta["image_id"].astype(str).to_numpy(),
             "patient_id": meta["patient_id"].astype(str).to_numpy() if "patient_id" in meta else "",
             "score": np.round(np.asarray(score, dtype=np.float64), 6),
-            "flag": np.where(np.asarray(score) >= threshold, "abnormal", "normal"),
+            "flag": np.where(
+                np.isnan(np.asarray(score, dtype=np.float64)),
+                "not scored",  # a non-finite score never reads as normal
+                np.where(np.asarray(score) >= threshold, "abnormal", "normal"),
+            ),
             "top_findings": top_findings(probs, labels, k),
         }
     )
@@ -156,8 +160,33 @@ def build_worklist(
     if truth is not None:
         t = np.asarray(truth, dtype=np.float64)
         out["truth"] = np.where(np.isnan(t), "", np.where(t == 1, "abnormal", "normal"))
-    out = out.sort_values(["score", "image_id"], ascending=[False, True], kind="stable").reset_index(
-        drop=True
+    out = out.sort_values(
+        ["score", "image_id"], ascending=[False, True], kind="stable", na_position="first"
+    ).reset_index(drop=True)
+    out.insert(0, "rank", np.arange(1, len(out) + 1))
+    return out
+
+
+def add_unscored(worklist: pd.DataFrame, unscored: pd.DataFrame) -> pd.DataFrame:
+    """The worklist with studies that were not scored on top, ranked first: they must be read manually.
+
+    ``unscored``: one row per study with ``image_id``, ``patient_id``, ``path``, ``status``
+    ("unreadable" / "not assessable") and ``note`` (what to tell the reader).
+    """
+    if unscored.empty:
+        return worklist
+    top = pd.DataFrame(
+        {
+            "image_id": unscored["image_id"].astype(str).to_numpy(),
+            "patient_id": unscored["patient_id"].astype(str).to_numpy(),
+            "score": np.nan,
+            "flag": unscored["status"].astype(str).to_numpy(),
+            "top_findings": unscored["note"].astype(str).to_numpy(),
+        }
     )
+    if "path" in worklist or "path" in unscored:
+        top["path"] = unscored["path"].astype(str).to_numpy() if "path" in unscored else ""
+    rest = worklist.drop(columns="rank")
+    out = pd.concat([top, rest], ignore_index=True)
     out.insert(0, "rank", np.arange(1, len(out) + 1))
     return out

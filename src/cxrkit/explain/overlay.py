@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from cxrkit.data.transforms import Geometry
 from cxrkit.explain.boxes import Box
+from cxrkit.outputs import write_with
 
 PRED_COLOUR = (255, 40, 40)
 TRUE_COLOUR = (40, 230, 60)
@@ -86,7 +87,4 @@ def save_grid(images: Sequence[Image.Image], path: str | Path, cols: int = 4, ce
         grid.paste(
             t, ((k % cols) * cell + (cell - t.width) // 2, (k // cols) * cell + (cell - t.height) // 2)
         )
-    tmp = path.with_name(f".{path.name}.tmp")
-    grid.save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    return write_with(path, lambda fh: grid.save(fh, format="PNG"))

@@ -7,11 +7,12 @@ to fetch it, so a user can copy it over from a machine with internet.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from cxrkit.outputs import write_with
 
 IMAGENET_GREY_MEAN, IMAGENET_GREY_STD = 0.449, 0.226  # means of ImageNet's per-channel values
 
@@ -29,24 +30,24 @@ def _hub_checkpoints() -> Path:
 def download_weights(url: str, dest: Path, timeout: float = 30.0) -> Path:
     """Download ``url`` to ``dest`` atomically, checking torchvision's sha256 prefix in the name."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.part-{os.getpid()}")
-    h = hashlib.sha256()
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as fh:
+    prefix = re.search(r"-([0-9a-f]{8,})\.", dest.name)
+
+    def fetch(fh) -> None:  # streams into the temporary file; the checksum is checked before the rename
+        h = hashlib.sha256()
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             while block := resp.read(1 << 20):
                 h.update(block)
                 fh.write(block)
+        if prefix and not h.hexdigest().startswith(prefix.group(1)):
+            raise PretrainedWeightsError(f"{url}: downloaded file fails its checksum ({prefix.group(1)})")
+
+    try:
+        write_with(dest, fetch)
     except (urllib.error.URLError, OSError, TimeoutError) as err:
-        tmp.unlink(missing_ok=True)
         raise PretrainedWeightsError(
             f"cannot download {url} ({getattr(err, 'reason', err)}). On a machine with internet, "
             f"download it and copy it to {dest}; or train from scratch (pretrained: false)"
         ) from None
-    prefix = re.search(r"-([0-9a-f]{8,})\.", dest.name)
-    if prefix and not h.hexdigest().startswith(prefix.group(1)):
-        tmp.unlink(missing_ok=True)
-        raise PretrainedWeightsError(f"{url}: downloaded file fails its checksum ({prefix.group(1)})")
-    os.replace(tmp, dest)
     return dest
 
 

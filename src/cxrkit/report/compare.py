@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +28,24 @@ COLUMNS = (
 )
 
 
-def comparison_row(m: dict) -> dict:
-    """One run's row: identity, headline metrics with AUC intervals, triage, per-label AUC."""
-    row = {"run": Path(m["run"]).name, "model": m["model"], "split": m["split"], "images": m["images"]}
+def run_names(runs: Sequence[str | Path]) -> list[str]:
+    """Row names: each run's folder name, or its path below the runs' common parent when names collide."""
+    paths = [Path(r).absolute() for r in runs]
+    names = [p.name for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    parent = Path(os.path.commonpath([str(p.parent) for p in paths]))
+    return [p.relative_to(parent).as_posix() for p in paths]
+
+
+def comparison_row(m: dict, name: str | None = None) -> dict:
+    """One run's row, named ``name`` (default: its folder): identity, headline metrics, triage, AUCs."""
+    row = {
+        "run": name or Path(m["run"]).name,
+        "model": m["model"],
+        "split": m["split"],
+        "images": m["images"],
+    }
     for k in ("macro_auc", "micro_auc"):
         row[f"{k}_low"], row[f"{k}_high"] = m[k]["low"], m[k]["high"]
     row.update({k: m["summary"].get(k) for k in COLUMNS})

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cxrkit.outputs import write_bytes
 from cxrkit.report.html import figure, figure_png
 
 
@@ -25,8 +26,4 @@ def plot_training_curves(history: pd.DataFrame, path: str | Path) -> Path:
     ax1.set_ylabel("loss")
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("validation macro ROC-AUC")
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(figure_png(fig))
-    tmp.replace(path)
-    return path
+    return write_bytes(path, figure_png(fig))

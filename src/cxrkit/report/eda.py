@@ -11,7 +11,10 @@ import pandas as pd
 
 from cxrkit import eda
 from cxrkit.data.base import XRayDataset
-from cxrkit.report.html import Section, fig_tag, figure, kpis, render_page, table_html, write_page
+from cxrkit.outputs import make_out_dir, write_text
+from cxrkit.report.html import Section, fig_tag, figure, kpis, render_page, table_html
+
+SIZE_SAMPLE = 32  # images decoded to tabulate sizes (enough to see mixed resolutions, quick on big sets)
 
 
 def _bar_counts(counts: pd.DataFrame):
@@ -120,35 +123,60 @@ def _image_grid(ds: XRayDataset, labels: Sequence[str], per_label: int, seed: in
     return fig
 
 
-def build_eda_report(
-    ds: XRayDataset, out: str | Path, *, title: str | None = None, per_label: int = 6, seed: int = 0
-) -> tuple[Path, dict]:
-    """Write ``out`` (HTML) and ``out`` with .json (numbers); return the path and the summary."""
-    meta, labels = ds.meta, list(ds.labels)
-    summary = eda.summarize(meta, labels)
+def _sample_grid(ds: XRayDataset, n: int, seed: int):
+    """A grid of ``n`` random images with their names: the image section of an unlabelled set."""
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(ds), size=min(n, len(ds)), replace=False))
+    cols = min(6, len(pick))
+    rows = -(-len(pick) // cols)
+    fig = figure(1.6 * cols, 1.8 * rows)
+    for k, i in enumerate(pick):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(Path(str(ds.meta["image_id"].iat[int(i)])).name[:24], fontsize=7)
+        try:
+            ax.imshow(ds.load_image(int(i)), cmap="gray", vmin=0, vmax=255)
+        except (OSError, ValueError):
+            ax.text(0.5, 0.5, "unreadable", ha="center", va="center", fontsize=7)
+    return fig
+
+
+def _sizes_section(ds: XRayDataset, seed: int) -> Section:
+    """Image sizes of a random sample (decoded), and how many of the sample could not be read."""
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(ds), size=min(SIZE_SAMPLE, len(ds)), replace=False))
+    sizes, unreadable = [], 0
+    for i in pick:
+        try:
+            img = ds.load_image(int(i))
+            sizes.append((int(img.shape[1]), int(img.shape[0])))
+        except (OSError, ValueError):
+            unreadable += 1
+    what = "all images" if len(pick) == len(ds) else f"a random sample of {len(pick)} images"
+    note = f'<p class="note">Decoded sizes (width x height, pixels) of {what}'
+    note += f"; {unreadable} could not be read.</p>" if unreadable else ".</p>"
+    return Section("Image sizes", note + table_html(eda.size_table(sizes), index=False))
+
+
+def _label_sections(meta: pd.DataFrame, labels: list[str]) -> list[Section]:
+    """Label counts, multi-label share and co-occurrence; a note when the source has no labels."""
+    if not labels:
+        return [
+            Section(
+                "Labels",
+                '<p class="note">This source has no labels (plain image files without metadata): '
+                "label counts, co-occurrence and per-label plots are left out.</p>",
+            )
+        ]
     counts = eda.label_counts(meta, labels)
     findings = eda.findings_of(labels)
     sections = [
         Section(
-            "Overview",
-            kpis(
-                [
-                    ("images", f"{summary['images']:,}"),
-                    ("patients", f"{summary['patients']:,}"),
-                    ("labels", str(len(labels))),
-                    ("with any finding", f"{summary['abnormal']:,}"),
-                    ("multi-label share of abnormal", f"{summary['multi_label_share_of_abnormal']:.1%}"),
-                ]
-            )
-            + f'<p class="note">{ds.summary()}; task: {ds.task}.</p>',
-        )
-    ]
-    sections.append(
-        Section(
             "Label counts and shares",
             fig_tag(_bar_counts(counts), "label counts") + table_html(counts, index=False),
         )
-    )
+    ]
     if len(findings) > 1:
         per_img = eda.findings_per_image(meta, labels)
         fig = figure(6, 2.8)
@@ -179,7 +207,13 @@ def build_eda_report(
                 ),
             )
         )
-    if eda.has_column(meta, "age"):
+    return sections
+
+
+def _demographic_sections(meta: pd.DataFrame, labels: list[str]) -> list[Section]:
+    """Age, sex and view position, by label where there are labels; a note for what the source lacks."""
+    sections = []
+    if eda.has_column(meta, "age") and labels:
         f1, f2 = _age_figs(meta, labels)
         sections.append(
             Section(
@@ -189,6 +223,8 @@ def build_eda_report(
                 + table_html(eda.age_by_label(meta, labels), "{:.1f}"),
             )
         )
+    elif eda.has_column(meta, "age"):
+        sections.append(Section("Age", table_html(eda.age_by_label(meta, labels), "{:.1f}")))
     else:
         sections.append(Section("Age", '<p class="note">This source has no age metadata.</p>'))
     for col, name in (("sex", "Sex"), ("view", "View position")):
@@ -203,19 +239,73 @@ def build_eda_report(
             )
         else:
             sections.append(Section(name, f'<p class="note">This source has no {col} metadata.</p>'))
-    if ds.has_images and len(ds):
-        grid = _image_grid(ds, labels, per_label, seed)
-        if grid is not None:
-            sections.append(Section("Sample images per label", fig_tag(grid, "sample images per label")))
-    else:
-        sections.append(
+    return sections
+
+
+def _image_sections(ds: XRayDataset, labels: list[str], per_label: int, seed: int) -> list[Section]:
+    """Image sizes and sample images (per label, or a plain sample of an unlabelled set)."""
+    if not (ds.has_images and len(ds)):
+        return [
             Section(
                 "Sample images",
                 '<p class="note">Metadata only: no images to show. '
                 "Pass an image folder to add a sample grid.</p>",
             )
+        ]
+    sections = [_sizes_section(ds, seed)]
+    if not labels:
+        grid = _sample_grid(ds, max(per_label, 1) * 2, seed)
+        sections.append(Section("Sample images", fig_tag(grid, "sample images")))
+        return sections
+    grid = _image_grid(ds, labels, per_label, seed)
+    if grid is not None:
+        sections.append(Section("Sample images per label", fig_tag(grid, "sample images per label")))
+    return sections
+
+
+def build_eda_report(
+    ds: XRayDataset, out: str | Path, *, title: str | None = None, per_label: int = 6, seed: int = 0
+) -> tuple[Path, dict]:
+    """Write ``out`` (HTML) and ``out`` with .json (numbers); return the path and the summary.
+
+    A source without labels (plain image files) gets a label-free page: counts, image sizes, samples.
+    """
+    meta, labels = ds.meta, list(ds.labels)
+    summary = eda.summarize(meta, labels)
+    share = summary["multi_label_share_of_abnormal"]
+    overview = Section(
+        "Overview",
+        kpis(
+            [
+                ("images", f"{summary['images']:,}"),
+                ("patients", f"{summary['patients']:,}"),
+                ("labels", str(len(labels))),
+                ("with any finding", f"{summary['abnormal']:,}" if labels else "n/a"),
+                ("multi-label share of abnormal", f"{share:.1%}" if share == share else "n/a"),
+            ]
         )
+        + f'<p class="note">{ds.summary()}; task: {ds.task}.</p>',
+    )
+    sections = [
+        overview,
+        *_label_sections(meta, labels),
+        *_demographic_sections(meta, labels),
+        *_image_sections(ds, labels, per_label, seed),
+    ]
     page = render_page(title or f"cxrkit EDA — {ds.source}", sections, subtitle=ds.summary())
-    path = write_page(out, page)
-    path.with_suffix(".json").write_text(json.dumps(summary, indent=1, default=float))
-    return path, summary
+    out = Path(out)
+    make_out_dir(out.parent)
+    write_text(out, page)
+    write_text(out.with_suffix(".json"), json.dumps(_plain(summary), indent=1, allow_nan=False))
+    return out, summary
+
+
+def _plain(value):
+    """A JSON-ready copy: numpy numbers as Python ones, NaN as null (strict JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, (float, np.floating)):
+        return None if value != value else float(value)
+    return value

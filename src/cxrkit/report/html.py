@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from cxrkit.outputs import make_out_dir, write_text
+
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;
 color:#1d2733;padding:0 1rem}h1{font-size:1.6rem}h2{font-size:1.25rem;margin-top:2.2rem;
@@ -92,8 +94,5 @@ def render_page(title: str, sections: Iterable[Section], subtitle: str = "") -> 
 def write_page(path: str | Path, page: str) -> Path:
     """Write a page atomically (temp file then rename), so a failed build never leaves half a report."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    make_out_dir(path.parent)
+    return write_text(path, page)

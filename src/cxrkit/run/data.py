@@ -1,8 +1,9 @@
 """A run's data: its dataset, prepared cache, the labels it trains on, their targets and its split.
 
-Training builds it from a RunConfig; evaluation, triage and localization rebuild it from the
-run's saved ``config.yaml`` and ``split.csv`` (re-scoring a split needs the source data;
-predicting on new images does not: see ``run.model``).
+Training builds it from a RunConfig; resuming, evaluation, triage and localization rebuild it
+from the run's saved ``config.yaml`` and ``split.csv``, never a new split (re-scoring a split
+needs the source data; predicting on new images does not: see ``run.model``). ``check_start``
+validates what a run asks of its dataset before any cache is built.
 """
 
 from __future__ import annotations
@@ -58,6 +59,14 @@ def select_labels(available: tuple[str, ...], wanted: tuple[str, ...]) -> list[i
     return out
 
 
+def check_start(cfg: RunConfig, ds: XRayDataset) -> list[int]:
+    """Columns of the labels trained on; a ValueError (before any cache) if labels or loss do not fit."""
+    cols = select_labels(ds.labels, cfg.train.labels)
+    if cfg.train.loss == "ce" and ds.task not in ("binary", "multiclass"):
+        raise ValueError("loss ce needs a single-label dataset (class folders); use bce for multi-label")
+    return cols
+
+
 def make_split(meta: pd.DataFrame, targets: np.ndarray, scfg: SplitConfig) -> Split:
     """Patient-grouped stratified split, or the source's official one; train and val must exist."""
     if scfg.method == "official":
@@ -100,22 +109,46 @@ def build_cache(
     return res
 
 
-def open_data(cfg: RunConfig, path: Path) -> TrainData:
-    """The prepared cache at ``path`` with the config's labels and split."""
+def saved_split(run_dir: Path) -> Path:
+    """The run's ``split.csv``; FileNotFoundError naming it when it is missing."""
+    path = Path(run_dir) / files.SPLIT
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the run's split cannot be recovered")
+    return path
+
+
+def load_saved_split(path: Path, cache: CachedDataset, log: Log | None = None) -> Split:
+    """A run's saved split over ``cache``: known images where they were, new ones in none.
+
+    How the data changed since is one line to ``log`` (without one: a logging warning).
+    """
+    if log is None:
+        return load_split_manifest(path, cache.meta, cache.images)
+    return load_split_manifest(path, cache.meta, cache.images, report=log)
+
+
+def open_data(
+    cfg: RunConfig, path: Path, split_file: Path | None = None, log: Log | None = None
+) -> TrainData:
+    """The prepared cache at ``path`` with the config's labels and a new split, or ``split_file``'s."""
     cache = CachedDataset(path)
-    cols = select_labels(cache.labels, cfg.train.labels)
+    cols = check_start(cfg, cache)
     targets = cache.targets()[:, cols]
     task = cache.task if cfg.train.loss == "ce" else "multilabel"
-    if cfg.train.loss == "ce" and cache.task not in ("binary", "multiclass"):
-        raise ValueError("loss ce needs a single-label dataset (class folders); use bce for multi-label")
-    return TrainData(
-        cache, tuple(cache.labels[c] for c in cols), targets, make_split(cache.meta, targets, cfg.split), task
-    )
+    if split_file is None:
+        split = make_split(cache.meta, targets, cfg.split)
+    else:
+        split = load_saved_split(split_file, cache, log)
+        lacking = [part for part in ("train", "val") if part not in split]
+        if lacking:
+            raise ValueError(f"{split_file}: no {' or '.join(lacking)} images; expected a run's split file")
+    return TrainData(cache, tuple(cache.labels[c] for c in cols), targets, split, task)
 
 
 def prepare_data(cfg: RunConfig, log: Log = lambda _m: None) -> TrainData:
-    """Dataset -> cache (built once, reused after) -> labels, targets and split, in one process."""
+    """Dataset -> checks -> cache (built once, reused after) -> labels, targets and a new split."""
     ds = build_dataset(cfg.data)
+    check_start(cfg, ds)
     path, key = locate_cache(cfg, ds)
     build_cache(cfg, ds, path, key, log)
     return open_data(cfg, path)
@@ -142,18 +175,23 @@ def load_run_config(run_dir: Path, overrides: dict | None = None) -> RunConfig:
     return build_run_config(load_yaml(Path(run_dir) / files.CONFIG), overrides)
 
 
-def load_run_data(run_dir: Path, log: Log = lambda _m: None) -> TrainData:
-    """A run's data as trained: its config's source and cache, and its saved split (never a new one)."""
+def load_run_data(run_dir: Path, log: Log | None = None) -> TrainData:
+    """A run's data as trained: its config's source and cache, and its saved split (never a new one).
+
+    Images added since are in no split, removed ones are left out; the difference is one line to
+    ``log`` (or a logging warning). A patient in two splits by today's patient key is an error.
+    """
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
-    if not (run_dir / files.SPLIT).is_file():
-        raise FileNotFoundError(f"{run_dir / files.SPLIT} is missing: the run's split cannot be recovered")
+    split_file = saved_split(run_dir)
     try:
-        data = prepare_data(cfg, log)
+        ds = build_dataset(cfg.data)
+        check_start(cfg, ds)
+        path, key = locate_cache(cfg, ds)
+        build_cache(cfg, ds, path, key, log or (lambda _m: None))
     except FileNotFoundError as err:
         raise FileNotFoundError(
             f"{run_dir}: the run's training data is needed to score its splits and is not available "
             f"({err}); predicting on new images does not need it (cxr predict)"
         ) from None
-    data.split = load_split_manifest(run_dir / files.SPLIT, data.cache.meta)
-    return data
+    return open_data(cfg, path, split_file, log)

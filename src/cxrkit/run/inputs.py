@@ -6,16 +6,36 @@ ones become (S, S) uint8 images by the run's input spec. A bad file never stops 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cxrkit.data.decode import ImageReadError, array_to_grey, read_image
+from cxrkit.data.decode import (
+    MIN_SIDE,
+    ImageReadError,
+    NotAssessableError,
+    array_to_grey,
+    check_assessable,
+    read_image,
+)
+from cxrkit.data.folder import DICOM_SUFFIXES, dicom_patient
 from cxrkit.data.transforms import InputSpec, prepare_image
 
 Input = str | Path | np.ndarray
+UNREADABLE, NOT_ASSESSABLE = "unreadable", "not assessable"  # row status of an input that was not scored
+
+
+def min_side(spec: InputSpec) -> int:
+    """The shortest side an input may have: ``MIN_SIDE``, or the model's own input size when smaller."""
+    return min(MIN_SIDE, spec.size)
+
+
+def manual_read_note(status: str, reason: str) -> str:
+    """What a worklist says of an input that was not scored: "unreadable: REASON - read manually"."""
+    return f"{status}: {reason} \u2014 read manually"
 
 
 @dataclass
@@ -46,6 +66,21 @@ class PreparedInputs:
     def failures(self) -> list[tuple[str, str]]:
         """(source, reason) of every input that could not be used."""
         return [(r["source"], r["error"]) for r in self.rows if r["error"]]
+
+    def failures_frame(self):
+        """The inputs that were not scored: source, image_id, patient_id, status, reason (a DataFrame)."""
+        import pandas as pd
+
+        bad = [r for r in self.rows if r["error"]]
+        return pd.DataFrame(
+            {
+                "path": [r["source"] for r in bad],
+                "image_id": [r["image_id"] for r in bad],
+                "patient_id": [r["patient_id"] for r in bad],
+                "status": [r["status"] for r in bad],
+                "reason": [r["error"] for r in bad],
+            }
+        )
 
 
 def expand_inputs(inputs: Input | Sequence[Input]) -> list[tuple[str, Path | np.ndarray]]:
@@ -106,13 +141,17 @@ def prepare_items(
     for k, (source, item) in enumerate(items):
         bar.update(1)  # type: ignore[attr-defined]
         name = item.name if isinstance(item, Path) else source
-        row = {"source": source, "image_id": name, "patient_id": Path(name).stem, "error": ""}
+        row = {"source": source, "image_id": name, "patient_id": Path(name).stem, "error": "", "status": "ok"}
         try:
-            if isinstance(item, Path) and item.is_dir():
+            if isinstance(item, Path) and item.is_dir() and os.access(item, os.R_OK | os.X_OK):
                 raise ImageReadError(item, "a folder with no PNG/JPEG/DICOM files in it")
+            if isinstance(item, Path) and item.suffix.lower() in DICOM_SUFFIXES:
+                row["patient_id"] = dicom_patient(item) or row["patient_id"]  # the PatientID tag
             img = read_image(item) if isinstance(item, Path) else array_to_grey(item, source)
+            check_assessable(img, source, min_side(spec))
         except ImageReadError as err:
             row["error"] = err.reason
+            row["status"] = NOT_ASSESSABLE if isinstance(err, NotAssessableError) else UNREADABLE
             rows.append(row)
             continue
         row.update(src_w=int(img.shape[1]), src_h=int(img.shape[0]))

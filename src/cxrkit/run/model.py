@@ -26,7 +26,7 @@ from cxrkit.models.registry import pretrained_normalisation
 from cxrkit.run import files
 from cxrkit.run.checkpoint import load_checkpoint
 from cxrkit.run.data import TrainData
-from cxrkit.run.inputs import Input, PreparedInputs, prepare_inputs
+from cxrkit.run.inputs import UNREADABLE, Input, PreparedInputs, manual_read_note, prepare_inputs
 from cxrkit.run.onnx import OnnxEngine, engine_file, resolve_engine
 from cxrkit.run.package import ModelPackage, read_package
 
@@ -191,7 +191,15 @@ class RunModel:
         score = np.full(n, np.nan)
         if len(probs):
             score[prepared.ok], _ = abnormality_score(probs, self.labels, point.score)
-        flag = np.where(np.isnan(score), "", np.where(score >= point.threshold, "abnormal", "normal"))
+        flag = np.where(score >= point.threshold, "abnormal", "normal").astype(object)
+        notes = [""] * n
+        for k, r in enumerate(prepared.rows):
+            if r["error"]:  # never scored: the flag says why, so no study silently reads as normal
+                flag[k] = r.get("status") or UNREADABLE
+                notes[k] = manual_read_note(flag[k], r["error"])
+            elif np.isnan(score[k]):  # a model that gives NaN: not a normal study either
+                flag[k] = "not scored"
+                notes[k] = manual_read_note(flag[k], "the model gave no finite score")
         tops = np.full(n, "", dtype=object)
         if len(probs):
             tops[prepared.ok] = top_findings(probs, self.labels, top)
@@ -199,7 +207,7 @@ class RunModel:
             {
                 "source": [r["source"] for r in prepared.rows],
                 "image_id": [r["image_id"] for r in prepared.rows],
-                "error": [r["error"] for r in prepared.rows],
+                "error": notes,
             }
         )
         for j, lab in enumerate(self.labels):

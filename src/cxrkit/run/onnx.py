@@ -9,7 +9,10 @@ whichever engine runs them. ``model.onnx`` is float32; ``model.int8.onnx`` is st
 
 from __future__ import annotations
 
+import io
 import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +21,7 @@ import numpy as np
 import torch
 
 from cxrkit.models.net import CXRNet
+from cxrkit.outputs import write_bytes
 from cxrkit.run import files
 
 ENGINES = ("torch", "onnx", "onnx-int8", "auto")
@@ -102,8 +106,7 @@ def export_onnx(model: CXRNet, size: int, path: Path) -> Path:
     net = copy.deepcopy(model).cpu().float().eval()
     net.to(memory_format=torch.contiguous_format)
     x = torch.rand(2, 1, size, size)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    buf = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         # the TorchScript exporter: deprecated since torch 2.9 but exact, and ~14x faster than the
         # torch.export-based one on DenseNet-121 here (1 s against 14 s); torch 2.14 (pinned) has it
@@ -111,15 +114,14 @@ def export_onnx(model: CXRNet, size: int, path: Path) -> Path:
         torch.onnx.export(
             net,
             (x,),
-            str(tmp),
+            buf,
             input_names=["image"],
             output_names=["logits"],
             dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
             opset_version=OPSET,
             dynamo=False,
         )
-    tmp.replace(path)
-    return path
+    return write_bytes(path, buf.getvalue())
 
 
 def session_options(threads: int | None = None):
@@ -183,8 +185,8 @@ def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray, batch_size: in
             return next(self.batches, None)
 
     out = Path(out)
-    pre = out.with_name(f".{out.stem}.pre.onnx")
-    tmp = out.with_name(f".{out.name}.tmp")
+    work = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", dir=out.parent))  # private (0700), unique
+    pre, tmp = work / "pre.onnx", work / "int8.onnx"
     try:
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
         quantize_static(
@@ -199,8 +201,7 @@ def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray, batch_size: in
             # quantizing it gains nothing here and ONNX Runtime warns for every such layer
             op_types_to_quantize=QUANTIZED_OPS,
         )
-        tmp.replace(out)
+        write_bytes(out, tmp.read_bytes())
     finally:
-        for f in (pre, tmp):
-            f.unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
     return out

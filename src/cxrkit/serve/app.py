@@ -31,12 +31,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cxrkit import __version__
 from cxrkit.config import ServeConfig
-from cxrkit.data.decode import ImageReadError, ImageTooLargeError, decode_bytes
+from cxrkit.data.decode import (
+    ImageReadError,
+    ImageTooLargeError,
+    NotAssessableError,
+    check_assessable,
+    decode_bytes,
+)
 from cxrkit.data.transforms import compute_geometry, prepare_image, to_model_input
 from cxrkit.evaluate.triage import abnormality_score, top_findings
 from cxrkit.explain.gradcam import compute_heatmaps, label_index
 from cxrkit.explain.overlay import heatmap_to_source, render_overlay
 from cxrkit.labels import NO_FINDING
+from cxrkit.run.inputs import min_side
 from cxrkit.run.model import RunModel
 from cxrkit.serve.batcher import Batcher, Overloaded
 from cxrkit.serve.metrics import Metrics
@@ -137,6 +144,10 @@ class Service:
 
         def work() -> tuple[np.ndarray, np.ndarray]:
             image = self.decode(data, filename, content_type)
+            try:
+                check_assessable(image, filename, min_side(self.run.spec))
+            except NotAssessableError as err:
+                raise ApiError(422, "not_assessable", f"{err} (read this study manually)") from None
             return image, prepare_image(image, self.run.spec)
 
         return await asyncio.to_thread(work)

@@ -18,6 +18,7 @@ from cxrkit.evaluate.calibration import logits_to_probs
 from cxrkit.evaluate.metrics import macro_auc
 from cxrkit.labels import finding_columns
 from cxrkit.models.net import CXRNet
+from cxrkit.outputs import write_with
 from cxrkit.run import files
 from cxrkit.training.losses import LossFn
 
@@ -54,7 +55,8 @@ def train_head_on_features(
         f"({time.perf_counter() - start:.1f} s, {f_tr.shape[1]} features each)"
     )
     if run_dir is not None:
-        np.savez(run_dir / files.BOTTLENECK, train=f_tr, val=f_va, train_idx=tr, val_idx=va)
+        arrays = {"train": f_tr, "val": f_va, "train_idx": tr, "val_idx": va}
+        write_with(run_dir / files.BOTTLENECK, lambda fh: np.savez(fh, **arrays))
     x_tr, y_tr = torch.from_numpy(f_tr).to(device), torch.from_numpy(data.targets[tr]).to(device)
     x_va, y_va = torch.from_numpy(f_va).to(device), torch.from_numpy(data.targets[va]).to(device)
     opt = torch.optim.Adam(model.head.parameters(), lr=t.lr)

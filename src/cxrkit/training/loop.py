@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from cxrkit.evaluate.calibration import logits_to_probs
 from cxrkit.evaluate.metrics import summary_metrics
 from cxrkit.models.device import resolve_device
 from cxrkit.models.net import CXRNet
+from cxrkit.outputs import write_csv
 from cxrkit.run import files
 from cxrkit.run.checkpoint import atomic_write_text, cpu_state, load_checkpoint, save_checkpoint
 from cxrkit.run.data import (
@@ -37,9 +39,11 @@ from cxrkit.run.data import (
     TrainData,
     absolute_paths,
     build_cache,
+    check_start,
     load_run_config,
     locate_cache,
     open_data,
+    saved_split,
 )
 from cxrkit.run.model import build_network, network_spec
 from cxrkit.run.package import ModelPackage, build_package, write_package
@@ -195,19 +199,53 @@ def _improved(value: float, best: float | None, monitor: str) -> bool:
     return value < best if monitor in MINIMISE else value > best
 
 
-def _run_dir(cfg: RunConfig, info: ddp.DistInfo) -> Path:
+def _claim_folder(base: Path, reuse_empty: bool) -> tuple[Path, bool]:
+    """A new folder ``base`` (or ``base-2``, ``base-3``...), made atomically; (path, made here).
+
+    ``reuse_empty`` (a name the user chose): an existing empty ``base`` is taken as is. A generated
+    (timestamp) name never reuses a folder, so two runs started in the same second get their own.
+    """
+    path, k = base, 2
+    while True:
+        try:
+            path.mkdir(parents=True)
+            return path, True
+        except FileExistsError:
+            if reuse_empty and path == base and path.is_dir() and not any(path.iterdir()):
+                return path, False
+        path, k = base.with_name(f"{base.name}-{k}"), k + 1
+
+
+def _run_dir(cfg: RunConfig, info: ddp.DistInfo) -> tuple[Path, bool]:
+    """The new run's folder (rank 0 claims it, every rank gets it) and whether rank 0 created it."""
+    made = False
     if info.main:
         base = Path(cfg.out) / (
             cfg.name or f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.model.name.replace(':', '-')}"
         )
-        path, k = base, 2
-        while path.exists() and any(path.iterdir()):
-            path, k = base.with_name(f"{base.name}-{k}"), k + 1
-        path.mkdir(parents=True, exist_ok=True)
+        path, made = _claim_folder(base, reuse_empty=bool(cfg.name))
         run = str(path)
     else:
         run = ""
-    return Path(ddp.broadcast(info, run))
+    return Path(ddp.broadcast(info, run)), made
+
+
+def _check_out(out: str | Path) -> None:
+    """Refuse, before any cache is built, an ``out`` that is (or lies under) a file."""
+    for folder in (Path(out), *Path(out).parents):
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(f"out: {folder} is a file; expected a folder for run folders")
+
+
+def _discard_unstarted(run_dir: Path, made: bool) -> None:
+    """Remove what a start that failed before its first checkpoint wrote (the folder too if made here)."""
+    if (run_dir / files.LAST).exists() or (run_dir / files.BEST).exists():
+        return  # a checkpoint is worth keeping (--resume continues from it)
+    if made:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for child in run_dir.iterdir():  # the folder was empty before this run: only its own files are here
+        shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
 
 
 def fit(
@@ -229,28 +267,62 @@ def fit(
 def _fit(
     cfg: RunConfig | None, resume: str | Path | None, overrides: dict | None, info: ddp.DistInfo, log: Log
 ) -> Path:
+    """Check the config against the data and build the model, then the cache; only then a run folder.
+
+    A new run's folder appears once the data, labels, model and split are known good, and a start
+    that fails before the first checkpoint removes it again. A resumed run keeps its ``split.csv``.
+    """
+    split_file = None
     if resume is not None:
         run_dir = Path(resume)
         cfg = load_run_config(run_dir, overrides)
+        split_file = saved_split(run_dir)
         ckpt = load_checkpoint(run_dir / files.LAST)
-    elif cfg is not None:
-        run_dir, ckpt = _run_dir(cfg, info), None
-    else:
+    elif cfg is None:
         raise ValueError("fit needs a RunConfig or a run folder to resume")
-    t = cfg.train
+    else:
+        ckpt = None
+        _check_out(cfg.out)
+    t, m = cfg.train, cfg.model
     device = resolve_device(t.device, info.local_rank)
-    torch.manual_seed(t.seed)
     ds = build_dataset(cfg.data)
+    n_labels = len(check_start(cfg, ds))  # labels and loss fit the data: checked before any cache
+    torch.manual_seed(t.seed)
+    # the model before the cache: a misspelt model name must not cost a cache build first
+    model = build_network(m.name, dataclasses.asdict(m), n_labels, pretrained=m.pretrained)
     cache_path, key = locate_cache(cfg, ds)
     if info.main:
         build_cache(cfg, ds, cache_path, key, log)
     ddp.barrier(info)
-    data = open_data(cfg, cache_path)
-    if info.main:
-        atomic_write_text(run_dir / files.CONFIG, absolute_paths(cfg).to_yaml())
-        save_split_manifest(run_dir / files.SPLIT, data.cache.meta, data.split)
-    m = cfg.model
-    model = build_network(m.name, dataclasses.asdict(m), len(data.labels), pretrained=m.pretrained)
+    data = open_data(cfg, cache_path, split_file, log)  # a resumed run: its saved split, never a new one
+    if resume is not None:
+        if info.main:
+            atomic_write_text(run_dir / files.CONFIG, absolute_paths(cfg).to_yaml())  # with the overrides
+        return _train(cfg, run_dir, ckpt, data, model, device, info, log)
+    run_dir, made = _run_dir(cfg, info)
+    try:
+        if info.main:
+            atomic_write_text(run_dir / files.CONFIG, absolute_paths(cfg).to_yaml())
+            save_split_manifest(run_dir / files.SPLIT, data.cache.meta, data.split, data.cache.images)
+        return _train(cfg, run_dir, None, data, model, device, info, log)
+    except BaseException:
+        if info.main:
+            _discard_unstarted(run_dir, made)
+        raise
+
+
+def _train(
+    cfg: RunConfig,
+    run_dir: Path,
+    ckpt: dict | None,
+    data: TrainData,
+    model: CXRNet,
+    device: torch.device,
+    info: ddp.DistInfo,
+    log: Log,
+) -> Path:
+    """Epochs from the checkpoint ``ckpt`` (or the start) to the end; checkpoints, history, model.json."""
+    t, m = cfg.train, cfg.model
     if m.init_head == "from_pretrained" and ckpt is None:
         from cxrkit.models.xrv import init_head_from_pretrained
 
@@ -403,7 +475,7 @@ def write_model_package(
 def write_history(run_dir: Path, history: list[dict], curves: bool = True) -> None:
     """metrics.csv (every epoch) and, when ``curves``, curves.png from the per-epoch rows."""
     frame = pd.DataFrame(history)
-    frame.to_csv(run_dir / files.HISTORY, index=False)
+    write_csv(run_dir / files.HISTORY, frame, index=False)
     if not curves:
         return
     from cxrkit.report.curves import plot_training_curves

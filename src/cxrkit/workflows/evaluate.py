@@ -14,6 +14,7 @@ import json
 import warnings
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -38,11 +39,15 @@ from cxrkit.evaluate.triage import (
     triage_sweep,
 )
 from cxrkit.labels import NO_FINDING, finding_columns
+from cxrkit.outputs import make_out_dir, read_csv, write_csv, write_text
 from cxrkit.run import files
-from cxrkit.run.checkpoint import atomic_write_text
 from cxrkit.run.data import Log, TrainData, load_run_data
 from cxrkit.run.model import RunModel, SplitPredictions, predict_split
+from cxrkit.run.onnx import weights_digest
 from cxrkit.run.package import resolve_operating_point, resolve_thresholds
+
+if TYPE_CHECKING:
+    from cxrkit.report.evaluation import EvalFigures
 
 FIXED_RULES = ("0.5", "0.2", "max_f1", "youden")
 RULE_COLUMNS = (
@@ -128,12 +133,13 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, log: Log = 
     cfg = cfg or EvalConfig()
     parse_rule(cfg.threshold)  # a bad rule fails before anything is loaded
     run = RunModel.load(run_dir, cfg.device)
+    digest = weights_digest(run.path)  # recorded so that `cxr compare` can tell a stale evaluation
     out = Path(cfg.out) if cfg.out else files.eval_dir(run.path, cfg.split)
     data = load_run_data(run.path, log)
     labels = run.labels
     val = predict_split(run, data, "val")
     ev = val if cfg.split == "val" else predict_split(run, data, cfg.split)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_out_dir(out)
     log(f"evaluating {run.path.name} on {cfg.split}: {len(ev.probs):,} images, {len(labels)} labels")
     cols = finding_columns(labels)
     with warnings.catch_warnings(record=True) as caught:
@@ -176,6 +182,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, log: Log = 
     metrics = {
         "run": str(run.path),
         "model": run.package.model_name,
+        "weights_sha256": digest,
         "split": cfg.split,
         "images": len(ev.probs),
         "patients": int(ev.meta["patient_id"].nunique()),
@@ -213,15 +220,15 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, log: Log = 
         "subgroup_label_auc": sub_auc.to_dict(orient="records"),
         "warnings": notes,
     }
-    atomic_write_text(out / files.METRICS, json.dumps(files.json_safe(metrics), indent=1))
-    table.to_csv(out / files.PER_LABEL, index=False)
-    sweep.to_csv(out / files.SWEEP, index=False)
-    worklist.to_csv(out / files.WORKLIST, index=False)
+    write_text(out / files.METRICS, json.dumps(files.json_safe(metrics), indent=1))
+    write_csv(out / files.PER_LABEL, table, index=False)
+    write_csv(out / files.SWEEP, sweep, index=False)
+    write_csv(out / files.WORKLIST, worklist, index=False)
     pred = ev.meta[["image_id", "patient_id"]].copy()
     for j, lab in enumerate(labels):
         pred[f"true:{lab}"] = ev.targets[:, j]
         pred[f"prob:{lab}"] = np.round(ev.probs[:, j], 6)
-    pred.to_csv(out / files.PREDICTIONS, index=False)
+    write_csv(out / files.PREDICTIONS, pred, index=False)
     write_evaluation_report(run.path, out, data, cfg.samples)
     nf = metrics["no_finding_auc"]
     log(
@@ -259,26 +266,49 @@ def write_evaluation_report(run_dir: Path, out: Path, data: TrainData, samples: 
     Called by evaluation and again by localization: the page is always rendered whole from data,
     never edited after writing.
     """
-    from cxrkit.report.evaluation import EvalFigures, write_eval_report
+    from cxrkit.report.evaluation import write_eval_report
 
     m = json.loads((out / files.METRICS).read_text())
-    pred = pd.read_csv(out / files.PREDICTIONS, dtype={"image_id": str, "patient_id": str})
-    labels = m["labels"]
+    figures = evaluation_figures(run_dir, out, data, m["labels"])
+    n = m["config"]["samples"] if samples is None else samples
+    return write_eval_report(out / files.REPORT, m, figures, n)
+
+
+def evaluation_figures(run_dir: Path, out: Path, data: TrainData, labels: list[str]) -> EvalFigures:
+    """The report's per-image data from ``out``'s predictions/sweep/worklist CSVs and the run's cache.
+
+    Ids are read back exactly as written (un-escaped, "NA" kept); an id missing from the cache is
+    a ValueError naming predictions.csv.
+    """
+    from cxrkit.report.evaluation import EvalFigures
+
+    pred = read_csv(out / files.PREDICTIONS, text=["image_id", "patient_id"])
     y = pred[[f"true:{lab}" for lab in labels]].to_numpy(np.float64)
     p = pred[[f"prob:{lab}" for lab in labels]].to_numpy(np.float64)
     row_of = pd.Series(np.arange(len(data.cache.meta)), index=data.cache.meta["image_id"].astype(str))
     rows = row_of.reindex(pred["image_id"]).to_numpy()
+    lost = pred["image_id"][np.isnan(rows.astype(np.float64))]
+    if len(lost):
+        raise ValueError(
+            f"{out / files.PREDICTIONS}: {len(lost)} image id(s) not in the run's cache, e.g. "
+            f"{lost.iat[0]!r}; expected the ids of the evaluated split"
+        )
     loc = run_dir / files.LOCALIZATION
-    figures = EvalFigures(
+    return EvalFigures(
         targets=y,
         probs=p,
         image_ids=pred["image_id"].tolist(),
         image=lambda i: np.asarray(data.cache.images[int(rows[i])]),
-        sweep=pd.read_csv(out / files.SWEEP),
-        worklist=pd.read_csv(
-            out / "worklist.csv", dtype={"image_id": str, "patient_id": str}, keep_default_na=False
-        ),
+        sweep=read_csv(out / files.SWEEP),
+        worklist=read_worklist(out / files.WORKLIST),
         localization=json.loads(loc.read_text()) if loc.is_file() else None,
     )
-    n = m["config"]["samples"] if samples is None else samples
-    return write_eval_report(out / files.REPORT, m, figures, n)
+
+
+WORKLIST_TEXT = ("image_id", "patient_id", "flag", "top_findings", "path", "truth")  # never missing
+
+
+def read_worklist(path: Path) -> pd.DataFrame:
+    """A worklist.csv as written: its text columns exact strings ("NA" and "" kept), rank/score numbers."""
+    present = set(read_csv(path, nrows=0).columns)
+    return read_csv(path, text=[c for c in WORKLIST_TEXT if c in present])

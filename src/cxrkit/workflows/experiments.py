@@ -17,6 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from cxrkit.config import build_run_config, load_yaml
+from cxrkit.config_check import coerce_value
+from cxrkit.outputs import make_out_dir, write_csv, write_text
 from cxrkit.report.html import Section, render_page, table_html, write_page
 from cxrkit.run import files
 
@@ -54,6 +56,7 @@ def load_grid(path: str | Path) -> tuple[dict, list[dict]]:
     for k, run in enumerate(runs):
         if not isinstance(run, dict) or "name" not in run:
             raise ValueError(f"{path}: run {k + 1} needs a `name:`")
+        run["name"] = coerce_value(run["name"], str, f"{path}: runs[{k}].name")  # 1.10 stays "1.10"
     return base, runs
 
 
@@ -111,11 +114,11 @@ def to_markdown(frame: pd.DataFrame) -> str:
 
 def write_comparison(frame: pd.DataFrame, root: Path) -> None:
     """comparison.csv, comparison.md and comparison.html in ``root``."""
-    root.mkdir(parents=True, exist_ok=True)
+    make_out_dir(root)
     cols = [c for c in COLUMNS if c in frame.columns] + ["run"]
     frame = frame[cols]
-    frame.to_csv(root / "comparison.csv", index=False)
-    (root / "comparison.md").write_text(to_markdown(frame.drop(columns="run")))
+    write_csv(root / "comparison.csv", frame, index=False)
+    write_text(root / "comparison.md", to_markdown(frame.drop(columns="run")))
     note = (
         "Validation metrics of each run's best epoch; precision, recall and F1 at the run's threshold "
         "(train.threshold, 0.5 by default). Binary accuracy is label-wise."

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ from cxrkit.explain.boxes import Box, heatmap_boxes
 from cxrkit.explain.gradcam import compute_heatmaps, label_index
 from cxrkit.explain.overlay import heatmap_to_source, render_overlay, save_grid
 from cxrkit.labels import NO_FINDING
+from cxrkit.outputs import make_out_dir, unique_stems, write_with
 from cxrkit.run import files
 from cxrkit.run.data import Log
 from cxrkit.run.inputs import Input, PreparedInputs
@@ -47,8 +47,11 @@ def explain_images(
     out: str | Path | None = None,
     device: str = "auto",
     log: Log = print,
+    skipped: list[tuple[str, str]] | None = None,
 ) -> list[Path]:
     """Write one overlay PNG per (image, label) and a grid.png; return the overlay paths.
+
+    Inputs that cannot be scored are logged and, with ``skipped``, appended to it as (source, reason).
 
     Without ``labels`` each image's ``top`` most probable findings are explained ("No Finding" has
     no region and is skipped). The heatmap box threshold is the run's localization choice when
@@ -58,7 +61,9 @@ def explain_images(
     [label_index(run.labels, name) for name in labels]  # unknown names fail before any decoding
     pred = run.prepare(images, keep_originals=True)
     for path, reason in pred.failures:
-        log(f"skipped {path}: {reason}")
+        log(f"NOT explained {path}: {reason}")
+    if skipped is not None:
+        skipped.extend(pred.failures)
     folder = Path(out) if out else run.path / files.EXPLAIN_DIR
     return explain_prepared(run, pred, run.probs(pred.images), folder, labels, top, method, frac, log)
 
@@ -74,17 +79,21 @@ def explain_prepared(
     frac: float | None = None,
     log: Log = print,
     grid: bool = True,
+    stems: Mapping[str, str] | None = None,
 ) -> list[Path]:
     """Overlays for inputs already decoded (with originals) and scored: nothing is decoded twice.
 
-    ``grid=False`` writes no grid.png (and keeps no tiles: for long folders).
+    ``grid=False`` writes no grid.png (and keeps no tiles: for long folders). ``stems``: output name
+    of each input source, made unique over all the inputs of a command (when it goes chunk by chunk).
     """
     cols = [label_index(run.labels, name) for name in labels]
     if frac is None:
         saved = run.path / files.LOCALIZATION
         frac = float(json.loads(saved.read_text())["fraction"]) if saved.is_file() else 0.5
     meta = pred.rows_frame()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = make_out_dir(folder)
+    sources = [str(p) for p in meta["path"]]
+    names = [stems[p] for p in sources] if stems is not None else unique_stems(sources)
     findings = [j for j, name in enumerate(run.labels) if name != NO_FINDING]
     truth = _known_boxes(list(meta["image_id"]))
     spec = run.spec
@@ -103,11 +112,7 @@ def explain_prepared(
             ]
             caption = f"{name} {probs[i, j]:.2f} ({method})"
             im = render_overlay(original, heatmap_to_source(heat, geo), boxes, true, caption)
-            stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(row["image_id"]).stem)[:80]
-            path = folder / f"{stem}__{name}.png"
-            tmp = path.with_name(f".{path.name}.tmp")
-            im.save(tmp, format="PNG")
-            tmp.replace(path)
+            path = write_with(folder / f"{names[i]}__{name}.png", lambda fh, im=im: im.save(fh, format="PNG"))
             written.append(path)
             if grid:
                 tiles.append(im)

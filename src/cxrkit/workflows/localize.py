@@ -19,6 +19,7 @@ import pandas as pd
 from cxrkit.data.transforms import compute_geometry, to_model_input
 from cxrkit.explain.boxes import IOBB_THRESHOLDS, Box, best_overlaps, heatmap_boxes, localization_table
 from cxrkit.explain.gradcam import compute_heatmaps, label_index
+from cxrkit.outputs import make_out_dir, write_csv
 from cxrkit.run import files
 from cxrkit.run.checkpoint import atomic_write_text
 from cxrkit.run.data import Log, TrainData, load_run_data
@@ -205,9 +206,9 @@ def localize_run(
     table = localization_table(scores)
     base_table = localization_table(baseline)
     out = run.path / files.LOCALIZATION_DIR
-    out.mkdir(exist_ok=True)
-    scores.to_csv(out / "scores.csv", index=False)
-    table.to_csv(out / "table.csv")
+    out = make_out_dir(out)
+    write_csv(out / "scores.csv", scores, index=False)
+    write_csv(out / "table.csv", table)
     result = {
         "method": method,
         "fraction": frac,

@@ -1,8 +1,9 @@
 """``cxr predict``: a table of per-image predictions for files and folders of new studies.
 
-One row per input, in input order: path, each label's calibrated probability, the triage score
-and flag at the run's stored operating point, the top findings; a file that cannot be read is a
-row with its reason and the rest goes on. Only the run folder is needed.
+One row per input: path, each label's calibrated probability, the triage score and flag at the
+run's stored operating point, the top findings. A file that cannot be scored (unreadable, or too
+small to assess) is a row at the top, flagged, with its reason and "read manually"; the others follow
+in input order. Only the run folder is needed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxrkit.run.checkpoint import atomic_write_text
+from cxrkit.outputs import make_out_dir, unique_stems, write_csv
 from cxrkit.run.data import Log
 from cxrkit.run.inputs import expand_inputs, prepare_items
 from cxrkit.run.model import RunModel
@@ -39,6 +40,8 @@ def predict_files(
 
     run = run if isinstance(run, RunModel) else RunModel.load(run, device, engine)
     items = expand_inputs(list(paths))
+    sources = [source for source, _ in items]
+    stems = dict(zip(sources, unique_stems(sources), strict=True))  # unique over all chunks
     parts = []
     with tqdm(total=len(items), desc="predict", unit="img", disable=not progress) as bar:
         for s in range(0, len(items), chunk):
@@ -48,17 +51,24 @@ def predict_files(
             if heatmaps is not None and len(prepared.ok):
                 from cxrkit.workflows.explain import explain_prepared
 
-                explain_prepared(run, prepared, probs, Path(heatmaps), log=lambda _m: None, grid=False)
+                explain_prepared(
+                    run, prepared, probs, Path(heatmaps), log=lambda _m: None, grid=False, stems=stems
+                )
     table = pd.concat(parts, ignore_index=True)
+    unscored = (table["error"] != "").to_numpy()  # studies to read manually go first, then input order
+    table = pd.concat([table[unscored], table[~unscored]], ignore_index=True)
     if out is not None:
-        atomic_write_text(Path(out), table.to_csv(index=False, float_format="%.9g"))
+        make_out_dir(Path(out).parent)
+        write_csv(Path(out), table, index=False, float_format="%.9g")
     return table
 
 
 def summary_line(table: pd.DataFrame) -> str:
-    """ "N images: K flagged abnormal, F could not be read" for the end of ``cxr predict``."""
+    """ "N images: K flagged abnormal, F not scored (read manually)" for the end of ``cxr predict``."""
     failed = int((table["error"] != "").sum())
     flagged = int((table["triage_flag"] == "abnormal").sum())
     return f"{len(table) - failed:,} of {len(table):,} images scored, {flagged:,} flagged abnormal" + (
-        f"; {failed:,} could not be read (see the error column)" if failed else ""
+        f"; {failed:,} NOT scored (unreadable or not assessable: read them manually; see the error column)"
+        if failed
+        else ""
     )

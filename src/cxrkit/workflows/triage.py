@@ -17,16 +17,17 @@ import numpy as np
 from cxrkit.evaluate.triage import (
     abnormal_truth,
     abnormality_score,
+    add_unscored,
     build_worklist,
     triage_counts,
     triage_sweep,
 )
+from cxrkit.outputs import make_out_dir, write_bytes, write_csv, write_text
 from cxrkit.report.html import figure_png
 from cxrkit.report.plots import plot_triage_sweep
 from cxrkit.run import files
-from cxrkit.run.checkpoint import atomic_write_text
 from cxrkit.run.data import Log, load_run_data
-from cxrkit.run.inputs import Input
+from cxrkit.run.inputs import Input, manual_read_note
 from cxrkit.run.model import RunModel, predict_split
 from cxrkit.run.package import NeedsValidation, resolve_operating_point
 
@@ -41,10 +42,16 @@ def triage(
     device: str = "auto",
     log: Log = print,
 ) -> Path:
-    """Write worklist.csv, triage.json and (with known truth) triage_sweep.csv/.png; return the folder."""
+    """Write worklist.csv, triage.json and (with known truth) triage_sweep.csv/.png; return the folder.
+
+    New images that cannot be scored (unreadable, or too small to assess) are never dropped: they
+    head the worklist as "unreadable: REASON - read manually" and are listed in triage.json.
+    """
     run = run if isinstance(run, RunModel) else RunModel.load(run, device)
     if target is not None and not 0.0 < target <= 1.0:
         raise ValueError(f"target sensitivity {target}: expected a value in (0, 1]")
+    if out is not None:
+        make_out_dir(out)  # a bad --out fails before any scoring
     data = None if images is not None else load_run_data(run.path, log)
     try:
         point, source = resolve_operating_point(run.package, target, score)
@@ -55,10 +62,14 @@ def triage(
             raise err from None
         val = predict_split(run, data, "val").val
         point, source = resolve_operating_point(run.package, target, score, val)
+    unscored = None
     if images is not None:
         prepared = run.prepare(images)
-        for path, reason in prepared.failures:
-            log(f"skipped {path}: {reason}")
+        unscored = prepared.failures_frame()
+        pairs = zip(unscored["status"], unscored["reason"], strict=True)
+        unscored["note"] = [manual_read_note(st, r) for st, r in pairs]
+        for path, note in zip(unscored["path"], unscored["note"], strict=True):
+            log(f"NOT SCORED {path}: {note}")
         probs = run.probs(prepared.images)
         meta = prepared.rows_frame()
         truth = None
@@ -68,17 +79,21 @@ def triage(
         meta, probs = ev.meta, ev.probs
         truth = abnormal_truth(ev.targets, run.labels)
         name = split
-    folder = Path(out) if out else files.triage_dir(run.path, name)
-    folder.mkdir(parents=True, exist_ok=True)
-    s, _ = abnormality_score(probs, run.labels, point.score)
+    folder = make_out_dir(Path(out) if out else files.triage_dir(run.path, name))
+    s, _ = abnormality_score(probs, run.labels, point.score) if len(probs) else (np.zeros(0), "")
     worklist = build_worklist(meta, probs, run.labels, s, point.threshold, truth)
-    worklist.to_csv(folder / files.WORKLIST, index=False)
+    if unscored is not None:
+        worklist = add_unscored(worklist, unscored)
+    write_csv(folder / files.WORKLIST, worklist, index=False)
     flagged = int((s >= point.threshold).sum())
     summary: dict = {
         "operating_point": point.as_dict(),
         "source": source,
-        "images": len(s),
+        "target_reached_on_validation": bool(point.reached),
+        "images": len(s) + (0 if unscored is None else len(unscored)),
+        "scored": len(s),
         "flagged": flagged,
+        "not_scored": [] if unscored is None else unscored.drop(columns="reason").to_dict("records"),
     }
     log(
         f"operating point ({source}): {point.score} score >= {point.threshold:.6g} (validation sensitivity "
@@ -88,8 +103,8 @@ def triage(
     )
     if truth is not None and np.isfinite(truth).any():
         sweep = triage_sweep(truth, s, point.threshold)
-        sweep.to_csv(folder / files.SWEEP, index=False)
-        (folder / files.SWEEP_PLOT).write_bytes(figure_png(plot_triage_sweep(sweep, split)))
+        write_csv(folder / files.SWEEP, sweep, index=False)
+        write_bytes(folder / files.SWEEP_PLOT, figure_png(plot_triage_sweep(sweep, split)))
         c = triage_counts(truth, s, point.threshold)
         summary[split] = c
         log(
@@ -99,7 +114,9 @@ def triage(
             f"({c['reads_saved_share']:.1%}); missed {c['missed']} of {c['abnormal']} abnormal"
         )
     else:
-        log(f"{len(s):,} images, {flagged:,} flagged abnormal ({flagged / max(len(s), 1):.1%})")
-    atomic_write_text(folder / files.TRIAGE, json.dumps(summary, indent=1, default=float))
+        log(f"{len(s):,} images scored, {flagged:,} flagged abnormal ({flagged / max(len(s), 1):.1%})")
+    if unscored is not None and len(unscored):
+        log(f"{len(unscored):,} studies NOT scored (unreadable or not assessable): top of the worklist")
+    write_text(folder / files.TRIAGE, json.dumps(summary, indent=1, default=float))
     log(f"worklist (most urgent first): {folder / files.WORKLIST}")
     return folder

@@ -1,0 +1,104 @@
+"""Triage never lies: a study that cannot be scored heads the worklist; nothing reads as normal by default."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import chest_like, png_bytes, write_dicom
+
+from cxrkit.cli import main
+
+
+def _mixed_folder(root: Path) -> dict[str, str]:
+    """Three good images and one of each kind of study that must not be scored; name -> expected status."""
+    root.mkdir()
+    for k in range(3):
+        (root / f"good{k}.png").write_bytes(png_bytes(chest_like(80, 80, seed=k)))
+    good = png_bytes(chest_like(64, 64))
+    (root / "truncated.png").write_bytes(good[: len(good) // 2])
+    (root / "empty.png").write_bytes(b"")
+    (root / "text.png").write_text("not an image")
+    write_dicom(root / "nopixels.dcm", None)
+    (root / "tiny.png").write_bytes(png_bytes(np.full((1, 1), 128, np.uint8)))
+    (root / "thumb.png").write_bytes(png_bytes(chest_like(20, 200)))
+    return {
+        "truncated.png": "unreadable",
+        "empty.png": "unreadable",
+        "text.png": "unreadable",
+        "nopixels.dcm": "unreadable",
+        "tiny.png": "not assessable",
+        "thumb.png": "not assessable",
+    }
+
+
+@pytest.mark.slow
+def test_triage_puts_every_unscored_study_on_top_and_exits_non_zero(phantom_run, tmp_path, capsys):
+    expected = _mixed_folder(tmp_path / "in")
+    out = tmp_path / "out"
+    rc = main(["triage", str(phantom_run), str(tmp_path / "in"), "--out", str(out)])
+    assert rc != 0, "a worklist with unreadable studies must not look like a clean success"
+    wl = pd.read_csv(out / "worklist.csv", dtype=str, keep_default_na=False)
+    assert len(wl) == 3 + len(expected), "no study may vanish from the worklist"
+    top = wl.iloc[: len(expected)]
+    assert dict(zip(top["image_id"], top["flag"], strict=True)) == expected
+    assert top["top_findings"].str.endswith("read manually").all()
+    assert all(
+        n.startswith(f"{expected[i]}: ") for i, n in zip(top["image_id"], top["top_findings"], strict=True)
+    )
+    assert set(wl.iloc[len(expected) :]["flag"]) <= {"abnormal", "normal"}
+    assert wl["rank"].astype(int).tolist() == list(range(1, len(wl) + 1))
+    summary = json.loads((out / "triage.json").read_text())
+    assert summary["images"] == len(wl) and summary["scored"] == 3
+    assert {r["image_id"]: r["status"] for r in summary["not_scored"]} == expected
+    assert "NOT scored" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_predict_marks_unscored_rows_and_exits_non_zero(phantom_run, tmp_path):
+    expected = _mixed_folder(tmp_path / "in")
+    out = tmp_path / "pred.csv"
+    rc = main(["predict", str(phantom_run), str(tmp_path / "in"), "--out", str(out), "--quiet"])
+    assert rc == 1
+    table = pd.read_csv(out, dtype={"image_id": str, "error": str}, keep_default_na=False)
+    assert len(table) == 3 + len(expected)
+    bad = table[table["image_id"].isin(expected)]
+    assert dict(zip(bad["image_id"], bad["triage_flag"], strict=True)) == expected
+    assert bad["error"].str.contains("read manually").all() and bad["triage_score"].eq("").all()
+    assert (table.loc[~table["image_id"].isin(expected), "error"] == "").all()
+    assert set(table["image_id"][: len(expected)]) == set(expected), "unscored studies must come first"
+    assert table["image_id"][len(expected) :].tolist() == ["good0.png", "good1.png", "good2.png"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", [0, -0.1, 1.5, float("nan")])
+def test_impossible_target_sensitivity_is_refused_everywhere(phantom_run, tmp_path, capsys, target):
+    from cxrkit import load_run
+    from cxrkit.config import EvalConfig, TriageConfig
+
+    rc = main(["triage", str(phantom_run), "--target-sensitivity", str(target), "--out", str(tmp_path / "t")])
+    assert rc == 2 and "target" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
+    with pytest.raises(ValueError, match="target"):
+        load_run(phantom_run).triage(tmp_path, target_sensitivity=target, out=tmp_path / "api")
+    with pytest.raises(ValueError, match="target"):
+        EvalConfig(target_sensitivity=target)
+    with pytest.raises(ValueError, match="target"):
+        TriageConfig(target_sensitivity=target)
+
+
+def test_unreached_target_is_reported_not_claimed():
+    """Validation without a single abnormal study cannot show any sensitivity: the point says not reached."""
+    from cxrkit.run.package import choose_operating_point
+
+    labels = ["No Finding", "Effusion"]
+    y = np.array([[1.0, 0.0]] * 20)  # all normal
+    p = np.random.default_rng(0).random((20, 2))
+    point = choose_operating_point(labels, y, p, 0.95)
+    assert point.reached is False
+    y[:5] = [0.0, 1.0]
+    p[:5] = [0.1, 0.9]
+    assert choose_operating_point(labels, y, p, 0.95).reached is True
