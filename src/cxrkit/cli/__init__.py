@@ -37,13 +37,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a message comes (tests and notebooks swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # StreamHandler.__init__ assigns one: ignored
+        pass
+
+
 def _configure_logging(verbose: bool) -> None:
     """cxrkit's own messages to stderr as ``cxr: ...``; other libraries' logging is left alone."""
-    mine = [h for h in log.handlers if getattr(h, "_cxr", False)]
-    if mine:  # main() called again (tests, notebooks): write to today's stderr, not a closed one
-        mine[0].stream = sys.stderr  # type: ignore[attr-defined]  # (setStream would flush the closed one)
-    else:
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(getattr(h, "_cxr", False) for h in log.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("cxr: %(message)s"))
         handler._cxr = True  # type: ignore[attr-defined]
         log.addHandler(handler)
