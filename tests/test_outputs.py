@@ -78,3 +78,22 @@ def test_a_replaced_file_keeps_its_permissions(tmp_path):
     path.chmod(0o600)
     write_text(path, "new")
     assert path.read_text() == "new" and (path.stat().st_mode & 0o777) == 0o600
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this OS")
+def test_a_device_or_fifo_is_never_replaced(tmp_path):
+    """`--out /dev/null` (or a FIFO) must not turn the node into a regular file."""
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="is a device, FIFO or socket"):
+        write_text(fifo, "data")
+    import stat
+
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_printable_escapes_newlines_and_terminal_codes():
+    from cxrkit.outputs import printable
+
+    assert printable("plain ü.png") == "plain ü.png"
+    assert printable("bad\nFAKE.png") == "bad\\nFAKE.png" and "\x1b" not in printable("x\x1b[2K.png")

@@ -30,6 +30,12 @@ def write_with(path: str | Path, writer: Callable[[IO[bytes]], Any]) -> Path:
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a folder, expected a file name to write")
+    try:
+        mode = os.stat(path, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):  # /dev/null, a FIFO, a socket
+        raise ValueError(f"{path}: is a device, FIFO or socket, expected a regular file to write")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
@@ -165,6 +171,14 @@ def make_out_dir(path: str | Path) -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise PermissionError(f"{path}: output folder is not writable")
     return path
+
+
+def printable(name: object) -> str:
+    """A file name safe to print on one line: control characters (newlines, terminal escapes) escaped."""
+    text = str(name)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def unique_stems(sources: list[str], limit: int = 80) -> list[str]:

@@ -295,3 +295,29 @@ def test_run_names_are_folder_names_unless_they_collide():
     assert run_names(["runs/x", "runs/y"]) == ["x", "y"]
     assert run_names(["runs/a/x", "runs/b/x"]) == ["a/x", "b/x"]
     assert run_names(["runs/x", "runs/x/x"]) == ["x", "x/x"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (lambda d: d["operating_point"].update(threshold=float("nan")), "operating_point.threshold"),
+        (lambda d: d["operating_point"].update(threshold=5.0), "operating_point.threshold"),
+        (lambda d: d["calibration"].update(temperatures=[-1.0] * len(d["labels"])), "temperatures"),
+        (lambda d: d["calibration"].update(temperatures=[0.0] * len(d["labels"])), "temperatures"),
+        (lambda d: d["input"].update(size=100_000), "input"),
+        (lambda d: d.update(task="singlelabel"), "task"),
+    ],
+)
+def test_a_tampered_model_json_is_refused_not_used(phantom_run, tmp_path, capsys, edit, words):
+    """A NaN threshold would read every study as normal: the run is refused, naming model.json."""
+    run = copy_run(phantom_run, tmp_path / "run")
+    d = json.loads((run / "model.json").read_text())
+    edit(d)
+    (run / "model.json").write_text(json.dumps(d))
+    img = tmp_path / "x.png"
+    img.write_bytes(png_bytes(chest_like(64, 64)))
+    rc = main(["predict", str(run), str(img), "--out", str(tmp_path / "p.csv"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "model.json" in err and words in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "p.csv").exists()

@@ -124,3 +124,25 @@ def test_an_unreadable_subfolder_is_listed_not_silently_skipped(tmp_path, monkey
     rows = prepare_inputs(tmp_path, InputSpec(32, "pad")).rows
     bad = [r for r in rows if r["error"]]
     assert len(bad) == 1 and bad[0]["source"].endswith("locked") and bad[0]["status"] == "unreadable"
+
+
+def test_folder_scans_find_linked_folders_suffixless_dicoms_and_hidden_files(tmp_path):
+    """PACS exports name DICOMs IM0001; inboxes link folders in: none of these studies may vanish."""
+    import numpy as np
+    from conftest import write_dicom
+
+    from cxrkit.data.folder import list_images
+
+    pacs, other = tmp_path / "pacs", tmp_path / "three"
+    pacs.mkdir()
+    other.mkdir()
+    write_dicom(pacs / "IM0001", chest_like(40, 40).astype(np.uint16))
+    (pacs / ".hidden.png").write_bytes(png_bytes(chest_like(40, 40)))
+    (pacs / "notes.txt").write_text("not a study")
+    (other / "a.png").write_bytes(png_bytes(chest_like(40, 40)))
+    (pacs / "today").symlink_to(other)
+    (other / "back").symlink_to(pacs)  # a loop: each real folder is walked once
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(pacs / "fifo")  # no suffix: not sniffed (opening it would block)
+    found = sorted(str(p.relative_to(pacs)) for p in list_images(pacs))
+    assert found == [".hidden.png", "IM0001", "today/a.png"]

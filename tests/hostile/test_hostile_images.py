@@ -220,3 +220,21 @@ def test_only_png_and_jpeg_reach_pillow(tmp_path):
     _refused(tmp_path / "gif.png", "not a PNG/JPEG/DICOM")
     (tmp_path / "eps.png").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
     _refused(tmp_path / "eps.png", "not a PNG/JPEG/DICOM")
+
+
+def test_a_newline_in_a_file_name_cannot_forge_a_second_line(tmp_path):
+    path = tmp_path / "bad\nFAKE: ok.png"
+    path.write_bytes(b"")
+    with pytest.raises(ImageReadError) as info:
+        read_image(path)
+    assert "\n" not in str(info.value) and "bad\\nFAKE" in str(info.value)
+
+
+def test_multi_frame_dicom_is_not_assessable(tmp_path):
+    import pydicom
+
+    path = write_dicom(tmp_path / "cine.dcm", np.zeros((3 * 40, 40), np.uint16))
+    ds = pydicom.dcmread(path)
+    ds.Rows, ds.NumberOfFrames = 40, 3
+    ds.save_as(path)
+    _refused(path, "3 frames", NotAssessableError)

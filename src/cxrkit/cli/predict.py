@@ -7,6 +7,7 @@ import argparse
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Per-image predictions for files and folders (recursive), a CSV row each; exit 1 if any is unscored."""
+    from cxrkit.outputs import printable
     from cxrkit.workflows.predict import predict_files, summary_line
 
     table = predict_files(
@@ -20,7 +21,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         engine=args.engine,
     )
     for row in table[table["error"] != ""].itertuples():
-        print(f"  {row.source}: {row.error}")
+        print(f"  {printable(row.source)}: {row.error}")
     print(
         summary_line(table)
         + f"; table: {args.out}"

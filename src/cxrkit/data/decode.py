@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+from cxrkit.outputs import printable
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".dcm", ".dicom")
 
 
 class ImageReadError(ValueError):
@@ -24,7 +26,7 @@ class ImageReadError(ValueError):
     def __init__(self, path: str | Path, reason: str) -> None:
         self.path = str(path)
         self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
+        super().__init__(f"{printable(self.path)}: {reason}")  # a newline in a name cannot forge a line
 
 
 class ImageTooLargeError(ImageReadError):
@@ -296,6 +298,8 @@ def _decode_dicom(data: bytes, path: Path, max_pixels: int | None = None) -> np.
     except (TypeError, ValueError):
         raise ImageReadError(path, "DICOM Rows/Columns/NumberOfFrames are not numbers") from None
     _check_pixels(path, cols, rows, frames, max_pixels)
+    if frames > 1:  # a radiograph is one image; a cine/tomosynthesis series is not what was trained on
+        raise NotAssessableError(path, f"DICOM holds {frames} frames; expected a single radiograph")
     try:
         samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 16) or 16)
     except (TypeError, ValueError):
@@ -310,8 +314,6 @@ def _decode_dicom(data: bytes, path: Path, max_pixels: int | None = None) -> np.
             path, f"cannot decode DICOM pixel data (transfer syntax {syntax}: {err})"
         ) from None
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        arr = arr[0]
     if arr.ndim == 3:  # colour DICOM: luma
         arr = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
         return scale_to_uint8(arr, path)

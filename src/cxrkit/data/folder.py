@@ -17,13 +17,14 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from cxrkit.data.base import XRayDataset, standard_meta
-from cxrkit.data.decode import IMAGE_SUFFIXES, check_regular_file, read_image
+from cxrkit.data.decode import IMAGE_SUFFIXES, check_regular_file, is_dicom, read_image
 from cxrkit.labels import try_canonical_label
 
 log = logging.getLogger(__name__)
@@ -110,9 +111,10 @@ def patient_keys(
 def list_images(paths: str | Path | Sequence[str | Path]) -> list[Path]:
     """Image files (PNG/JPEG/DICOM) among ``paths``, folders searched recursively, sorted.
 
-    Symlinked folders are not followed (no loops). Entries named like images that are not regular
-    files (a FIFO, a device, a broken or looping symlink) are listed, so that reading them reports
-    why they were refused instead of dropping them silently.
+    Symlinked folders are followed (each real folder once: no loops); DICOMs without a suffix are
+    found by their magic bytes. Entries named like images that are not regular files (a FIFO, a
+    device, a broken or looping symlink, an unreadable folder) are listed, so that reading them
+    reports why they were refused instead of dropping them silently.
     """
     items = [paths] if isinstance(paths, (str, Path)) else list(paths)
     out: list[Path] = []
@@ -127,24 +129,41 @@ def list_images(paths: str | Path | Sequence[str | Path]) -> list[Path]:
 
 
 def _walk_images(root: Path) -> list[Path]:
-    """Image-named entries below ``root``; a sub-folder that cannot be read is listed itself (reported)."""
+    """Every study below ``root``: image-named entries and DICOMs without a suffix (``IM0001``).
+
+    Symlinked folders are followed, each real folder once (no loops); hidden files are listed too;
+    a sub-folder that cannot be read is listed itself, so reading it reports why (never silently lost).
+    """
     found: list[Path] = []
+    seen: set[str] = set()
 
     def unreadable(err: OSError) -> None:
         if err.filename and Path(err.filename) != root:
-            found.append(Path(err.filename))  # reading it says why: its studies must not vanish silently
+            found.append(Path(err.filename))
         elif err.filename:
             raise PermissionError(f"{root}: folder cannot be read ({err.strerror})")
 
-    for folder, dirs, names in os.walk(root, onerror=unreadable):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found.extend(Path(folder, n) for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES)
-    return [p for p in found if not _hidden(p, root)]
+    for folder, dirs, names in os.walk(root, onerror=unreadable, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back to a folder already walked
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if d != ".git"]
+        for n in names:
+            p = Path(folder, n)
+            if Path(n).suffix.lower() in IMAGE_SUFFIXES or _is_dicom_file(p):
+                found.append(p)
+    return found
 
 
-def _hidden(path: Path, root: Path) -> bool:
-    """A dot-file or a file in a dot-folder below ``root`` (editor temp files, .git, .ipynb_checkpoints)."""
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
+def _is_dicom_file(path: Path) -> bool:
+    """A regular file carrying the DICOM magic (PACS exports often have no suffix); never opens a FIFO."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size >= 132 and is_dicom(path)
 
 
 class _FileDataset(XRayDataset):

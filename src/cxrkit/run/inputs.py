@@ -100,6 +100,11 @@ def expand_inputs(inputs: Input | Sequence[Input]) -> list[tuple[str, Path | np.
                 out.append((f"array[{n_arr}]", a))
                 n_arr += 1
             continue
+        if not isinstance(item, (str, Path)):
+            raise TypeError(
+                f"an input of type {type(item).__name__}: expected a file or folder path "
+                "or a numpy array (np.asarray(pil_image) for a PIL image)"
+            )
         p = Path(item)
         if p.is_dir():
             found = list_images(p)

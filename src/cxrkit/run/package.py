@@ -173,6 +173,8 @@ def read_package(run_dir: Path) -> ModelPackage:
         d = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not readable JSON ({err})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(d).__name__}")
     fmt = d.get("format")
     written = d.get("versions", {}).get("cxrkit", "unknown")
     if not isinstance(fmt, int) or fmt > files.RUN_FORMAT:
@@ -181,7 +183,7 @@ def read_package(run_dir: Path) -> ModelPackage:
             f"{__version__} reads (format {files.RUN_FORMAT}); upgrade cxrkit"
         )
     try:
-        return ModelPackage(
+        pkg = ModelPackage(
             model_name=d["model"]["name"],
             model_config=d["model"]["config"],
             labels=tuple(d["labels"]),
@@ -195,8 +197,30 @@ def read_package(run_dir: Path) -> ModelPackage:
             validation=d.get("validation", {}),
             versions=d.get("versions", {}),
         )
-    except (KeyError, TypeError) as err:
+    except (KeyError, TypeError, AttributeError, ValueError) as err:
         raise ValueError(f"{path}: incomplete model.json ({type(err).__name__}: {err})") from None
+    problem = package_problem(pkg)
+    if problem:  # a hand-edited or damaged file must not flag every study normal
+        raise ValueError(f"{path}: {problem}")
+    return pkg
+
+
+def package_problem(pkg: ModelPackage) -> str | None:
+    """Why a model package is unsafe to predict with (a NaN threshold reads every study normal), or None."""
+    op = pkg.operating_point
+    if not isinstance(op.threshold, (int, float)) or not 0.0 <= op.threshold <= 1.0 + 1e-9:
+        return f"operating_point.threshold {op.threshold!r}: expected a number in [0, 1]"
+    if not isinstance(op.target_sensitivity, (int, float)) or not 0.0 < op.target_sensitivity <= 1.0:
+        return f"operating_point.target_sensitivity {op.target_sensitivity!r}: expected a value in (0, 1]"
+    temps = np.asarray(pkg.temperatures, dtype=np.float64)
+    if temps.size not in (1, len(pkg.labels)) or not (np.isfinite(temps).all() and (temps > 0).all()):
+        return f"calibration.temperatures {list(pkg.temperatures)}: expected positive numbers, one per label"
+    if pkg.task not in ("multilabel", "binary", "multiclass"):
+        return f"task {pkg.task!r}: expected multilabel, binary or multiclass"
+    spec = pkg.input
+    if not 8 <= spec.size <= 4096 or spec.mode not in ("pad", "crop"):
+        return f"input {spec.size} px, mode {spec.mode!r}: expected 8..4096 px, pad or crop"
+    return None
 
 
 class NeedsValidation(ValueError):

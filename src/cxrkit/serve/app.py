@@ -127,6 +127,8 @@ class Service:
             return decode_bytes(data, filename, self.cfg.max_pixels)
         except ImageTooLargeError as err:
             raise ApiError(413, "too_many_pixels", str(err)) from None
+        except NotAssessableError as err:  # e.g. a CT slice: readable, but not a radiograph to score
+            raise ApiError(422, "not_assessable", f"{err} (read this study manually)") from None
         except ImageReadError as err:
             raise ApiError(422, "unreadable_image", str(err)) from None
         except MemoryError:

@@ -13,7 +13,7 @@ from cxrkit.explain.boxes import Box, heatmap_boxes
 from cxrkit.explain.gradcam import compute_heatmaps, label_index
 from cxrkit.explain.overlay import heatmap_to_source, render_overlay, save_grid
 from cxrkit.labels import NO_FINDING
-from cxrkit.outputs import make_out_dir, unique_stems, write_with
+from cxrkit.outputs import make_out_dir, printable, unique_stems, write_with
 from cxrkit.run import files
 from cxrkit.run.data import Log
 from cxrkit.run.inputs import Input, PreparedInputs
@@ -59,9 +59,11 @@ def explain_images(
     """
     run = run if isinstance(run, RunModel) else RunModel.load(run, device)
     [label_index(run.labels, name) for name in labels]  # unknown names fail before any decoding
+    if not labels and top < 1:
+        raise ValueError(f"top {top}: expected 1 or more findings to explain per image")
     pred = run.prepare(images, keep_originals=True)
     for path, reason in pred.failures:
-        log(f"NOT explained {path}: {reason}")
+        log(f"NOT explained {printable(path)}: {reason}")
     if skipped is not None:
         skipped.extend(pred.failures)
     folder = Path(out) if out else run.path / files.EXPLAIN_DIR

@@ -22,7 +22,7 @@ from cxrkit.evaluate.triage import (
     triage_counts,
     triage_sweep,
 )
-from cxrkit.outputs import make_out_dir, write_bytes, write_csv, write_text
+from cxrkit.outputs import make_out_dir, printable, write_bytes, write_csv, write_text
 from cxrkit.report.html import figure_png
 from cxrkit.report.plots import plot_triage_sweep
 from cxrkit.run import files
@@ -69,7 +69,7 @@ def triage(
         pairs = zip(unscored["status"], unscored["reason"], strict=True)
         unscored["note"] = [manual_read_note(st, r) for st, r in pairs]
         for path, note in zip(unscored["path"], unscored["note"], strict=True):
-            log(f"NOT SCORED {path}: {note}")
+            log(f"NOT SCORED {printable(path)}: {note}")
         probs = run.probs(prepared.images)
         meta = prepared.rows_frame()
         truth = None
