@@ -11,13 +11,8 @@ from typing import Any
 import torch
 
 from cxrkit import __version__
-from cxrkit.outputs import write_text, write_with
+from cxrkit.outputs import write_with
 from cxrkit.run.files import RUN_FORMAT
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename."""
-    return write_text(path, text)
 
 
 def save_checkpoint(path: str | Path, **payload: Any) -> Path:

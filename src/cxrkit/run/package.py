@@ -155,10 +155,10 @@ def build_package(
 
 def write_package(run_dir: Path, pkg: ModelPackage) -> Path:
     """Write ``run_dir/model.json`` atomically."""
-    from cxrkit.run.checkpoint import atomic_write_text
+    from cxrkit.outputs import write_text
 
     text = json.dumps(files.json_safe(pkg.as_dict()), indent=1)
-    return atomic_write_text(Path(run_dir) / files.PACKAGE, text)
+    return write_text(Path(run_dir) / files.PACKAGE, text)
 
 
 def read_package(run_dir: Path) -> ModelPackage:

@@ -31,9 +31,9 @@ from cxrkit.evaluate.calibration import logits_to_probs
 from cxrkit.evaluate.metrics import summary_metrics
 from cxrkit.models.device import resolve_device
 from cxrkit.models.net import CXRNet
-from cxrkit.outputs import write_csv
+from cxrkit.outputs import write_csv, write_text
 from cxrkit.run import files
-from cxrkit.run.checkpoint import atomic_write_text, cpu_state, load_checkpoint, save_checkpoint
+from cxrkit.run.checkpoint import cpu_state, load_checkpoint, save_checkpoint
 from cxrkit.run.data import (
     Log,
     TrainData,
@@ -297,12 +297,12 @@ def _fit(
     data = open_data(cfg, cache_path, split_file, log)  # a resumed run: its saved split, never a new one
     if resume is not None:
         if info.main:
-            atomic_write_text(run_dir / files.CONFIG, absolute_paths(cfg).to_yaml())  # with the overrides
+            write_text(run_dir / files.CONFIG, absolute_paths(cfg).to_yaml())  # with the overrides
         return _train(cfg, run_dir, ckpt, data, model, device, info, log)
     run_dir, made = _run_dir(cfg, info)
     try:
         if info.main:
-            atomic_write_text(run_dir / files.CONFIG, absolute_paths(cfg).to_yaml())
+            write_text(run_dir / files.CONFIG, absolute_paths(cfg).to_yaml())
             save_split_manifest(run_dir / files.SPLIT, data.cache.meta, data.split, data.cache.images)
         return _train(cfg, run_dir, None, data, model, device, info, log)
     except BaseException:
@@ -499,4 +499,4 @@ def write_summary(run_dir: Path, history: list[dict], state: dict, t: TrainConfi
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "val": {k: v for k, v in best.items() if k not in ("epoch", "stage", "lr", "seconds", "img_per_s")},
     }
-    atomic_write_text(run_dir / files.SUMMARY, json.dumps(summary, indent=1, default=float))
+    write_text(run_dir / files.SUMMARY, json.dumps(summary, indent=1, default=float))

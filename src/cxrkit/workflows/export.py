@@ -22,8 +22,8 @@ from cxrkit import __version__
 from cxrkit.data.cache import CacheError
 from cxrkit.evaluate.metrics import finding_columns, macro_auc
 from cxrkit.evaluate.triage import abnormal_truth, abnormality_score, triage_counts
+from cxrkit.outputs import write_text
 from cxrkit.run import files
-from cxrkit.run.checkpoint import atomic_write_text
 from cxrkit.run.data import Log, TrainData, load_run_data
 from cxrkit.run.inputs import Input
 from cxrkit.run.model import RunModel
@@ -139,7 +139,7 @@ def export_run(
     }
     if int8 and data is not None:
         report["int8"] = _int8(run, data, check, calibration, log)
-    atomic_write_text(run.path / files.EXPORT, json.dumps(report, indent=1))
+    write_text(run.path / files.EXPORT, json.dumps(report, indent=1))
     return report
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from cxrkit.models.device import resolve_device
+from cxrkit.outputs import write_text
 from cxrkit.run import files
-from cxrkit.run.checkpoint import atomic_write_text, load_checkpoint
+from cxrkit.run.checkpoint import load_checkpoint
 from cxrkit.run.data import Log, load_run_config, load_run_data
 from cxrkit.run.model import build_network
 from cxrkit.run.package import ModelPackage
@@ -39,5 +40,5 @@ def package_run(
     model.to(dev).eval()
     pkg = write_model_package(run_dir, model, data, cfg, dev, log)
     if overrides:  # e.g. triage.target_sensitivity: the saved config says what the package was made with
-        atomic_write_text(run_dir / files.CONFIG, cfg.to_yaml())
+        write_text(run_dir / files.CONFIG, cfg.to_yaml())
     return pkg
