@@ -36,6 +36,19 @@ class Run(RunModel):
         out = evaluate_run(self.path, EvalConfig(split=split, **options), log=log)
         return json.loads((out / files.METRICS).read_text())
 
+    def robustness(self, split: str = "test", log: Callable[[str], None] = print, **options: Any) -> dict:
+        """Score ``split`` under acquisition shifts (writes RUN/robustness-SPLIT/); return robustness.json.
+
+        ``options``: any ``RobustnessConfig`` field (shifts, severities, seed, chunk, out).
+        """
+        import json
+
+        from cxrkit.workflows.robustness import SUMMARY, RobustnessConfig, robustness_run
+
+        options.setdefault("device", self.device.type)
+        out = robustness_run(self.path, RobustnessConfig(split=split, **options), log=log)
+        return json.loads((out / SUMMARY).read_text())
+
     def triage(
         self,
         inputs: Input | Sequence[Input] | None = None,

@@ -39,6 +39,7 @@ from cxrkit.config_check import load_yaml as load_yaml  # re-exported: callers r
 
 T = TypeVar("T")
 
+INTENSITY = ("none", "standardize", "equalize")  # per-image input standardization (models.net.intensity_op)
 SOURCES = ("nih", "chestmnist", "tfrecord", "folder", "files", "phantom", "cache")
 
 _TOP = ("out", "name", "cache_dir")  # RunConfig's keys outside the sections
@@ -80,6 +81,9 @@ class PrepareConfig:
 
     size: int = 224
     mode: str = "pad"  # pad (aspect-preserving, black borders) or crop (centre crop)
+    # per-image intensity standardization at the model's input, stored in the run's input spec:
+    # none, standardize (zero mean, unit variance) or equalize (histogram equalization)
+    intensity: str = "none"
     workers: int = 0  # 0: one per CPU core
     force: bool = False
 
@@ -87,6 +91,8 @@ class PrepareConfig:
         type_check(self, "prepare")
         if self.mode not in ("pad", "crop"):
             raise ValueError(f"resize mode {self.mode!r}: expected pad or crop")
+        if self.intensity not in INTENSITY:
+            raise ValueError(f"prepare.intensity {self.intensity!r}: expected one of {', '.join(INTENSITY)}")
         if not 8 <= self.size <= 4096:
             raise ValueError(f"cache size {self.size}: expected 8..4096 pixels")
         if self.workers < 0:
@@ -95,18 +101,35 @@ class PrepareConfig:
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """How to split: by patient (stratified) or the source's official split."""
+    """How to split: by patient (stratified), the source's official split, or patient-grouped K folds.
 
-    method: str = "patient"  # patient or official
+    ``kfold``: ``test`` of the patients are held out, the rest fall into ``folds`` folds; training
+    makes one run per fold (validating on that fold) and a parent run that predicts with the folds'
+    average, its thresholds fitted on the out-of-fold predictions. ``fold`` (set by training) picks
+    one fold's split: 0 means the parent.
+    """
+
+    method: str = "patient"  # patient, official or kfold
     train: float = 0.7
     val: float = 0.1
     test: float = 0.2
     seed: int = 0
+    folds: int = 5  # kfold: number of folds
+    fold: int = 0  # kfold: this run's fold (1..folds), 0: the parent (all folds)
 
     def __post_init__(self) -> None:
         type_check(self, "split")
-        if self.method not in ("patient", "official"):
-            raise ValueError(f"split.method {self.method!r}: expected patient or official")
+        if self.method not in ("patient", "official", "kfold"):
+            raise ValueError(f"split.method {self.method!r}: expected patient, official or kfold")
+        if self.method == "kfold" and not (2 <= self.folds <= 20 and 0 <= self.fold <= self.folds):
+            raise ValueError(
+                f"split.folds {self.folds}, split.fold {self.fold}: expected 2..20 folds and a fold in "
+                f"0..folds (0: all)"
+            )
+        if self.method == "kfold" and not 0.0 <= self.test < 1.0:
+            raise ValueError(f"split.test {self.test}: expected a held-out share in [0, 1) for kfold")
+        if self.method == "kfold":
+            return  # train and val come from the folds
         fractions = self.fractions()
         bad = {k: v for k, v in fractions.items() if not 0.0 <= v <= 1.0}
         if bad:
@@ -163,6 +186,7 @@ class ModelConfig:
     hidden: int | None = None  # hidden dense layer (None: the preset's)
     dropout: float | None = None  # head dropout (None: the preset's)
     init_head: str = "random"  # random, or from_pretrained: xrv: outputs whose label names match start there
+    tta: int = 0  # test-time augmentation: views averaged at prediction (0 or 1: off; up to 5), stored
 
     def __post_init__(self) -> None:
         type_check(self, "model")
@@ -181,6 +205,8 @@ class ModelConfig:
             )
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout {self.dropout}: expected a value in [0, 1)")
+        if not 0 <= self.tta <= 5:
+            raise ValueError(f"model.tta {self.tta}: expected 0..5 views (0: off)")
 
 
 @dataclass(frozen=True)
@@ -202,7 +228,9 @@ class TrainConfig:
     focal_gamma: float = 2.0
     focal_alpha: float | None = None
     labels: tuple[str, ...] = ()  # train on these labels only (default: all of the dataset's)
-    monitor: str = "macro_auc"  # early-stopping metric: macro_auc, loss, macro_f1, macro_recall
+    # early-stopping and model-selection metric: macro_auc, loss, macro_f1, macro_recall, micro_auc, or
+    # corrupt_auc: macro AUC of the validation images each under one seeded acquisition shift (data.shifts)
+    monitor: str = "macro_auc"
     patience: int = 5  # epochs without improvement before stopping (0: never stop early)
     threshold: float = 0.5  # for F1/precision/recall during training
     freeze: str = "none"  # none, backbone, last_n
@@ -212,6 +240,9 @@ class TrainConfig:
     shift: float = 0.05  # max fraction of the image
     scale: float = 0.05  # max relative zoom
     hflip: bool = False  # left-right flips move the heart: off by default
+    photometric: float = 0.0  # share of training images under a random photometric shift (data.shifts)
+    photometric_severity: int = 3  # highest severity (1..5) of those shifts
+    ema: float = 0.0  # weight averaging: decay of an exponential moving average of the weights (0: off)
     steps_per_epoch: int = 0  # cap on batches per epoch (0: the whole training set)
     grad_clip: float = 0.0  # max gradient norm (0: off)
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
@@ -226,7 +257,7 @@ class TrainConfig:
             "optimizer": ("adam", "adamw", "sgd"),
             "schedule": ("none", "exponential", "cosine", "plateau"),
             "loss": ("bce", "weighted_bce", "pos_weight_bce", "focal", "ce"),
-            "monitor": ("macro_auc", "loss", "macro_f1", "macro_recall", "micro_auc"),
+            "monitor": ("macro_auc", "loss", "macro_f1", "macro_recall", "micro_auc", "corrupt_auc"),
             "freeze": ("none", "backbone", "last_n"),
             "device": ("auto", "cpu", "cuda"),
         }
@@ -264,10 +295,14 @@ class TrainConfig:
             "threshold": (self.threshold, 0.0, 1.0),
             "plateau_factor": (self.plateau_factor, 0.0, 1.0),
             "focal_alpha": (self.focal_alpha, 0.0, 1.0),
+            "photometric": (self.photometric, 0.0, 1.0),
+            "ema": (self.ema, 0.0, 0.99999),
         }
         for key, (v, lo, hi) in bounded.items():
             if v is not None and not lo <= v <= hi:
                 raise ValueError(f"train.{key} {v}: expected a value in [{lo:g}, {hi:g}]")
+        if not 1 <= self.photometric_severity <= 5:
+            raise ValueError(f"train.photometric_severity {self.photometric_severity}: expected 1..5")
         if not self.decay_epochs > 0:
             raise ValueError(f"train.decay_epochs {self.decay_epochs}: expected > 0")
 

@@ -10,7 +10,18 @@ from conftest import NIH_ROWS, chest_like, png_bytes
 
 from cxrkit.cli import build_parser, main
 
-SUBCOMMANDS = ["demo", "eda", "prepare", "split", "inspect", "download", "evaluate", "triage", "compare"]
+SUBCOMMANDS = [
+    "demo",
+    "eda",
+    "prepare",
+    "split",
+    "inspect",
+    "download",
+    "evaluate",
+    "triage",
+    "compare",
+    "robustness",
+]
 
 
 @pytest.mark.parametrize("cmd", SUBCOMMANDS)

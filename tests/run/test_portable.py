@@ -54,7 +54,13 @@ def test_training_writes_a_complete_package(folder_run):
     run = folder_run["run"]
     pkg = json.loads((run.path / files.PACKAGE).read_text())
     assert pkg["labels"] == ["No Finding", "Pneumonia"] and pkg["task"] == "multilabel"
-    assert pkg["input"] == {"size": 32, "mode": "pad", "channels": 1, "value_range": [0.0, 1.0]}
+    assert pkg["input"] == {
+        "size": 32,
+        "mode": "pad",
+        "channels": 1,
+        "value_range": [0.0, 1.0],
+        "intensity": "none",
+    }
     assert len(pkg["calibration"]["temperatures"]) == 2 and all(
         t > 0 for t in pkg["calibration"]["temperatures"]
     )

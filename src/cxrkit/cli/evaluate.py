@@ -1,4 +1,4 @@
-"""``cxr evaluate``, ``cxr triage`` and ``cxr compare``: parse, build the config, call; nothing else."""
+"""``cxr evaluate``, ``cxr triage``, ``cxr compare`` and ``cxr robustness``: parse, build the config, call."""
 
 from __future__ import annotations
 
@@ -77,6 +77,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_robustness(args: argparse.Namespace) -> int:
+    """Score a run's split under acquisition shifts (each at severities 1..5): AUC and triage per shift.
+
+    Writes robustness.csv/json/png and report.html to RUN/robustness-SPLIT. An existing evaluation
+    page is not changed: run `cxr evaluate RUN --split SPLIT` again to add a robustness section to it.
+    """
+    from cxrkit.workflows.robustness import RobustnessConfig, robustness_run
+
+    cfg = RobustnessConfig(
+        split=args.split,
+        shifts=args.shifts or (),
+        seed=args.seed,
+        device=args.device,
+        out=args.out,
+        tta=args.tta,
+    )
+    _check_out(args.out)
+    robustness_run(args.run, cfg)
+    return 0
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to score")
     p.add_argument(
@@ -107,7 +128,9 @@ def _add_metric_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_eval_commands(sub) -> None:
-    """Register evaluate, triage and compare on the ``cxr`` subparsers."""
+    """Register evaluate, triage, compare and robustness on the ``cxr`` subparsers."""
+    from cxrkit.data.shifts import SHIFTS
+
     p = sub.add_parser(
         "evaluate", help="metrics with CIs + HTML report for a run", description=cmd_evaluate.__doc__
     )
@@ -132,3 +155,27 @@ def add_eval_commands(sub) -> None:
     _add_metric_options(p)
     p.add_argument("--out", help="output folder (default: the runs' common parent folder/comparison-SPLIT)")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "robustness",
+        help="AUC and triage under acquisition shifts (severities 1..5)",
+        description=cmd_robustness.__doc__,
+    )
+    p.add_argument("run", help="run folder (from cxr train)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to score")
+    p.add_argument(
+        "--shifts",
+        metavar="NAME[,NAME...]",
+        help=f"comma-separated shifts (default: all): {', '.join(SHIFTS)}",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the random shifts (noise, offsets)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--out", help="output folder (default RUN/robustness-SPLIT)")
+    p.add_argument(
+        "--tta",
+        type=int,
+        choices=range(6),
+        metavar="N",
+        help="test-time augmentation: average N shifted views (0-5; default: the run's model.tta)",
+    )
+    p.set_defaults(func=cmd_robustness)

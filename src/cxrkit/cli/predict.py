@@ -19,6 +19,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
         engine=args.engine,
+        tta=args.tta,
     )
     for row in table[table["error"] != ""].itertuples():
         print(f"  {printable(row.source)}: {row.error}")
@@ -45,4 +46,11 @@ def add_predict_commands(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--engine", default="torch", help="torch, onnx, onnx-int8 (files from cxr export) or auto")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--tta",
+        type=int,
+        choices=range(6),
+        metavar="N",
+        help="test-time augmentation: average N shifted views (0-5; default: the run's model.tta)",
+    )
     p.set_defaults(func=cmd_predict)

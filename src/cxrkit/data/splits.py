@@ -108,6 +108,41 @@ def patient_split(
     return split
 
 
+def kfold_folds(
+    patient_ids: Sequence[str] | np.ndarray, targets: np.ndarray, folds: int, test: float = 0.0, seed: int = 0
+) -> np.ndarray:
+    """Each row's fold, 1..``folds``, or 0 for the held-out ``test`` share: patient-grouped, stratified.
+
+    One ``patient_split`` into ``test`` and ``folds`` equal parts, so every fold holds whole patients
+    and a share of each label's positives close to 1/folds of the rest.
+    """
+    if folds < 2:
+        raise ValueError(f"kfold needs at least 2 folds (got {folds})")
+    rest = (1.0 - test) / folds
+    fractions = {"test": test, **{f"fold{k}": rest for k in range(1, folds + 1)}}
+    parts = patient_split(patient_ids, targets, fractions, seed)
+    out = np.zeros(len(np.asarray(patient_ids)), dtype=int)
+    for k in range(1, folds + 1):
+        out[parts[f"fold{k}"]] = k
+    return out
+
+
+def fold_split(fold_of: np.ndarray, fold: int) -> Split:
+    """The split of fold ``fold`` (1..K): val is that fold, train the other folds, test the held-out rows.
+
+    ``fold`` 0 (the K-fold parent run): val is every fold's rows (scored out of fold), no train.
+    """
+    fold_of = np.asarray(fold_of)
+    cv = fold_of > 0
+    split: Split = {"val": np.flatnonzero(cv if fold == 0 else fold_of == fold)}
+    if fold:
+        split["train"] = np.flatnonzero(cv & (fold_of != fold))
+    test = np.flatnonzero(~cv)
+    if len(test):
+        split["test"] = test
+    return split
+
+
 def _fill_empty_splits(assign: np.ndarray, frac: np.ndarray, g_size: np.ndarray) -> None:
     """Give each split with a positive fraction at least one patient, taken from the largest split.
 

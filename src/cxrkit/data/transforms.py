@@ -85,6 +85,7 @@ class InputSpec:
     mode: ResizeMode = "pad"
     channels: int = 1
     value_range: tuple[float, float] = (0.0, 1.0)
+    intensity: str = "none"  # per-image standardization the network applies first (models.net.intensity_op)
 
     def as_dict(self) -> dict:
         """JSON-ready form (saved in the run's model.json)."""
@@ -93,6 +94,7 @@ class InputSpec:
             "mode": self.mode,
             "channels": self.channels,
             "value_range": list(self.value_range),
+            "intensity": self.intensity,
         }
 
     @classmethod
@@ -103,6 +105,7 @@ class InputSpec:
             d.get("mode", "pad"),
             int(d.get("channels", 1)),
             tuple(d.get("value_range", (0, 1))),
+            str(d.get("intensity", "none")),
         )
 
 
@@ -114,6 +117,27 @@ def prepare_image(img: np.ndarray, spec: InputSpec) -> np.ndarray:
     if grey.shape == (spec.size, spec.size):
         return grey
     return resize_square(grey, spec.size, spec.mode)[0]
+
+
+TTA_SHIFT = 0.03  # test-time augmentation: views shifted by this share of the image side
+
+
+def tta_views(images: np.ndarray, n: int) -> list[np.ndarray]:
+    """``n`` (1..5) deterministic views of uint8 (N, S, S) images for test-time augmentation.
+
+    The image itself, then shifted right, left, down and up by 3% of its side (edge pixels
+    repeated, as the training augmentation fills borders): small positioning changes whose
+    averaged logits are less sensitive to where the chest sits in the frame.
+    """
+    if not 1 <= n <= 5:
+        raise ValueError(f"tta {n}: expected 1..5 views")
+    d = max(1, round(TTA_SHIFT * images.shape[-1]))
+    views = [images]
+    for dy, dx in ((0, d), (0, -d), (d, 0), (-d, 0))[: n - 1]:
+        padded = np.pad(images, ((0, 0), (d, d), (d, d)), mode="edge")
+        s = images.shape[-1]
+        views.append(np.ascontiguousarray(padded[:, d - dy : d - dy + s, d - dx : d - dx + s]))
+    return views
 
 
 def to_model_input(images: np.ndarray, device=None):

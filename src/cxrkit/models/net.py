@@ -13,6 +13,34 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+INTENSITY_MODES = ("none", "standardize", "equalize")
+
+
+def intensity_op(x: torch.Tensor, mode: str) -> torch.Tensor:
+    """Per-image intensity standardization of (B, 1, H, W) images in [0, 1], before the network's own.
+
+    ``standardize``: zero mean and unit variance per image, mapped to mean 0.5 and sd 0.25 (what
+    the network's fixed normalisation expects); ``equalize``: histogram equalization over 256 grey
+    levels (each pixel -> the share of the image's pixels at or below its level), which undoes any
+    monotone grey-level change (gamma, contrast, brightness) another site's processing makes.
+    Both are plain tensor operations, so exports and Grad-CAM see them too.
+    """
+    if mode == "none":
+        return x
+    if mode == "standardize":
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        sd = x.std(dim=(1, 2, 3), keepdim=True)
+        return 0.5 + 0.25 * (x - mean) / (sd + 1e-3)
+    if mode == "equalize":
+        b = x.shape[0]
+        q = (x * 255).round().clamp(0, 255).to(torch.int64).reshape(b, -1)
+        hist = torch.zeros(b, 256, dtype=x.dtype, device=x.device).scatter_add(
+            1, q, torch.ones_like(x.reshape(b, -1))
+        )
+        cdf = hist.cumsum(1) / q.shape[1]
+        return cdf.gather(1, q).reshape(x.shape)
+    raise ValueError(f"intensity {mode!r}: expected one of {', '.join(INTENSITY_MODES)}")
+
 
 class CXRNet(nn.Module):
     """Backbone + CAM-friendly head. ``forward_features`` gives the map, ``forward_head`` the logits."""
@@ -55,6 +83,7 @@ class CXRNet(nn.Module):
         self.register_buffer("mean", torch.tensor(mean), persistent=False)
         self.register_buffer("std", torch.tensor(std), persistent=False)
         self.repeat_rgb = repeat_rgb
+        self.intensity = "none"  # per-image standardization (intensity_op), set from the run's input spec
         # plain tuples, not submodules: these are views into the backbone (no duplicate state_dict keys)
         self.blocks: tuple[nn.Module, ...] = tuple(blocks)  # backbone stages, input to output
         self.stems: tuple[nn.Module, ...] = (stem,) if stem is not None else ()
@@ -73,7 +102,7 @@ class CXRNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, H, W) in [0, 1] -> feature map (B, C, h, w)."""
-        x = (x - self.mean) / self.std
+        x = (intensity_op(x, self.intensity) - self.mean) / self.std
         if self.repeat_rgb:
             x = x.expand(-1, 3, -1, -1)
         f = self.backbone(x)

@@ -23,6 +23,7 @@ from cxrkit.report.plots import (
     plot_sample_grid,
     plot_triage_sweep,
 )
+from cxrkit.report.robustness import robustness_section
 
 
 @dataclass
@@ -36,6 +37,7 @@ class EvalFigures:
     sweep: pd.DataFrame
     worklist: pd.DataFrame
     localization: dict | None = None
+    robustness: tuple[dict, pd.DataFrame, bytes | None] | None = None  # (robustness.json, .csv, .png)
 
 
 def _ci(v: dict | None) -> str:
@@ -236,6 +238,7 @@ def write_eval_report(path: Path, m: dict[str, Any], fig: EvalFigures, samples: 
     ]
     if fig.localization is not None:
         sections.append(localization_section(fig.localization))
+    sections.append(_robustness(m, fig.robustness))
     images, caps = _samples(fig, labels, samples)
     if images:
         sections.append(
@@ -253,6 +256,25 @@ def write_eval_report(path: Path, m: dict[str, Any], fig: EvalFigures, samples: 
         subtitle=f"model {m['model']} · run {m['run']}",
     )
     return write_page(path, page)
+
+
+def _robustness(m: dict, result: tuple[dict, pd.DataFrame, bytes | None] | None) -> Section:
+    """``cxr robustness``'s section for this split, or one line saying how to add it (or that it is stale)."""
+    command = f"<code>cxr robustness {html.escape(m['run'])} --split {html.escape(m['split'])}</code>"
+    if result is None:
+        return Section(
+            "Robustness to acquisition shift",
+            f'<p class="note">Run {command} to add AUC and triage under acquisition shifts '
+            "(then <code>cxr evaluate</code> again).</p>",
+        )
+    summary, table, png = result
+    if summary.get("weights_sha256") != m.get("weights_sha256"):
+        return Section(
+            "Robustness to acquisition shift",
+            '<p class="note">The robustness results of this split were computed with other weights; '
+            f"run {command} again to add them.</p>",
+        )
+    return robustness_section(summary, table, png)
 
 
 def _subgroups(m: dict) -> str:

@@ -17,7 +17,8 @@ from cxrkit.run.files import RUN_FORMAT
 
 def save_checkpoint(path: str | Path, **payload: Any) -> Path:
     """Write a checkpoint (temp file then rename: a crash never leaves a half-written one)."""
-    payload = {"cxrkit_version": __version__, "run_format": RUN_FORMAT, **payload}
+    # the payload's keys are format 1 (the new ones are optional); model.json carries the format that matters
+    payload = {"cxrkit_version": __version__, "run_format": 1, **payload}
     return write_with(path, lambda fh: torch.save(payload, fh))
 
 

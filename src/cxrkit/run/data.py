@@ -19,7 +19,15 @@ from cxrkit.config import RunConfig, SplitConfig, build_run_config, load_yaml
 from cxrkit.data import build_dataset
 from cxrkit.data.base import XRayDataset
 from cxrkit.data.cache import CachedDataset, PrepareResult, cache_folder, cache_key, prepare_cache
-from cxrkit.data.splits import Split, load_split_manifest, patient_split, split_from_column
+from cxrkit.data.splits import (
+    Split,
+    check_no_patient_leak,
+    fold_split,
+    kfold_folds,
+    load_split_manifest,
+    patient_split,
+    split_from_column,
+)
 from cxrkit.data.transforms import to_model_input
 from cxrkit.labels import try_canonical_label
 from cxrkit.run import files
@@ -37,12 +45,16 @@ class TrainData:
     split: Split
     task: str
 
-    def batch(self, idx: np.ndarray, device=None):
-        """Images (B, 1, S, S) in [0, 1] and targets (B, L) for rows ``idx`` (read in sorted order)."""
+    def batch(self, idx: np.ndarray, device=None, change: Callable[[np.ndarray], np.ndarray] | None = None):
+        """Images (B, 1, S, S) in [0, 1] and targets (B, L) for rows ``idx`` (read in sorted order).
+
+        ``change`` maps the uint8 images first (photometric augmentation, an acquisition shift).
+        """
         import torch
 
         idx = np.sort(idx)
-        x = to_model_input(self.cache.images[idx], device)
+        images = self.cache.images[idx]
+        x = to_model_input(change(np.asarray(images)) if change is not None else images, device)
         return x, torch.from_numpy(self.targets[idx]).to(x.device)
 
 
@@ -67,15 +79,27 @@ def check_start(cfg: RunConfig, ds: XRayDataset) -> list[int]:
     return cols
 
 
+def is_ensemble(scfg: SplitConfig) -> bool:
+    """Whether a run with this split is a K-fold parent: one model per fold, predicting with their average."""
+    return scfg.method == "kfold" and scfg.fold == 0
+
+
 def make_split(meta: pd.DataFrame, targets: np.ndarray, scfg: SplitConfig) -> Split:
-    """Patient-grouped stratified split, or the source's official one; train and val must exist."""
+    """Patient-grouped stratified split, the source's official one, or one fold of a K-fold split.
+
+    Train and val must exist (a K-fold parent, ``fold`` 0, has val only: its out-of-fold images).
+    """
     if scfg.method == "official":
         split = split_from_column(meta, targets=targets, val_fraction=scfg.val, seed=scfg.seed)
     elif scfg.method == "patient":
         split = patient_split(meta["patient_id"].to_numpy(), targets, scfg.fractions(), scfg.seed)
+    elif scfg.method == "kfold":
+        folds = kfold_folds(meta["patient_id"].to_numpy(), targets, scfg.folds, scfg.test, scfg.seed)
+        split = fold_split(folds, scfg.fold)
+        check_no_patient_leak(meta["patient_id"].to_numpy(), split)
     else:
-        raise ValueError(f"split.method {scfg.method!r}: expected patient or official")
-    for part in ("train", "val"):
+        raise ValueError(f"split.method {scfg.method!r}: expected patient, official or kfold")
+    for part in ("train", "val") if not is_ensemble(scfg) else ("val",):
         if len(split.get(part, [])) == 0:
             raise ValueError(f"the split has no {part} images; use more data or other split fractions")
     return split
@@ -139,7 +163,7 @@ def open_data(
         split = make_split(cache.meta, targets, cfg.split)
     else:
         split = load_saved_split(split_file, cache, log)
-        lacking = [part for part in ("train", "val") if part not in split]
+        lacking = [p for p in (("val",) if is_ensemble(cfg.split) else ("train", "val")) if p not in split]
         if lacking:
             raise ValueError(f"{split_file}: no {' or '.join(lacking)} images; expected a run's split file")
     return TrainData(cache, tuple(cache.labels[c] for c in cols), targets, split, task)

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-RUN_FORMAT = 1  # bump when model.json or the checkpoint payload changes incompatibly
+RUN_FORMAT = 2  # the newest format this cxrkit reads; bump when model.json or checkpoints change incompatibly
+# format 2: model.json may ask for input intensity standardization, test-time views or a K-fold ensemble,
+# which a format-1 reader would silently skip; runs that use none of them are still written as format 1
+
+
+def package_format(model_config: dict, intensity: str) -> int:
+    """The oldest format that describes a run: 2 when it needs intensity, TTA or ensemble support, else 1."""
+    needs = intensity != "none" or int(model_config.get("tta", 0)) > 1 or bool(model_config.get("ensemble"))
+    return 2 if needs else 1
+
 
 CONFIG = "config.yaml"  # the resolved RunConfig
 SPLIT = "split.csv"  # image -> train/val/test, as trained

@@ -9,7 +9,7 @@ input with calibrated probabilities, the triage score and flag, and the top find
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,11 +17,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cxrkit.data.transforms import InputSpec, to_model_input
+from cxrkit.data.splits import read_split_manifest
+from cxrkit.data.transforms import InputSpec, to_model_input, tta_views
 from cxrkit.evaluate.triage import abnormality_score, top_findings
 from cxrkit.models import create_model
 from cxrkit.models.device import resolve_device
-from cxrkit.models.net import CXRNet
+from cxrkit.models.net import INTENSITY_MODES, CXRNet
 from cxrkit.models.registry import pretrained_normalisation
 from cxrkit.run import files
 from cxrkit.run.checkpoint import load_checkpoint
@@ -48,6 +49,7 @@ def build_network(model_name: str, model_config: dict, num_labels: int, pretrain
         dropout=model_config.get("dropout"),
         backbone_config=model_config.get("backbone_config"),
     )
+    model.intensity = check_intensity(model_config.get("intensity", "none"))
     norm = model_config.get("input_norm")
     if norm is None and model_config.get("pretrained") and not pretrained:
         norm = pretrained_normalisation(model_name)
@@ -57,9 +59,16 @@ def build_network(model_name: str, model_config: dict, num_labels: int, pretrain
     return model
 
 
+def check_intensity(mode: object) -> str:
+    """A stored intensity mode, or a ValueError naming it (a hand-edited model.json)."""
+    if mode not in INTENSITY_MODES:
+        raise ValueError(f"intensity {mode!r}: expected one of {', '.join(INTENSITY_MODES)}")
+    return str(mode)
+
+
 def network_spec(model_config: dict, model: CXRNet) -> dict:
     """The model section stored with a run: its config plus what rebuilds the exact network."""
-    spec = {**model_config, "input_norm": [float(model.mean), float(model.std)]}
+    spec = {**model_config, "input_norm": [float(model.mean), float(model.std)], "intensity": model.intensity}
     if getattr(model, "backbone_config", None) is not None:
         spec["backbone_config"] = model.backbone_config
     return spec
@@ -79,6 +88,7 @@ class RunModel:
     package: ModelPackage
     device: torch.device
     engine: str = "torch"
+    members: list[RunModel] = field(default_factory=list)  # a K-fold ensemble's fold runs (averaged)
     _sessions: dict[str, OnnxEngine] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -88,8 +98,11 @@ class RunModel:
 
         ``engine``: torch, onnx, onnx-int8, or auto (onnx when the run holds model.onnx).
         """
-        path = files.check_run_folder(Path(path), (files.BEST,))
+        path = files.check_run_folder(Path(path), (files.PACKAGE,))
         pkg = read_package(path)
+        if pkg.model_config.get("ensemble"):
+            return cls._load_ensemble(path, pkg, device, engine)
+        files.check_run_folder(path, (files.BEST,))
         ckpt = load_checkpoint(path / files.BEST)
         if list(ckpt.get("labels", pkg.labels)) != list(pkg.labels):
             raise ValueError(f"{path}: best.pt and model.json disagree on the labels; re-run `cxr package`")
@@ -106,6 +119,22 @@ class RunModel:
         if run.engine != "torch":
             run.session(run.engine)  # fail at load, not at the first request
         return run
+
+    @classmethod
+    def _load_ensemble(cls, path: Path, pkg: ModelPackage, device: str, engine: str) -> RunModel:
+        """A K-fold parent: its fold runs (each a whole run) average their logits; PyTorch only."""
+        if engine not in ("torch", "auto"):
+            raise ValueError(f"{path}: a K-fold ensemble predicts with PyTorch only (got engine {engine!r})")
+        members = [cls.load(path / name, device) for name in pkg.model_config["ensemble"]]
+        for m in members:
+            if m.labels != pkg.labels or m.spec.size != pkg.input.size or m.spec.mode != pkg.input.mode:
+                raise ValueError(f"{m.path}: labels or input differ from the ensemble's model.json")
+        return cls(path, members[0].model, pkg, members[0].device, "torch", members)
+
+    @property
+    def tta(self) -> int:
+        """Test-time augmentation views averaged by default (``model.tta`` when trained; 0: off)."""
+        return int(self.package.model_config.get("tta", 0))
 
     def session(self, engine: str) -> OnnxEngine:
         """The ONNX Runtime engine ``onnx`` or ``onnx-int8`` of this run (created once)."""
@@ -131,11 +160,23 @@ class RunModel:
         """What the network takes: size, resize mode, channels, value range."""
         return self.package.input
 
-    def logits(self, images: np.ndarray, batch_size: int = 64, engine: str | None = None) -> np.ndarray:
+    def logits(
+        self, images: np.ndarray, batch_size: int = 64, engine: str | None = None, tta: int | None = None
+    ) -> np.ndarray:
         """Raw outputs (N, L) for uint8 images (N, S, S) already prepared by the input spec.
 
-        ``engine``: torch, onnx or onnx-int8 (default: the run's ``engine``).
+        ``engine``: torch, onnx or onnx-int8 (default: the run's ``engine``). ``tta``: views averaged
+        (``data.transforms.tta_views``; default: the run's own, 0 or 1: none). An ensemble averages
+        its members' logits.
         """
+        tta = self.tta if tta is None else int(tta)
+        if self.members:
+            if engine not in (None, "torch", "auto"):
+                raise ValueError(f"{self.path}: a K-fold ensemble predicts with PyTorch only")
+            return np.mean([m.logits(images, batch_size, "torch", tta) for m in self.members], axis=0)
+        if tta > 1:
+            views = tta_views(np.asarray(images), tta)
+            return np.mean([self.logits(v, batch_size, engine, 0) for v in views], axis=0)
         engine = engine or self.engine
         if engine == "auto":
             engine = resolve_engine(self.path, "auto")
@@ -156,10 +197,15 @@ class RunModel:
         return out
 
     def probs(
-        self, images: np.ndarray, batch_size: int = 64, calibrated: bool = True, engine: str | None = None
+        self,
+        images: np.ndarray,
+        batch_size: int = 64,
+        calibrated: bool = True,
+        engine: str | None = None,
+        tta: int | None = None,
     ) -> np.ndarray:
         """Probabilities (N, L), temperature-calibrated unless ``calibrated=False``."""
-        return self.package.probs(self.logits(images, batch_size, engine), calibrated)
+        return self.package.probs(self.logits(images, batch_size, engine, tta), calibrated)
 
     def prepare(
         self, inputs: Input | Sequence[Input], keep_originals: bool = False, progress: bool = False
@@ -174,13 +220,15 @@ class RunModel:
         progress: bool = False,
         top: int = 3,
         engine: str | None = None,
+        tta: int | None = None,
     ) -> pd.DataFrame:
         """A row per input: source, image_id, error, each label's calibrated probability, triage, findings.
 
-        ``engine``: torch, onnx or onnx-int8 (default: the run's ``engine``, set at load).
+        ``engine``: torch, onnx or onnx-int8 (default: the run's ``engine``, set at load). ``tta``:
+        test-time augmentation views (default: the run's own).
         """
         prepared = self.prepare(inputs, progress=progress)
-        return self.table(prepared, self.probs(prepared.images, batch_size, engine=engine), top)
+        return self.table(prepared, self.probs(prepared.images, batch_size, engine=engine, tta=tta), top)
 
     def table(self, prepared: PreparedInputs, probs: np.ndarray, top: int = 3) -> pd.DataFrame:
         """The prediction table of ``prepared`` inputs given their probabilities (rows in input order)."""
@@ -240,15 +288,59 @@ class SplitPredictions:
         return self.targets, self.probs
 
 
-def predict_split(run: RunModel, data: TrainData, part: str, batch_size: int = 64) -> SplitPredictions:
-    """Calibrated and raw probabilities on split ``part`` (train, val or test) of the run's data."""
+Scorer = Callable[[np.ndarray], np.ndarray]  # prepared uint8 images (N, S, S) -> logits (N, L)
+
+
+def split_scorers(run: RunModel, data: TrainData, part: str) -> list[tuple[np.ndarray, Scorer]]:
+    """(sorted cache rows, logits function) pairs that together score split ``part`` of the run's data.
+
+    One pair for an ordinary run. Every caller that scores a split (and may change its images first,
+    as ``cxr robustness`` does) goes through this, so each image is scored by the model meant for it.
+    """
     if len(data.split.get(part, [])) == 0:
         have = ", ".join(k for k, v in data.split.items() if len(v)) or "none"
         raise ValueError(f"{run.path}: the run's split has no {part!r} images (it has: {have})")
     if tuple(data.labels) != tuple(run.labels):
         raise ValueError(f"{run.path}: the data's labels {data.labels} differ from the model's {run.labels}")
-    idx = np.sort(data.split[part])
-    logits = run.logits(data.cache.images[idx], batch_size)
+    rows = np.sort(data.split[part])
+    if not run.members or part != "val":
+        return [(rows, run.logits)]
+    ids = data.cache.meta["image_id"].astype(str).to_numpy()
+    pairs = []
+    for member in run.members:  # out of fold: each fold's images are scored by the model that never saw them
+        own = read_split_manifest(member.path / files.SPLIT)
+        own = set(own.loc[own["split"] == "val", "image_id"].astype(str))
+        pairs.append((rows[np.isin(ids[rows], list(own))], member.logits))
+    covered = np.concatenate([r for r, _ in pairs])
+    if len(covered) != len(rows) or not np.array_equal(np.sort(covered), rows):
+        raise ValueError(
+            f"{run.path}: its folds' validation images ({len(covered):,}, "
+            f"{len(np.unique(covered)):,} distinct) are not exactly its {len(rows):,} out-of-fold images; "
+            "the fold runs do not match the ensemble's split"
+        )
+    return pairs
+
+
+def split_logits(
+    run: RunModel, data: TrainData, part: str, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted cache rows, logits) of split ``part``: each image scored by its model, a chunk at a time."""
+    pairs = split_scorers(run, data, part)
+    idx = np.sort(np.concatenate([rows for rows, _ in pairs]))
+    logits = np.empty((len(idx), len(run.labels)), dtype=np.float32)
+    for rows, score in pairs:
+        for s in range(0, len(rows), batch_size * 8):  # bounded memory on a large split
+            chunk = rows[s : s + batch_size * 8]
+            logits[np.searchsorted(idx, chunk)] = score(np.asarray(data.cache.images[chunk]))
+    return idx, logits
+
+
+def predict_split(run: RunModel, data: TrainData, part: str, batch_size: int = 64) -> SplitPredictions:
+    """Calibrated and raw probabilities on split ``part`` (train, val or test) of the run's data.
+
+    A K-fold ensemble's ``val`` is scored out of fold (see ``split_scorers``).
+    """
+    idx, logits = split_logits(run, data, part, batch_size)
     meta = data.cache.meta.iloc[idx].reset_index(drop=True)
     return SplitPredictions(
         part, meta, data.targets[idx], run.package.probs(logits), run.package.probs(logits, False), data, idx

@@ -46,11 +46,23 @@ def engine_file(run_dir: Path, engine: str) -> Path:
 
 
 def weights_digest(run_dir: Path) -> str:
-    """sha256 of the run's best.pt: export.json records it, so an export older than the weights is refused."""
-    import hashlib
+    """sha256 of the run's best.pt: export.json records it, so an export older than the weights is refused.
 
+    A K-fold ensemble (no best.pt of its own): the digest of its members' names and digests, so
+    retraining any fold changes it.
+    """
+    import hashlib
+    import json
+
+    run_dir = Path(run_dir)
     h = hashlib.sha256()
-    with open(Path(run_dir) / files.BEST, "rb") as fh:
+    if not (run_dir / files.BEST).is_file() and (run_dir / files.PACKAGE).is_file():
+        members = json.loads((run_dir / files.PACKAGE).read_text())["model"]["config"].get("ensemble")
+        if members:
+            for name in members:
+                h.update(f"{name}:{weights_digest(run_dir / name)};".encode())
+            return h.hexdigest()
+    with open(run_dir / files.BEST, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()

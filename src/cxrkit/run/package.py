@@ -10,6 +10,7 @@ them silently.
 from __future__ import annotations
 
 import json
+import re
 import time
 import warnings
 from collections.abc import Sequence
@@ -80,7 +81,7 @@ class ModelPackage:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form, as written to model.json."""
         return {
-            "format": files.RUN_FORMAT,
+            "format": files.package_format(self.model_config, self.input.intensity),
             "versions": self.versions,
             "model": {"name": self.model_name, "config": self.model_config},
             "labels": list(self.labels),
@@ -220,6 +221,20 @@ def package_problem(pkg: ModelPackage) -> str | None:
     spec = pkg.input
     if not 8 <= spec.size <= 4096 or spec.mode not in ("pad", "crop"):
         return f"input {spec.size} px, mode {spec.mode!r}: expected 8..4096 px, pad or crop"
+    if spec.intensity not in ("none", "standardize", "equalize"):
+        return f"input intensity {spec.intensity!r}: expected none, standardize or equalize"
+    if spec.intensity != pkg.model_config.get("intensity", "none"):
+        return f"intensity {spec.intensity!r} differs from the network's ({pkg.model_config['intensity']})"
+    tta = pkg.model_config.get("tta", 0)
+    if not isinstance(tta, int) or isinstance(tta, bool) or not 0 <= tta <= 5:
+        return f"model.config.tta {tta!r}: expected 0..5 views"
+    members = pkg.model_config.get("ensemble")
+    if members is not None and (
+        not isinstance(members, list)
+        or not members
+        or not all(isinstance(m, str) and re.fullmatch(r"fold-\d+", m) for m in members)
+    ):
+        return f"model.config.ensemble {members!r}: expected fold folder names (fold-1, fold-2, ...)"
     return None
 
 

@@ -25,8 +25,9 @@ from torch import nn
 
 from cxrkit.config import RunConfig, TrainConfig
 from cxrkit.data import build_dataset
+from cxrkit.data.shifts import augment_shifts, mixed_shift
 from cxrkit.data.splits import save_split_manifest
-from cxrkit.data.transforms import InputSpec
+from cxrkit.data.transforms import InputSpec, to_model_input, tta_views
 from cxrkit.evaluate.calibration import logits_to_probs
 from cxrkit.evaluate.metrics import summary_metrics
 from cxrkit.models.device import resolve_device
@@ -40,6 +41,7 @@ from cxrkit.run.data import (
     absolute_paths,
     build_cache,
     check_start,
+    is_ensemble,
     load_run_config,
     locate_cache,
     open_data,
@@ -49,6 +51,8 @@ from cxrkit.run.model import build_network, network_spec
 from cxrkit.run.package import ModelPackage, build_package, write_package
 from cxrkit.training import distributed as ddp
 from cxrkit.training.augment import augment_batch
+from cxrkit.training.ema import WeightAverage
+from cxrkit.training.kfold import fold_config, fold_name, fold_state, write_parent
 from cxrkit.training.losses import LossFn, build_loss
 
 MINIMISE = {"loss"}
@@ -96,6 +100,19 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
 
+def photometric_change(t: TrainConfig, epoch: int, batch: int, rank: int = 0):
+    """The batch's photometric augmentation (``train.photometric``), seeded by (seed, epoch, batch, rank)."""
+    if not t.photometric:
+        return None
+    rng = np.random.default_rng([t.seed, epoch, batch, rank])
+    return lambda images: augment_shifts(images, rng, t.photometric, max_severity=t.photometric_severity)
+
+
+def input_spec(cfg: RunConfig) -> InputSpec:
+    """The input spec a run stores: the cache's size and resize mode, and the intensity standardization."""
+    return InputSpec(cfg.prepare.size, cfg.prepare.mode, intensity=cfg.prepare.intensity)  # type: ignore[arg-type]
+
+
 def train_one_epoch(
     model: nn.Module,
     opt: torch.optim.Optimizer,
@@ -105,8 +122,12 @@ def train_one_epoch(
     epoch: int,
     device: torch.device,
     info: ddp.DistInfo,
+    ema: WeightAverage | None = None,
 ) -> dict[str, float]:
-    """One pass over this rank's shard of the training split; returns mean loss and throughput."""
+    """One pass over this rank's shard of the training split; returns mean loss and throughput.
+
+    ``ema``: the weight average, updated after every optimiser step.
+    """
     from torch.utils.data import DistributedSampler
     from tqdm.auto import tqdm
 
@@ -133,7 +154,8 @@ def train_one_epoch(
         dynamic_ncols=True,
     )
     for b in bar:
-        x, y = data.batch(order[b * t.batch_size : (b + 1) * t.batch_size], device)
+        change = photometric_change(t, epoch, b, info.rank)
+        x, y = data.batch(order[b * t.batch_size : (b + 1) * t.batch_size], device, change)
         x = augment_batch(x, gen, rotate=t.rotate, shift=t.shift, scale=t.scale, hflip=t.hflip)
         if t.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -144,6 +166,8 @@ def train_one_epoch(
         if t.grad_clip:
             nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], t.grad_clip)
         opt.step()
+        if ema is not None:
+            ema.update(model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model)
         total += float(loss.detach()) * len(x)
         seen += len(x)
         bar.set_postfix(loss=f"{total / seen:.4f}", img_s=f"{seen / (time.perf_counter() - start):,.0f}")
@@ -164,8 +188,14 @@ def predict_logits(
     batch_size: int,
     device: torch.device,
     loss_fn: LossFn | None = None,
+    tta: int = 0,
+    images: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float]:
-    """Logits (len(idx), L) in the order of ``idx``, and the mean loss when ``loss_fn`` is given."""
+    """Logits (len(idx), L) in the order of ``idx``, and the mean loss when ``loss_fn`` is given.
+
+    ``tta`` > 1 averages the logits of that many views (``data.transforms.tta_views``), as the
+    loaded run predicts; ``images`` (aligned with sorted ``idx``) replace the cached ones.
+    """
     model.eval()
     idx = np.asarray(idx)
     order = np.argsort(idx, kind="stable")
@@ -173,8 +203,15 @@ def predict_logits(
     total = 0.0
     for s in range(0, len(idx), batch_size):
         rows = order[s : s + batch_size]
-        x, y = data.batch(idx[rows], device)  # batch() sorts; rows are already in sorted-index order
-        out = model(x).float()
+        # batch() sorts; rows are already in sorted-index order
+        given = None if images is None else images[s : s + batch_size]
+        x, y = data.batch(idx[rows], device, None if given is None else (lambda _i, g=given: g))
+        if tta > 1:  # averaged in numpy, exactly as RunModel.logits does
+            views = tta_views((x[:, 0] * 255).round().to(torch.uint8).cpu().numpy(), tta)
+            mean = np.mean([model(to_model_input(v, device)).float().cpu().numpy() for v in views], axis=0)
+            out = torch.from_numpy(mean).to(device)
+        else:
+            out = model(x).float()
         if loss_fn is not None:
             total += float(loss_fn(out, y)) * len(rows)
         logits[rows] = out.cpu().numpy()
@@ -182,13 +219,33 @@ def predict_logits(
 
 
 def evaluate(
-    model: CXRNet, data: TrainData, part: str, t: TrainConfig, device: torch.device, loss_fn: LossFn
+    model: CXRNet,
+    data: TrainData,
+    part: str,
+    t: TrainConfig,
+    device: torch.device,
+    loss_fn: LossFn,
+    corrupted: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Loss and summary metrics of split ``part``."""
+    """Loss and summary metrics of split ``part``; with ``corrupted`` images, also their ``corrupt_auc``."""
     idx = data.split[part]
     logits, loss = predict_logits(model, data, idx, t.batch_size * 2, device, loss_fn)
     probs = logits_to_probs(logits, data.task)
-    return {"val_loss": loss, **summary_metrics(data.targets[idx], probs, t.threshold, labels=data.labels)}
+    row = {"val_loss": loss, **summary_metrics(data.targets[idx], probs, t.threshold, labels=data.labels)}
+    if corrupted is not None:
+        logits, _ = predict_logits(model, data, np.sort(idx), t.batch_size * 2, device, images=corrupted)
+        probs = logits_to_probs(logits, data.task)
+        row["corrupt_auc"] = summary_metrics(
+            data.targets[np.sort(idx)], probs, t.threshold, labels=data.labels
+        )["macro_auc"]
+    return row
+
+
+def corrupted_validation(data: TrainData, t: TrainConfig) -> np.ndarray | None:
+    """Validation images each under one acquisition shift (seeded), when ``train.monitor`` is corrupt_auc."""
+    if t.monitor != "corrupt_auc":
+        return None
+    return mixed_shift(np.asarray(data.cache.images[np.sort(data.split["val"])]), seed=t.seed)[0]
 
 
 def _improved(value: float, best: float | None, monitor: str) -> bool:
@@ -276,6 +333,11 @@ def _fit(
     if resume is not None:
         run_dir = Path(resume)
         cfg = load_run_config(run_dir, overrides)
+        if is_ensemble(cfg.split):
+            changed = sorted(k for k in overrides or {} if str(k).startswith(("split.", "data.", "prepare.")))
+            if changed:  # the finished folds were split and prepared as saved: the rest must be too
+                raise ValueError(f"--resume of a K-fold run cannot change {', '.join(changed)}")
+            return _fit_kfold(cfg, run_dir, overrides, info, log)
         split_file = saved_split(run_dir)
         ckpt = load_checkpoint(run_dir / files.LAST)
     elif cfg is None:
@@ -283,13 +345,16 @@ def _fit(
     else:
         ckpt = None
         _check_out(cfg.out)
+        if is_ensemble(cfg.split):
+            return _fit_kfold(cfg, None, overrides, info, log)
     t, m = cfg.train, cfg.model
     device = resolve_device(t.device, info.local_rank)
     ds = build_dataset(cfg.data)
     n_labels = len(check_start(cfg, ds))  # labels and loss fit the data: checked before any cache
     torch.manual_seed(t.seed)
     # the model before the cache: a misspelt model name must not cost a cache build first
-    model = build_network(m.name, dataclasses.asdict(m), n_labels, pretrained=m.pretrained)
+    spec = {**dataclasses.asdict(m), "intensity": cfg.prepare.intensity}
+    model = build_network(m.name, spec, n_labels, pretrained=m.pretrained)
     cache_path, key = locate_cache(cfg, ds)
     if info.main:
         build_cache(cfg, ds, cache_path, key, log)
@@ -309,6 +374,40 @@ def _fit(
         if info.main:
             _discard_unstarted(run_dir, made)
         raise
+
+
+def _fit_kfold(
+    cfg: RunConfig, parent: Path | None, overrides: dict | None, info: ddp.DistInfo, log: Log
+) -> Path:
+    """Train (or finish) every fold of a K-fold run, then write the parent ensemble (``training.kfold``)."""
+    made = False
+    if parent is None:
+        parent, made = _run_dir(cfg, info)
+        if info.main:  # first, so that --resume PARENT works after an interruption in any fold
+            write_text(parent / files.CONFIG, absolute_paths(cfg).to_yaml())
+    try:
+        for k in range(1, cfg.split.folds + 1):
+            state = fold_state(parent, k)
+            log(f"fold {k}/{cfg.split.folds}: {'already trained' if state == 'done' else 'training'}")
+            if state == "started":
+                _fit(None, parent / fold_name(k), overrides, info, log)
+            elif state == "new":
+                if info.main and (parent / fold_name(k)).exists():  # a start cut short before a checkpoint
+                    shutil.rmtree(parent / fold_name(k))
+                ddp.barrier(info)
+                _fit(fold_config(cfg, parent, k), None, None, info, log)
+    except BaseException:
+        if (
+            made
+            and info.main
+            and not any(fold_state(parent, k) != "new" for k in range(1, cfg.split.folds + 1))
+        ):
+            shutil.rmtree(parent, ignore_errors=True)  # nothing worth keeping: no fold has a checkpoint
+        raise
+    if info.main:
+        write_parent(cfg, parent, log, cfg.train.device)
+    ddp.barrier(info)
+    return parent
 
 
 def _train(
@@ -359,6 +458,9 @@ def _train(
         state.update(ckpt["early_stop"])
         start = int(ckpt["epoch"]) + 1
         log(f"resuming {run_dir} at epoch {start + 1}/{t.epochs}")
+    ema = WeightAverage(model, t.ema, ckpt.get("ema") if ckpt else None) if t.ema else None
+    judged = ema.model if ema is not None else model  # what is validated, kept as best and shipped
+    corrupted = corrupted_validation(data, t)
     best_state = (
         load_checkpoint(run_dir / files.BEST)["model_state"]
         if ckpt and (run_dir / files.BEST).exists()
@@ -369,7 +471,7 @@ def _train(
         "model_config": network_spec(dataclasses.asdict(m), model),
         "labels": list(data.labels),
         "task": data.task,
-        "input": InputSpec(cfg.prepare.size, cfg.prepare.mode).as_dict(),  # type: ignore[arg-type]
+        "input": input_spec(cfg).as_dict(),  # type: ignore[arg-type]
         "config_yaml": cfg.to_yaml(),
     }
     n_train, n_val = len(data.split["train"]), len(data.split["val"])
@@ -383,8 +485,8 @@ def _train(
         if state["stopped"]:
             break
         row = {"epoch": epoch + 1, "stage": "train", "lr": opt.param_groups[0]["lr"]}
-        row.update(train_one_epoch(net, opt, loss_fn, data, t, epoch, device, info))
-        row.update(evaluate(model, data, "val", t, device, loss_fn))
+        row.update(train_one_epoch(net, opt, loss_fn, data, t, epoch, device, info, ema))
+        row.update(evaluate(judged, data, "val", t, device, loss_fn, corrupted))
         value = row["val_loss"] if t.monitor == "loss" else row[t.monitor]
         # ranks' BN running statistics differ slightly after their last local batch: take rank 0's
         # number so every rank makes the same early-stopping and schedule decision (no deadlock)
@@ -392,7 +494,7 @@ def _train(
         improved = _improved(value, state["best"], t.monitor)
         if improved:
             state.update(best=float(value), best_epoch=epoch + 1, bad_epochs=0)
-            best_state = cpu_state(model)
+            best_state = cpu_state(judged)
         else:
             state["bad_epochs"] += 1
         state["stopped"] = bool(t.patience and state["bad_epochs"] >= t.patience)
@@ -405,7 +507,9 @@ def _train(
         )
         log(
             f"epoch {epoch + 1}/{t.epochs}  loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "
-            f"val_auc {row['macro_auc']:.4f}  lr {row['lr']:.2e}  {row['seconds']:.1f}s  "
+            f"val_auc {row['macro_auc']:.4f}  "
+            + (f"corrupt_auc {row['corrupt_auc']:.4f}  " if "corrupt_auc" in row else "")
+            + f"lr {row['lr']:.2e}  {row['seconds']:.1f}s  "
             f"{row['img_per_s']:,.0f} img/s"
             + ("  *best*" if improved else "")
             + ("  (early stop)" if state["stopped"] else "")
@@ -421,6 +525,7 @@ def _train(
                 epoch=epoch,
                 early_stop=dict(state),
                 history=history,
+                ema=ema.state() if ema is not None else None,
                 **meta,
             )
             plot = time.perf_counter() - last_plot >= CURVES_EVERY_S
@@ -447,13 +552,13 @@ def write_model_package(
 ) -> ModelPackage:
     """Fit calibration, thresholds and the operating point on validation logits; write model.json; log."""
     idx = data.split["val"]
-    logits, _ = predict_logits(model, data, idx, cfg.train.batch_size * 2, device)
+    logits, _ = predict_logits(model, data, idx, cfg.train.batch_size * 2, device, tta=cfg.model.tta)
     pkg = build_package(
         model_name=cfg.model.name,
         model_config=network_spec(dataclasses.asdict(cfg.model), model),
         labels=data.labels,
         task=data.task,
-        input_spec=InputSpec(cfg.prepare.size, cfg.prepare.mode),  # type: ignore[arg-type]
+        input_spec=input_spec(cfg),  # type: ignore[arg-type]
         val_logits=logits,
         val_targets=data.targets[idx],
         target_sensitivity=cfg.triage.target_sensitivity,

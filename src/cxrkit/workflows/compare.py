@@ -103,7 +103,7 @@ def compare_runs(
 
     Every saved evaluation is checked against its run's best.pt before anything is evaluated or written.
     """
-    paths = [files.check_run_folder(Path(r)) for r in runs]
+    paths = [files.check_run_folder(Path(r), (files.PACKAGE,)) for r in runs]
     refuse_duplicates(paths)
     saved = {r: _checked_evaluation(r, split, log) for r in paths if _metrics(r, split).is_file()}
     missing = [r for r in paths if r not in saved]

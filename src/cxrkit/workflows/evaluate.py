@@ -107,7 +107,8 @@ def _rule_table(
 def _baselines(
     data: TrainData, ev: SplitPredictions, labels, abnormal, score_method: str, cfg: EvalConfig
 ) -> pd.DataFrame:
-    train_t = data.targets[data.split["train"]]
+    # a K-fold ensemble has no train split of its own: its folds trained on its out-of-fold images
+    train_t = data.targets[data.split["train"] if "train" in data.split else data.split["val"]]
     rows = []
     for kind in BASELINES:
         s = baseline_scores(kind, train_t, len(ev.probs), labels, cfg.seed)
@@ -261,15 +262,18 @@ def _no_finding(cis, labels) -> dict | None:
 
 
 def write_evaluation_report(run_dir: Path, out: Path, data: TrainData, samples: int | None = None) -> Path:
-    """Compose ``out/report.html`` from the evaluation's saved files and the run's localization result.
+    """Compose ``out/report.html`` from the evaluation's saved files and the run's localization and
+    robustness results (``cxr robustness`` on the same split), when present.
 
     Called by evaluation and again by localization: the page is always rendered whole from data,
     never edited after writing.
     """
     from cxrkit.report.evaluation import write_eval_report
+    from cxrkit.workflows.robustness import load_robustness
 
     m = json.loads((out / files.METRICS).read_text())
     figures = evaluation_figures(run_dir, out, data, m["labels"])
+    figures.robustness = load_robustness(run_dir, m["split"])
     n = m["config"]["samples"] if samples is None else samples
     return write_eval_report(out / files.REPORT, m, figures, n)
 

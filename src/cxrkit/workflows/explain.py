@@ -89,6 +89,11 @@ def explain_prepared(
     of each input source, made unique over all the inputs of a command (when it goes chunk by chunk).
     """
     cols = [label_index(run.labels, name) for name in labels]
+    if run.members:
+        log(
+            f"note: {run.path.name} is a K-fold ensemble; its scores average {len(run.members)} folds, its "
+            f"heatmaps are {run.members[0].path.name}'s Grad-CAM"
+        )
     if frac is None:
         saved = run.path / files.LOCALIZATION
         frac = float(json.loads(saved.read_text())["fraction"]) if saved.is_file() else 0.5

@@ -81,6 +81,11 @@ def export_run(
     validation images used to calibrate int8 ranges.
     """
     run = RunModel.load(run_dir, "cpu")
+    if run.members:
+        raise ValueError(
+            f"{run.path} is a K-fold ensemble of {len(run.members)} runs; export one fold "
+            f"(e.g. cxr export {run.members[0].path}) or predict with PyTorch"
+        )
     data: TrainData | None = None
     try:
         data = load_run_data(run.path)

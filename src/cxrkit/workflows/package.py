@@ -12,7 +12,7 @@ from cxrkit.models.device import resolve_device
 from cxrkit.outputs import write_text
 from cxrkit.run import files
 from cxrkit.run.checkpoint import load_checkpoint
-from cxrkit.run.data import Log, load_run_config, load_run_data
+from cxrkit.run.data import Log, is_ensemble, load_run_config, load_run_data
 from cxrkit.run.model import build_network
 from cxrkit.run.package import ModelPackage
 
@@ -23,7 +23,13 @@ def package_run(
     """Fit calibration, thresholds and the operating point on the run's validation split; write model.json."""
     from cxrkit.training.loop import write_model_package
 
-    run_dir = files.check_run_folder(Path(run_dir), (files.BEST, files.CONFIG))
+    run_dir = files.check_run_folder(Path(run_dir), (files.CONFIG,))
+    if is_ensemble(load_run_config(run_dir).split):
+        raise ValueError(
+            f"{run_dir} is a K-fold ensemble: `cxr train --resume {run_dir} triage.target_sensitivity=...` "
+            "refits its model.json from the folds' out-of-fold scores"
+        )
+    files.check_run_folder(run_dir, (files.BEST,))
     bad = sorted(k for k in overrides or {} if not k.startswith("triage."))
     if bad:  # the weights fix the model, labels and input: only the triage point may change
         raise ValueError(f"cxr package takes triage.* settings only (got {', '.join(bad)})")

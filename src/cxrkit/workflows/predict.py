@@ -30,11 +30,13 @@ def predict_files(
     chunk: int = 256,
     log: Log = print,
     engine: str = "torch",
+    tta: int | None = None,
 ) -> pd.DataFrame:
     """Predict every image under ``paths``; write ``out`` (CSV) and, with ``heatmaps``, Grad-CAM overlays.
 
     Inputs are read, scored and drawn ``chunk`` at a time, so memory stays flat on folders of any size.
     ``engine``: torch, onnx, onnx-int8 or auto (see ``RunModel``); heatmaps always use PyTorch.
+    ``tta``: test-time augmentation views averaged (default: the run's own ``model.tta``; 0: none).
     """
     from tqdm.auto import tqdm
 
@@ -46,7 +48,7 @@ def predict_files(
     with tqdm(total=len(items), desc="predict", unit="img", disable=not progress) as bar:
         for s in range(0, len(items), chunk):
             prepared = prepare_items(items[s : s + chunk], run.spec, heatmaps is not None, bar)
-            probs = run.probs(prepared.images, batch_size)
+            probs = run.probs(prepared.images, batch_size, tta=tta)
             parts.append(run.table(prepared, probs))
             if heatmaps is not None and len(prepared.ok):
                 from cxrkit.workflows.explain import explain_prepared

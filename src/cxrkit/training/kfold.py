@@ -1,0 +1,116 @@
+"""Patient-grouped K-fold cross-validation: one run per fold, and a parent run that is their ensemble.
+
+``split.method: kfold`` trains ``fold-1`` .. ``fold-K`` inside the parent folder, each an ordinary
+run validating on its own fold (``split.fold: k``), then writes the parent: ``config.yaml``,
+``split.csv`` (val: every fold's images, test: the held-out share), ``cv.json`` (each fold's
+best validation value, their mean and sd, and the pooled out-of-fold AUC), ``summary.json``
+(out-of-fold metrics, total training time) and ``model.json``,
+whose thresholds, calibration and operating point are fitted on the out-of-fold logits (each image
+scored by the fold model that never trained on it). Loaded, the parent predicts with the folds'
+average logits. ``--resume PARENT`` finishes unfinished folds and rebuilds the parent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from cxrkit.config import RunConfig
+from cxrkit.data.splits import save_split_manifest
+from cxrkit.evaluate.calibration import logits_to_probs
+from cxrkit.evaluate.metrics import summary_metrics
+from cxrkit.outputs import write_text
+from cxrkit.run import files
+from cxrkit.run.data import Log, TrainData, absolute_paths, prepare_data
+from cxrkit.run.model import RunModel, split_logits
+from cxrkit.run.package import build_package, write_package
+
+CV = "cv.json"
+
+
+def fold_name(k: int) -> str:
+    """The folder of fold ``k`` (1-based) inside the parent run."""
+    return f"fold-{k}"
+
+
+def fold_config(cfg: RunConfig, parent: Path, k: int) -> RunConfig:
+    """Fold ``k``'s config: the parent's, validating on fold k, written inside the parent folder."""
+    split = dataclasses.replace(cfg.split, fold=k)
+    return dataclasses.replace(cfg, split=split, out=str(parent), name=fold_name(k))
+
+
+def fold_state(parent: Path, k: int) -> str:
+    """done (model.json written), started (a checkpoint to resume) or new."""
+    folder = parent / fold_name(k)
+    if (folder / files.PACKAGE).is_file():
+        return "done"
+    if (folder / files.LAST).is_file():
+        return "started"
+    return "new"
+
+
+def cv_summary(values: list[float], monitor: str, oof_auc: float) -> dict:
+    """Each fold's best validation value, their mean and sample sd, and the pooled out-of-fold AUC."""
+    arr = np.asarray(values, dtype=np.float64)
+    return {
+        "monitor": monitor,
+        "folds": len(arr),
+        "per_fold": [float(v) for v in arr],
+        "mean": float(arr.mean()) if len(arr) else float("nan"),
+        "sd": float(arr.std(ddof=1)) if len(arr) > 1 else float("nan"),
+        "out_of_fold_macro_auc": oof_auc,
+    }
+
+
+def write_parent(cfg: RunConfig, parent: Path, log: Log, device: str = "auto") -> Path:
+    """The parent run from its finished folds: split.csv, config.yaml, model.json and cv.json."""
+    data: TrainData = prepare_data(cfg)  # the cache the folds used; the parent's own split (fold 0)
+    write_text(parent / files.CONFIG, absolute_paths(cfg).to_yaml())
+    save_split_manifest(parent / files.SPLIT, data.cache.meta, data.split, data.cache.images)
+    members = [fold_name(k) for k in range(1, cfg.split.folds + 1)]
+    runs = [RunModel.load(parent / m, device) for m in members]
+    first = runs[0]
+    pkg_stub = dataclasses.replace(
+        first.package, model_config={**first.package.model_config, "ensemble": members}
+    )
+    ensemble = RunModel(parent, first.model, pkg_stub, first.device, "torch", runs)
+    idx, logits = split_logits(ensemble, data, "val", cfg.train.batch_size * 2)
+    pkg = build_package(
+        model_name=first.package.model_name,
+        model_config=pkg_stub.model_config,
+        labels=data.labels,
+        task=first.package.task,
+        input_spec=first.package.input,
+        val_logits=logits,
+        val_targets=data.targets[idx],
+        target_sensitivity=cfg.triage.target_sensitivity,
+        triage_score=cfg.triage.score,
+    )
+    write_package(parent, pkg)
+    oof = summary_metrics(data.targets[idx], logits_to_probs(logits, data.task), 0.5, labels=data.labels)
+    summaries = [json.loads((parent / m / files.SUMMARY).read_text()) for m in members]
+    values = [s["best_value"] if s["best_value"] is not None else float("nan") for s in summaries]
+    cv = cv_summary(values, cfg.train.monitor, float(oof["macro_auc"]))
+    write_text(parent / CV, json.dumps(files.json_safe(cv), indent=1))
+    summary = {  # shaped like a fold's, so experiment tables compare K-fold and single runs
+        "monitor": cfg.train.monitor,
+        "best_value": cv["mean"],
+        "best_epoch": None,
+        "epochs_run": sum(s["epochs_run"] for s in summaries),
+        "stopped_early": any(s["stopped_early"] for s in summaries),
+        "train_seconds": sum(s["train_seconds"] for s in summaries),
+        "parameters": sum(s["parameters"] for s in summaries),
+        "val": {k: v for k, v in oof.items() if isinstance(v, (int, float))},  # out of fold
+        "cv": cv,
+    }
+    write_text(parent / files.SUMMARY, json.dumps(files.json_safe(summary), indent=1))
+    log(
+        f"cross-validation: {cfg.train.monitor} {cv['mean']:.4f} ± {cv['sd']:.4f} over {len(members)} folds "
+        f"({', '.join(f'{v:.4f}' for v in values)}); "
+        f"out-of-fold macro AUC {cv['out_of_fold_macro_auc']:.4f}; "
+        f"ensemble run {parent}"
+    )
+    return parent
