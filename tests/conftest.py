@@ -152,7 +152,7 @@ def labelled_folder(tmp_path: Path) -> Path:
     root = tmp_path / "kermany"
     names = {
         "NORMAL": ["IM-0115-0001.jpeg", "IM-0117-0001.jpeg", "NORMAL2-IM-0427-0001.jpeg"],
-        "PNEUMONIA": ["person1_bacteria_1.jpeg", "person1_virus_6.jpeg", "person22_virus_55.jpeg"],
+        "PNEUMONIA": ["person1_bacteria_1.jpeg", "person1_bacteria_2.jpeg", "person81_virus_152.jpeg"],
     }
     for k, (cls, files) in enumerate(names.items()):
         (root / cls).mkdir(parents=True)

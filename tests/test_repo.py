@@ -68,3 +68,25 @@ def test_a_hanging_test_fails_with_its_name(tmp_path):
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timeout=1", "test_stuck.py"]
     out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=25)
     assert out.returncode == 1 and "Timeout" in out.stdout and "test_stuck" in out.stdout, out.stdout[-2000:]
+
+
+KERMANY_NAME = re.compile(r"(?:person\d+_(?:bacteria|virus)_\d+|(?:NORMAL2-)?IM-\d{4}-\d{4})\.jpe?g")
+
+
+def test_no_kermany_file_outside_the_training_folder_is_named():
+    """The official Kermany test split stays unseen: a Kermany-style file name in the repository is a
+    file of ../shared's training folder, or an invented one (patient numbers from 9000 on)."""
+    from conftest import shared_path
+
+    train = shared_path("data", "kermany-pneumonia", "train")  # skips, saying why, where ../shared is absent
+    known = {p.name for p in train.rglob("*.jpeg")}
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True).stdout.split()
+    named = {
+        (path, m.group(0))
+        for path in tracked
+        if path.endswith((".py", ".md", ".yaml", ".toml", ".txt", ".html", ".js"))
+        for m in KERMANY_NAME.finditer((REPO / path).read_text(errors="replace"))
+    }
+    invented = re.compile(r"person9\d{3}_|IM-9\d{3}-")
+    unknown = sorted(f"{p}: {n}" for p, n in named if n not in known and not invented.match(n))
+    assert not unknown, unknown

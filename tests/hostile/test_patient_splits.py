@@ -75,17 +75,17 @@ def test_issuer_separates_ids_and_a_missing_patient_id_falls_back_to_the_name(tm
     root = tmp_path / "mixed"
     dicom(root / "A" / "x1.dcm", "42", 1, issuer="NORTH")
     dicom(root / "A" / "x2.dcm", "42", 2, issuer="SOUTH")
-    dicom(root / "B" / "person5_virus_1.dcm", None, 3)
-    dicom(root / "B" / "person5_virus_2.dcm", "  ", 4)  # blank: no PatientID either
-    (root / "B" / "person5_bacteria_3.png").write_bytes(png_bytes(chest_like(40, 40, 5)))
+    dicom(root / "B" / "person9005_virus_1.dcm", None, 3)
+    dicom(root / "B" / "person9005_virus_2.dcm", "  ", 4)  # blank: no PatientID either
+    (root / "B" / "person9005_bacteria_3.png").write_bytes(png_bytes(chest_like(40, 40, 5)))
     with caplog.at_level(logging.WARNING, logger="cxrkit.data.folder"):
         ds = LabelledFolderDataset(root)
     meta = ds.meta.set_index("image_id")
     got = {i: (meta.at[i, "patient_id"], meta.at[i, "patient_source"]) for i in meta.index}
     assert got["A/x1.dcm"] == ("NORTH/42", "dicom") and got["A/x2.dcm"] == ("SOUTH/42", "dicom")
-    assert got["B/person5_virus_1.dcm"] == ("person5", "file name")
-    assert got["B/person5_virus_2.dcm"] == ("person5", "file name")
-    assert got["B/person5_bacteria_3.png"] == ("person5", "file name")
+    assert got["B/person9005_virus_1.dcm"] == ("person9005", "file name")
+    assert got["B/person9005_virus_2.dcm"] == ("person9005", "file name")
+    assert got["B/person9005_bacteria_3.png"] == ("person9005", "file name")
     assert "2 of 4 DICOM files have no readable PatientID" in caplog.text
 
 

@@ -113,7 +113,8 @@ def test_two_stage_bottleneck_then_fine_tune_last_block(tmp_path):
 @pytest.fixture
 def pneumonia_folder(tmp_path):
     root = tmp_path / "kids"
-    for cls, prefix in (("NORMAL", "IM-{:04d}-0001"), ("PNEUMONIA", "person{}_virus_1")):
+    # Kermany-style names that no file of the Kermany set carries (numbers from 9000)
+    for cls, prefix in (("NORMAL", "IM-9{:03d}-0001"), ("PNEUMONIA", "person90{:02d}_virus_1")):
         (root / cls).mkdir(parents=True)
         for i in range(30):
             img = np.dstack([chest_like(40, 40, i + (100 if cls == "PNEUMONIA" else 0))] * 3)

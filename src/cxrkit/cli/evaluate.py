@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from cxrkit.cli.predict import add_tta_argument
+
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a run on a split: metrics.json + a self-contained HTML report (thresholds tuned on val)."""
@@ -170,12 +172,6 @@ def add_eval_commands(sub) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the random shifts (noise, offsets)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--out", help="output folder (default RUN/robustness-SPLIT)")
-    p.add_argument(
-        "--tta",
-        type=int,
-        choices=range(6),
-        metavar="N",
-        help="test-time augmentation: average N shifted views (0-5; default: the run's model.tta)",
-    )
+    p.add_argument("--out", help="output folder (default RUN/robustness-SPLIT, RUN/robustness-SPLIT-ttaN)")
+    add_tta_argument(p)
     p.set_defaults(func=cmd_robustness)

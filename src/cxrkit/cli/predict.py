@@ -31,6 +31,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if (table["error"] != "").any() else 0
 
 
+def add_tta_argument(p: argparse.ArgumentParser) -> None:
+    """``--tta N``: test-time views averaged (None when not given: the run's own ``model.tta``)."""
+    p.add_argument(
+        "--tta",
+        type=int,
+        choices=range(6),
+        metavar="N",
+        help="test-time augmentation: average N shifted views (0-5; default: the run's model.tta)",
+    )
+
+
 def add_predict_commands(sub) -> None:
     """Register predict on the ``cxr`` subparsers."""
     p = sub.add_parser(
@@ -46,11 +57,5 @@ def add_predict_commands(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--engine", default="torch", help="torch, onnx, onnx-int8 (files from cxr export) or auto")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--tta",
-        type=int,
-        choices=range(6),
-        metavar="N",
-        help="test-time augmentation: average N shifted views (0-5; default: the run's model.tta)",
-    )
+    add_tta_argument(p)
     p.set_defaults(func=cmd_predict)

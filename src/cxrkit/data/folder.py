@@ -6,7 +6,7 @@ Class folder names that spell a canonical label (``NORMAL`` -> "No Finding", ``P
 The patient of a DICOM file (``.dcm``/``.dicom``) is its PatientID tag, read from the header
 only, as ``ISSUER/ID`` when IssuerOfPatientID is set: file names of one patient need not look
 alike. Every other file, and a DICOM without a PatientID (or an unreadable header), takes its
-patient from the file name (``person12_virus_3.jpeg`` -> ``person12``,
+patient from the file name (``person12_bacteria_46.jpeg`` -> ``person12``,
 ``NORMAL2-IM-0427-0001.jpeg`` -> ``NORMAL2-IM-0427``), or the whole stem when nothing matches.
 The meta column ``patient_source`` says which rule gave each image its patient (``dicom`` or
 ``file name``); DICOMs that fell back to the name are counted in a logged warning.
