@@ -139,16 +139,19 @@ def test_unreachable_target_is_recorded_as_not_reached(tmp_path):
 def test_newer_formats_are_refused_naming_both_versions(tmp_path):
     z, y = overconfident()
     write_package(tmp_path, package(z, y))
+    assert (
+        json.loads((tmp_path / files.PACKAGE).read_text())["format"] == 1
+    )  # plain runs: old readers read them
     doc = json.loads((tmp_path / files.PACKAGE).read_text())
     doc["format"] = files.RUN_FORMAT + 1
     doc["versions"]["cxrkit"] = "9.0"
     (tmp_path / files.PACKAGE).write_text(json.dumps(doc))
     with pytest.raises(
-        ValueError, match=r"format 2 \(written by cxrkit 9.0\) is newer than this cxrkit .* \(format 1\)"
+        ValueError, match=r"format 3 \(written by cxrkit 9.0\) is newer than this cxrkit .* \(format 2\)"
     ):
         read_package(tmp_path)
     save_checkpoint(tmp_path / "x.pt", model_state={}, run_format=files.RUN_FORMAT + 1, cxrkit_version="9.0")
-    with pytest.raises(ValueError, match=r"checkpoint format 2 .*9\.0.* newer"):
+    with pytest.raises(ValueError, match=r"checkpoint format 3 .*9\.0.* newer"):
         load_checkpoint(tmp_path / "x.pt")
     (tmp_path / files.PACKAGE).unlink()
     with pytest.raises(FileNotFoundError, match="cxr package"):

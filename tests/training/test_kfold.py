@@ -77,8 +77,12 @@ def test_kfold_run_trains_each_fold_and_reports_mean_and_sd(kfold_run):
     folds = [parent / f"fold-{k}" for k in (1, 2, 3)]
     assert all((f / "model.json").is_file() and (f / "best.pt").is_file() for f in folds)
     cv = json.loads((parent / "cv.json").read_text())
-    best = [json.loads((f / "summary.json").read_text())["best_value"] for f in folds]
-    assert cv["per_fold"] == pytest.approx(best)
+    # each fold's clean validation AUC at its best epoch, read from its own metrics.csv
+    best = []
+    for f in folds:
+        hist = pd.read_csv(f / "metrics.csv")
+        best.append(hist.loc[hist["macro_auc"].idxmax(), "macro_auc"])  # monitor macro_auc: best = max
+    assert cv["per_fold"] == pytest.approx(best) and cv["monitor"] == "macro_auc"
     assert cv["mean"] == pytest.approx(np.mean(best)) and cv["sd"] == pytest.approx(np.std(best, ddof=1))
     assert any("cross-validation" in line and "±" in line for line in lines)
     # each fold validates on its own fold, trains on the others; the test patients are in no fold's train

@@ -3,7 +3,7 @@
 ``split.method: kfold`` trains ``fold-1`` .. ``fold-K`` inside the parent folder, each an ordinary
 run validating on its own fold (``split.fold: k``), then writes the parent: ``config.yaml``,
 ``split.csv`` (val: every fold's images, test: the held-out share), ``cv.json`` (each fold's
-best validation value, their mean and sd, and the pooled out-of-fold AUC), ``summary.json``
+validation macro AUC at its best epoch, their mean and sd, and the pooled out-of-fold AUC), ``summary.json``
 (out-of-fold metrics, total training time) and ``model.json``,
 whose thresholds, calibration and operating point are fitted on the out-of-fold logits (each image
 scored by the fold model that never trained on it). Loaded, the parent predicts with the folds'
@@ -52,15 +52,18 @@ def fold_state(parent: Path, k: int) -> str:
     return "new"
 
 
-def cv_summary(values: list[float], monitor: str, oof_auc: float) -> dict:
-    """Each fold's best validation value, their mean and sample sd, and the pooled out-of-fold AUC."""
-    arr = np.asarray(values, dtype=np.float64)
+def cv_summary(aucs: list[float], monitored: list[float], monitor: str, oof_auc: float) -> dict:
+    """Each fold's clean validation macro AUC at its best epoch, their mean and sample sd, what the
+    folds were selected on (``monitor``: its best value per fold), and the pooled out-of-fold AUC."""
+    arr = np.asarray(aucs, dtype=np.float64)
     return {
-        "monitor": monitor,
+        "metric": "macro_auc",
         "folds": len(arr),
         "per_fold": [float(v) for v in arr],
         "mean": float(arr.mean()) if len(arr) else float("nan"),
         "sd": float(arr.std(ddof=1)) if len(arr) > 1 else float("nan"),
+        "monitor": monitor,
+        "monitor_per_fold": [float(v) for v in monitored],
         "out_of_fold_macro_auc": oof_auc,
     }
 
@@ -92,8 +95,9 @@ def write_parent(cfg: RunConfig, parent: Path, log: Log, device: str = "auto") -
     write_package(parent, pkg)
     oof = summary_metrics(data.targets[idx], logits_to_probs(logits, data.task), 0.5, labels=data.labels)
     summaries = [json.loads((parent / m / files.SUMMARY).read_text()) for m in members]
-    values = [s["best_value"] if s["best_value"] is not None else float("nan") for s in summaries]
-    cv = cv_summary(values, cfg.train.monitor, float(oof["macro_auc"]))
+    aucs = [s["val"].get("macro_auc", float("nan")) for s in summaries]
+    monitored = [s["best_value"] if s["best_value"] is not None else float("nan") for s in summaries]
+    cv = cv_summary(aucs, monitored, cfg.train.monitor, float(oof["macro_auc"]))
     write_text(parent / CV, json.dumps(files.json_safe(cv), indent=1))
     summary = {  # shaped like a fold's, so experiment tables compare K-fold and single runs
         "monitor": cfg.train.monitor,
@@ -108,8 +112,8 @@ def write_parent(cfg: RunConfig, parent: Path, log: Log, device: str = "auto") -
     }
     write_text(parent / files.SUMMARY, json.dumps(files.json_safe(summary), indent=1))
     log(
-        f"cross-validation: {cfg.train.monitor} {cv['mean']:.4f} ± {cv['sd']:.4f} over {len(members)} folds "
-        f"({', '.join(f'{v:.4f}' for v in values)}); "
+        f"cross-validation: macro AUC {cv['mean']:.4f} ± {cv['sd']:.4f} over {len(members)} folds "
+        f"({', '.join(f'{v:.4f}' for v in aucs)}); "
         f"out-of-fold macro AUC {cv['out_of_fold_macro_auc']:.4f}; "
         f"ensemble run {parent}"
     )
