@@ -98,8 +98,8 @@ class RunModel:
 
         ``engine``: torch, onnx, onnx-int8, or auto (onnx when the run holds model.onnx).
         """
-        path = files.check_run_folder(Path(path), (files.PACKAGE,))
-        pkg = read_package(path)
+        path = files.check_run_folder(Path(path), ())
+        pkg = read_package(path)  # a missing model.json: an error that says how to make one
         if pkg.model_config.get("ensemble"):
             return cls._load_ensemble(path, pkg, device, engine)
         files.check_run_folder(path, (files.BEST,))
