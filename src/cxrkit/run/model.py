@@ -99,7 +99,9 @@ class RunModel:
         ``engine``: torch, onnx, onnx-int8, or auto (onnx when the run holds model.onnx).
         """
         path = files.check_run_folder(Path(path), ())
-        pkg = read_package(path)  # a missing model.json: an error that says how to make one
+        if not (path / files.PACKAGE).is_file():  # weights without model.json: read_package says what to run
+            files.check_run_folder(path, (files.BEST,))
+        pkg = read_package(path)
         if pkg.model_config.get("ensemble"):
             return cls._load_ensemble(path, pkg, device, engine)
         files.check_run_folder(path, (files.BEST,))
