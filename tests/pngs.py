@@ -9,6 +9,8 @@ import struct
 import zlib
 from pathlib import Path
 
+import numpy as np
+
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
     return (
@@ -28,9 +30,19 @@ def bomb_header(width: int, height: int) -> bytes:
 
 
 def write_png(
-    path: Path, width: int, height: int, bit_depth: int = 8, colour: int = 0, pixels: bool = True
+    path: Path,
+    width: int,
+    height: int,
+    bit_depth: int = 8,
+    colour: int = 0,
+    pixels: bool = True,
+    ramp: bool = False,
 ) -> Path:
-    """An all-zero PNG of the given size (colour 0 grey, 2 RGB, 6 RGBA); ``pixels=False``: header only."""
+    """An all-zero PNG of the given size (colour 0 grey, 2 RGB, 6 RGBA); ``pixels=False``: header only.
+
+    ``ramp``: every row a left-to-right grey ramp instead (grey 8/16-bit only): content that passes
+    the assessability rule, still compressing to almost nothing.
+    """
     channels = {0: 1, 2: 3, 4: 2, 6: 4}[colour]
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour, 0, 0, 0)
     with open(path, "wb") as fh:
@@ -38,6 +50,11 @@ def write_png(
         if pixels:
             comp = zlib.compressobj(9)
             row = b"\x00" * (1 + width * channels * bit_depth // 8)
+            if ramp:
+                values = (np.arange(width) * ((1 << bit_depth) - 1) // max(width - 1, 1)).astype(
+                    f">u{bit_depth // 8}"
+                )
+                row = b"\x00" + values.tobytes()
             body = bytearray()
             for _ in range(height):
                 body += comp.compress(row)

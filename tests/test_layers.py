@@ -58,7 +58,7 @@ def imports_of(path: Path) -> set[str]:
             base = node.module or ""
             if node.level:
                 base = ".".join(
-                    [*package.split(".")[:len(package.split(".")) - node.level + 1], base]
+                    [*package.split(".")[: len(package.split(".")) - node.level + 1], base]
                 ).strip(".")
             if base.split(".")[0] == "cxrkit":
                 found.add(base)
@@ -102,7 +102,7 @@ def test_no_import_cycles():
         state[node] = 1
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycle.extend([*stack[stack.index(nxt):], node, nxt] if nxt in stack else [node, nxt])
+                cycle.extend([*stack[stack.index(nxt) :], node, nxt] if nxt in stack else [node, nxt])
                 return True
             if state.get(nxt) is None and visit(nxt, [*stack, node]):
                 return True

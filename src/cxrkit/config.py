@@ -264,10 +264,15 @@ class TrainConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"train.{key} {getattr(self, key)!r}: expected one of {', '.join(allowed)}")
-        if self.epochs < 0 or self.batch_size < 1 or not self.lr > 0:
+        if self.epochs < 0 or self.batch_size < 1 or not 0 < self.lr < 3.4e38:  # float32 optimisers
             raise ValueError(
-                f"train: epochs >= 0, batch_size >= 1 and lr > 0 needed (got {self.epochs}, "
+                f"train: epochs >= 0, batch_size >= 1 and a finite lr > 0 needed (got {self.epochs}, "
                 f"{self.batch_size}, {self.lr})"
+            )
+        if self.epochs == 0 and self.bottleneck_epochs == 0:
+            raise ValueError(
+                "train.epochs 0 with no train.bottleneck_epochs: nothing would be trained; "
+                "set train.epochs >= 1 (or train.bottleneck_epochs for a head on frozen features)"
             )
         self._check_ranges()
 
@@ -364,6 +369,7 @@ class ServeConfig:
     queue: int = 32  # requests that may wait for a worker; beyond: 503 with Retry-After
     max_batch: int = 16  # most requests scored as one batch
     max_files: int = 32  # most files in one /v1/predict/batch request
+    accept_missing_modality: bool = False  # score DICOMs without a Modality tag (else 422 not_assessable)
 
     def __post_init__(self) -> None:
         type_check(self, "serve")

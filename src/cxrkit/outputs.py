@@ -41,9 +41,19 @@ def write_with(path: str | Path, writer: Callable[[IO[bytes]], Any]) -> Path:
     try:
         fd = os.open(tmp, flags, 0o644)
     except FileNotFoundError:
+        if path.parent.is_dir():  # /proc, /sys: a pseudo file system that takes no new files
+            raise PermissionError(
+                f"{path.parent}: output folder is not writable (a pseudo file system)"
+            ) from None
         raise FileNotFoundError(f"{path.parent}: output folder does not exist") from None
     except PermissionError:
         raise PermissionError(f"{path.parent}: output folder is not writable") from None
+    except FileExistsError:
+        raise
+    except OSError as err:  # a read-only file system, a full disk, a name too long
+        raise PermissionError(
+            f"{path.parent}: output folder is not writable ({err.strerror or err})"
+        ) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             try:  # a replaced file keeps its permissions (a 0600 file of patient data stays 0600)
@@ -68,6 +78,50 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
 def write_text(path: str | Path, text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` safely."""
     return write_bytes(path, text.encode("utf-8"))
+
+
+NULL_REASON = "null: a value that cannot be computed here (e.g. ROC-AUC of a label with one class present)"
+
+
+def json_safe(obj: Any) -> Any:
+    """JSON-ready copy: NaN and +-inf -> None, numpy scalars and arrays -> Python, tuples -> lists."""
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [json_safe(v) for v in (obj.tolist() if isinstance(obj, np.ndarray) else obj)]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def _has_null(obj: Any) -> bool:
+    if isinstance(obj, dict):
+        return any(_has_null(v) for v in obj.values())
+    if isinstance(obj, list):
+        return any(_has_null(v) for v in obj)
+    return obj is None
+
+
+def write_json(path: str | Path, obj: Any, null_reason: str | None = NULL_REASON) -> Path:
+    """Write ``obj`` as strict JSON (no bare NaN/Infinity), atomically.
+
+    Non-finite numbers become null; when any value is null and ``obj`` is a dict, its ``nulls`` key
+    says why (``null_reason``), so a reader never has to guess.
+    """
+    import json
+
+    safe = json_safe(obj)
+    if null_reason and isinstance(safe, dict) and "nulls" not in safe and _has_null(safe):
+        safe["nulls"] = null_reason
+    return write_text(path, json.dumps(safe, indent=1, allow_nan=False) + "\n")
 
 
 def _formula_like(value: str) -> bool:

@@ -55,7 +55,7 @@ def test_triage_split_and_new_images(phantom_run, tmp_path, capsys):
     for k in range(3):
         (folder / f"x{k}.png").write_bytes(png_bytes(chest_like(80, 60, seed=k)))
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    # an unreadable study heads the worklist and makes the command fail (tests/hostile/test_unscored.py)
+    # an unreadable study heads the worklist and makes the command fail (tests/workflows/test_unscored.py)
     assert (
         main(["triage", str(run), str(folder), "--target-sensitivity", "0.9", "--out", str(tmp_path / "t")])
         == 1

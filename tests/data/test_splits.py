@@ -10,6 +10,7 @@ from cxrkit.data.nih import NIHDataset
 from cxrkit.data.splits import (
     PatientLeakError,
     check_no_patient_leak,
+    kfold_folds,
     load_split_manifest,
     patient_split,
     save_split_manifest,
@@ -178,3 +179,14 @@ def test_a_split_with_zero_fraction_stays_empty_when_the_others_overfill(seed):
     y = (rng.random((len(pids), 2)) < [0.1, 0.3]).astype(float)
     split = patient_split(pids, y, {"train": 0.7, "val": 0.3, "test": 0.0}, seed=seed)
     assert len(split["test"]) == 0 and len(split["train"]) + len(split["val"]) == len(pids)
+
+
+def test_kfold_with_more_folds_than_patients_says_so():
+    ids = ["a", "a", "b", "c", "c"]
+    y = np.zeros((5, 1))
+    with pytest.raises(ValueError, match=r"kfold: 4 folds need at least 4 patients .* the data has 3"):
+        kfold_folds(ids, y, 4)
+    with pytest.raises(ValueError, match=r"3 folds and a test share need at least 4 patients"):
+        kfold_folds(ids, y, 3, test=0.2)
+    folds = kfold_folds(ids, y, 3)
+    assert sorted(set(folds)) == [1, 2, 3] and folds[0] == folds[1] and folds[3] == folds[4]

@@ -156,3 +156,13 @@ def test_newer_formats_are_refused_naming_both_versions(tmp_path):
     (tmp_path / files.PACKAGE).unlink()
     with pytest.raises(FileNotFoundError, match="cxr package"):
         read_package(tmp_path)
+
+
+def test_a_point_reached_only_with_specificity_zero_is_reported_as_degenerate():
+    z, y = overconfident()
+    flat = np.zeros_like(z)  # a model that outputs the same for every image separates nothing
+    pkg = package(flat, y, target_sensitivity=0.9)
+    op = pkg.operating_point
+    assert op.reached and op.val_specificity == 0.0
+    assert any("degenerate" in w and "specificity 0" in w for w in pkg.validation["warnings"])
+    assert not any("degenerate" in w for w in package(z, y, target_sensitivity=0.9).validation["warnings"])

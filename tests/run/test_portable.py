@@ -173,8 +173,8 @@ def test_arrays_of_any_size_and_dtype_are_one_image_each(folder_run, tmp_path):
     assert len(table) == 7 and (table["error"] == "").all()
     probs = table[list(run.labels)].to_numpy()
     assert np.allclose(probs, probs[0], atol=1e-7)  # the same picture, however it arrives
-    bad = run.predict([np.zeros((5, 5, 5, 5))])
-    assert "expected a (H, W)" in bad["error"].iloc[0]
+    with pytest.raises(ValueError, match=r"shape \(5, 5, 5, 5\) is not an image"):
+        run.predict([np.zeros((5, 5, 5, 5))])
     # one array is one image in every entry point, grey or colour
     for one in (img, as_rgb):
         assert len(run.predict(one)) == 1

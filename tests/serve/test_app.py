@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pydicom
 import pytest
-from conftest import png_bytes, shared_path
+from conftest import chest_like, png_bytes, shared_path
 from live import live_server
 from PIL import Image
 from pngs import bomb_header
@@ -138,11 +138,18 @@ def test_model_card_health_metrics_and_schema(server, run):
     assert "cxr_request_seconds_bucket" in text and 'cxr_engine_info{engine="onnx"} 1' in text
 
 
-def _dicom_without_pixels() -> bytes:
+def _dicom_without(tag: str) -> bytes:
+    """The real sample DICOM with one element removed (PixelData, Modality)."""
     ds = pydicom.dcmread(shared_path("data", "samples", DICOM))
-    del ds.PixelData
+    delattr(ds, tag)
     buf = io.BytesIO()
     ds.save_as(buf)
+    return buf.getvalue()
+
+
+def _tiff() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(chest_like(64, 64)).save(buf, format="TIFF")
     return buf.getvalue()
 
 
@@ -160,7 +167,7 @@ def _malformed() -> dict:
         "truncated JPEG": ({"file": ("t.jpg", jpg[:2000], "image/jpeg")}, 422, "t.jpg"),
         "empty body": ({"file": ("e.png", b"", "image/png")}, 400, "empty file"),
         "DICOM without pixels": (
-            {"file": ("n.dcm", _dicom_without_pixels(), "application/dicom")},
+            {"file": ("n.dcm", _dicom_without("PixelData"), "application/dicom")},
             422,
             "no pixel data",
         ),
@@ -178,6 +185,21 @@ def _malformed() -> dict:
             "below the 32 px minimum side",
         ),
         "over the size limit": ({"file": ("big.png", b"\0" * 1_100_000, "image/png")}, 413, "limit"),
+        "blank image": (
+            {"file": ("blank.png", png_bytes(np.zeros((256, 256), np.uint8)), "image/png")},
+            422,
+            "no image content",
+        ),
+        "DICOM without Modality": (
+            {"file": ("m.dcm", _dicom_without("Modality"), "application/dicom")},
+            422,
+            "no Modality tag",
+        ),
+        "TIFF (not an accepted format)": (
+            {"file": ("t.tif", _tiff(), "application/octet-stream")},
+            422,
+            "not a PNG/JPEG/DICOM image",
+        ),
         "wrong part type": ({"file": ("x.txt", png, "text/plain")}, 415, "text/plain"),
     }
 
@@ -253,7 +275,7 @@ def test_a_burst_beyond_the_queue_gets_503_with_retry_after(run):
         return run.probs(images)
 
     service.pool = Batcher(slow, workers=1, queue=1, max_batch=1)
-    body = png_bytes(np.full((64, 64), 90, np.uint8))
+    body = png_bytes(chest_like(64, 64))
     results: list[httpx.Response] = []
     with live_server(app) as url:
 
@@ -340,6 +362,15 @@ def test_probe_findings_stay_fixed(server):
         assert line.startswith("#") or re.fullmatch(
             r'[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? [0-9.e+-]+', line
         ), line
+
+
+def test_not_assessable_uploads_say_so_and_missing_modality_can_be_accepted(run):
+    strict = create_app(run, ServeConfig()).state.service
+    with pytest.raises(Exception) as info:
+        strict.decode(_dicom_without("Modality"), "m.dcm", "application/dicom")
+    assert getattr(info.value, "code", None) == "not_assessable"
+    lenient = create_app(run, ServeConfig(accept_missing_modality=True)).state.service
+    assert lenient.decode(_dicom_without("Modality"), "m.dcm", "application/dicom").ndim == 2
 
 
 def test_an_unexpected_failure_is_a_counted_json_500_and_the_service_lives_on(run, monkeypatch):

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import chest_like
 
 xrv = pytest.importorskip("torchxrayvision")
 
@@ -65,4 +66,4 @@ def test_xrv_probe_run_warm_starts_and_predicts_like_it_trained(tmp_path, monkey
         )
     labels = list(loaded.labels)
     assert set(xrv_labels(weights)) & set(labels)
-    assert np.isfinite(loaded.predict([np.full((64, 64), 128, np.uint8)])[labels[0]]).all()
+    assert np.isfinite(loaded.predict([chest_like(64, 64)])[labels[0]]).all()

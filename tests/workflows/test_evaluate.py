@@ -91,3 +91,16 @@ def test_worklist_and_predictions(phantom_eval):
     assert set(w["flag"]) <= {"abnormal", "normal"} and w["top_findings"].str.contains(r"\d\.\d\d").all()
     p = pd.read_csv(phantom_eval / "predictions.csv")
     assert len(p) == len(w) and "prob:Effusion" in p and "true:Effusion" in p
+
+
+def test_every_json_a_run_holds_is_strict_json(phantom_eval):
+    """No bare NaN/Infinity anywhere (other tools' JSON parsers reject them); null says why instead."""
+    from cxrkit.run import files
+
+    found = sorted(phantom_eval.parent.rglob("*.json"))  # the run folder: model.json, summary.json, eval-*/
+    assert {files.PACKAGE, files.SUMMARY, files.METRICS} <= {p.name for p in found}
+    for path in found:
+        text = path.read_text()
+        doc = json.loads(text, parse_constant=lambda c, p=path: pytest.fail(f"bare {c} in {p}"))
+        if path.name == files.METRICS and ": null" in text:
+            assert doc["nulls"].startswith("null: a value that cannot be computed"), path

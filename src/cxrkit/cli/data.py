@@ -134,6 +134,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_split(args: argparse.Namespace) -> int:
     """Make a patient-grouped (or official) split and write its manifest."""
     from cxrkit.data import build_dataset
+    from cxrkit.data.folder import patient_fallback_note
     from cxrkit.data.splits import (
         patient_split,
         save_split_manifest,
@@ -158,6 +159,9 @@ def cmd_split(args: argparse.Namespace) -> int:
         split = patient_split(ds.meta["patient_id"].to_numpy(), ds.targets(), scfg.fractions(), scfg.seed)
     out = save_split_manifest(out, ds.meta, split)
     print(split_summary(ds.meta, split, ds.labels).to_string())
+    note = patient_fallback_note(ds.meta)
+    if note:
+        print(note)
     print(f"no patient is in two splits (checked). manifest: {out}")
     return 0
 

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from cxrkit.cli.export import add_modality_argument
 from cxrkit.cli.predict import add_tta_argument
 
 
@@ -55,6 +56,7 @@ def cmd_triage(args: argparse.Namespace) -> int:
         score=args.triage_score,
         out=args.out,
         device=args.device,
+        accept_missing_modality=args.accept_missing_modality,
     )
     summary = json.loads((folder / "triage.json").read_text())
     return 1 if summary.get("not_scored") else 0  # studies to read manually: not a clean success
@@ -149,6 +151,7 @@ def add_eval_commands(sub) -> None:
     )
     _add_common(p)
     p.add_argument("--out", help="output folder (default RUN/triage-SPLIT or RUN/triage-images)")
+    add_modality_argument(p)
     p.set_defaults(func=cmd_triage)
 
     p = sub.add_parser("compare", help="several runs side by side", description=cmd_compare.__doc__)

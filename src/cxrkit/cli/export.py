@@ -38,9 +38,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         queue=args.queue,
         max_batch=args.max_batch,
+        accept_missing_modality=args.accept_missing_modality,
     )
     serve(args.run, cfg)
     return 0
+
+
+def add_modality_argument(p: argparse.ArgumentParser) -> None:
+    """``--accept-missing-modality``: score DICOMs that carry no Modality tag (off: not assessable)."""
+    p.add_argument(
+        "--accept-missing-modality",
+        action="store_true",
+        help="score DICOMs without a Modality tag as radiographs (default: not assessable, since a CT "
+        "slice with its Modality stripped must not be read as a chest X-ray)",
+    )
 
 
 def add_export_commands(sub) -> None:
@@ -72,4 +83,5 @@ def add_export_commands(sub) -> None:
     s.add_argument("--workers", type=int, default=1, help="inference threads (each runs a batch)")
     s.add_argument("--queue", type=int, default=32, help="requests that may wait; beyond: 503")
     s.add_argument("--max-batch", type=int, default=16, help="concurrent requests scored as one batch")
+    add_modality_argument(s)
     s.set_defaults(func=cmd_serve)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from cxrkit.cli.export import add_modality_argument
+
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Per-image predictions for files and folders (recursive), a CSV row each; exit 1 if any is unscored."""
@@ -20,6 +22,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         engine=args.engine,
         tta=args.tta,
+        accept_missing_modality=args.accept_missing_modality,
     )
     for row in table[table["error"] != ""].itertuples():
         print(f"  {printable(row.source)}: {row.error}")
@@ -58,4 +61,5 @@ def add_predict_commands(sub) -> None:
     p.add_argument("--engine", default="torch", help="torch, onnx, onnx-int8 (files from cxr export) or auto")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_tta_argument(p)
+    add_modality_argument(p)
     p.set_defaults(func=cmd_predict)

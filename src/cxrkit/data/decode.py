@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import stat
 import struct
 from pathlib import Path
@@ -17,7 +18,13 @@ import numpy as np
 
 from cxrkit.outputs import printable
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".dcm", ".dicom")
+# THE accepted formats, for the CLI, the Python API and the service alike (decoded by content, not
+# by name): Pillow is asked for these two only; anything else Pillow could open (TIFF, BMP, GIF,
+# WebP, EPS...) is refused as "not a PNG/JPEG/DICOM image"
+PILLOW_FORMATS = ("PNG", "JPEG")
+ACCEPTED_FORMATS = (*PILLOW_FORMATS, "DICOM")
+FORMATS_TEXT = "/".join(ACCEPTED_FORMATS)  # "PNG/JPEG/DICOM", as messages say it
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".dcm", ".dicom")  # what folder scans pick up
 
 
 class ImageReadError(ValueError):
@@ -37,15 +44,6 @@ class NotAssessableError(ImageReadError):
     """A readable image that cannot be a radiograph to score (too small): flagged, never scored."""
 
 
-def check_assessable(img: np.ndarray, name: str | Path, min_side: int = 32) -> None:
-    """Raise NotAssessableError when the image's shorter side is below ``min_side`` pixels."""
-    h, w = img.shape[:2]
-    if min(h, w) < min_side:
-        raise NotAssessableError(
-            name, f"image is {w}x{h} pixels, below the {min_side} px minimum side of an assessable radiograph"
-        )
-
-
 def is_dicom(path: str | Path, head: bytes | None = None) -> bool:
     """True for a ``.dcm`` name or a file with the ``DICM`` magic at byte 128."""
     if str(path).lower().endswith((".dcm", ".dicom")):
@@ -61,7 +59,6 @@ def is_dicom(path: str | Path, head: bytes | None = None) -> bool:
 
 MAX_PIXELS = 50_000_000  # default cap on declared pixels (a 7,000 x 7,000 image); CXRKIT_MAX_PIXELS overrides
 RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG", "OT", "SC"})  # CT, MR, MG...: not assessable
-MIN_SIDE = 32  # a shorter side is not an assessable radiograph (unless the model input is smaller)
 
 
 def max_pixels_setting() -> int:
@@ -104,11 +101,14 @@ def check_regular_file(path: str | Path) -> os.stat_result:
     return st
 
 
-def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+def read_image(
+    path: str | Path, max_pixels: int | None = None, *, accept_missing_modality: bool = False
+) -> np.ndarray:
     """Read a PNG/JPEG/DICOM file as (H, W) uint8 grey; raise ImageReadError naming the file.
 
     ``max_pixels`` (default: ``max_pixels_setting()``): an image declaring more pixels is refused
-    from its header, before any pixel is decoded (ImageTooLargeError).
+    from its header, before any pixel is decoded (ImageTooLargeError). ``accept_missing_modality``:
+    score a DICOM without a Modality tag (otherwise not assessable: it could be a CT slice).
     """
     path = Path(path)
     cap = max_pixels_setting() if max_pixels is None else max_pixels
@@ -123,16 +123,23 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
         raise ImageReadError(path, "file not found") from None
     except OSError as err:
         raise ImageReadError(path, f"cannot read file ({err.strerror or err})") from None
-    return decode_bytes(data, path, cap)
+    return decode_bytes(data, path, cap, accept_missing_modality=accept_missing_modality)
 
 
-def decode_bytes(data: bytes, name: str | Path = "<bytes>", max_pixels: int | None = None) -> np.ndarray:
+def decode_bytes(
+    data: bytes,
+    name: str | Path = "<bytes>",
+    max_pixels: int | None = None,
+    *,
+    accept_missing_modality: bool = False,
+) -> np.ndarray:
     """PNG/JPEG/DICOM bytes (an upload, a file's content) -> (H, W) uint8 grey.
 
     ``max_pixels``: refuse, before decoding, an image that declares more pixels (ImageTooLargeError).
+    ``accept_missing_modality``: as in ``read_image``.
     """
     try:  # whatever a decoder raises on a hostile file is that file's problem: one ImageReadError
-        return _decode_any(data, name, max_pixels)
+        return _decode_any(data, name, max_pixels, accept_missing_modality)
     except ImageReadError:
         raise
     except MemoryError:
@@ -142,12 +149,12 @@ def decode_bytes(data: bytes, name: str | Path = "<bytes>", max_pixels: int | No
         raise ImageReadError(name, f"cannot decode ({type(err).__name__}: {detail})") from None
 
 
-def _decode_any(data: bytes, name: str | Path, max_pixels: int | None) -> np.ndarray:
+def _decode_any(data: bytes, name: str | Path, max_pixels: int | None, accept_missing: bool) -> np.ndarray:
     if not data:
         raise ImageReadError(name, "empty file (0 bytes)")
     looks_like_image = data[:8] == b"\x89PNG\r\n\x1a\n" or data[:3] == b"\xff\xd8\xff"
     if not looks_like_image and is_dicom(name, data[:132]):  # the content decides, then the name
-        return _decode_dicom(data, Path(str(name)), max_pixels)
+        return _decode_dicom(data, Path(str(name)), max_pixels, accept_missing)
     return decode_image_bytes(data, name, max_pixels)
 
 
@@ -178,12 +185,12 @@ def decode_image_bytes(
         w, h = struct.unpack(">II", data[16:24])
         _check_pixels(name, w, h, 1, max_pixels)
     try:  # no warnings filter here: it is process-wide state, and uploads decode in parallel threads
-        with Image.open(io.BytesIO(data), formats=("PNG", "JPEG")) as im:  # never EPS & co. (Ghostscript)
+        with Image.open(io.BytesIO(data), formats=PILLOW_FORMATS) as im:  # never EPS & co. (Ghostscript)
             _check_pixels(name, im.width, im.height, 1, max_pixels)
             im.load()
             return _pil_to_grey(_upright(im), name)
     except UnidentifiedImageError:
-        raise ImageReadError(name, "not a PNG/JPEG/DICOM image (unrecognised format)") from None
+        raise ImageReadError(name, f"not a {FORMATS_TEXT} image (unrecognised format)") from None
     except Image.DecompressionBombError as err:
         raise ImageTooLargeError(name, f"refused as a decompression bomb ({err})") from None
     except (OSError, SyntaxError, ValueError) as err:
@@ -272,7 +279,9 @@ def scale_to_uint8(arr: np.ndarray, name: str | Path = "<array>") -> np.ndarray:
     return out
 
 
-def _decode_dicom(data: bytes, path: Path, max_pixels: int | None = None) -> np.ndarray:
+def _decode_dicom(
+    data: bytes, path: Path, max_pixels: int | None = None, accept_missing_modality: bool = False
+) -> np.ndarray:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -283,6 +292,12 @@ def _decode_dicom(data: bytes, path: Path, max_pixels: int | None = None) -> np.
     if "PixelData" not in ds and "FloatPixelData" not in ds:
         raise ImageReadError(path, "DICOM has no pixel data (no PixelData element)")
     modality = str(ds.get("Modality", "") or "").strip().upper()
+    if not modality and not accept_missing_modality:
+        raise NotAssessableError(
+            path,
+            "DICOM has no Modality tag: it cannot be told from a CT or MR slice "
+            "(--accept-missing-modality scores it as a radiograph)",
+        )
     if modality and modality not in RADIOGRAPH_MODALITIES:
         raise NotAssessableError(
             path,
@@ -306,13 +321,11 @@ def _decode_dicom(data: bytes, path: Path, max_pixels: int | None = None) -> np.
         raise ImageReadError(path, "DICOM SamplesPerPixel/BitsAllocated are not numbers") from None
     what = f"{samples}-sample {bits}-bit" + (f" x{frames} frames" if frames > 1 else "")
     _check_memory(path, cols, rows, rows * cols * frames * samples * max(1, -(-bits // 8)), what, max_pixels)
+    _check_stored_bits(ds, path, bits)
     try:
         arr = ds.pixel_array
     except Exception as err:  # pydicom raises many types for unsupported/corrupt pixel data
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
-        raise ImageReadError(
-            path, f"cannot decode DICOM pixel data (transfer syntax {syntax}: {err})"
-        ) from None
+        raise ImageReadError(path, _pixel_error(ds, err)) from None
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if arr.ndim == 3:  # colour DICOM: luma
         arr = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
@@ -325,6 +338,55 @@ def _decode_dicom(data: bytes, path: Path, max_pixels: int | None = None) -> np.
     if photometric == "MONOCHROME1":  # high values are black: invert so that air is dark
         out = 255 - out
     return out
+
+
+# compressed transfer syntaxes (UID prefix) -> the packages pydicom needs to decode them
+DICOM_DECODERS = {
+    "1.2.840.10008.1.2.4.5": "pylibjpeg pylibjpeg-libjpeg",  # JPEG baseline/extended
+    "1.2.840.10008.1.2.4.7": "pylibjpeg pylibjpeg-libjpeg",  # JPEG lossless
+    "1.2.840.10008.1.2.4.8": "pylibjpeg pylibjpeg-libjpeg",  # JPEG-LS
+    "1.2.840.10008.1.2.4.9": "pylibjpeg pylibjpeg-openjpeg",  # JPEG 2000
+    "1.2.840.10008.1.2.4.20": "pylibjpeg pylibjpeg-openjpeg",  # HTJ2K
+    "1.2.840.10008.1.2.5": "pylibjpeg pylibjpeg-rle",  # RLE (pydicom also decodes it itself)
+}
+
+
+def _pixel_error(ds, err: Exception) -> str:
+    """One line for DICOM pixels pydicom cannot decode; names the packages when a decoder is missing."""
+    uid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    name = f"{getattr(uid, 'name', uid)} ({uid})" if uid else "unknown transfer syntax"
+    text = re.sub(r"<[^<>]*? at 0x[0-9a-fA-F]+>", "<data>", str(err))  # no object addresses
+    detail = " ".join(text.split())[:200]
+    extra = next((pkgs for prefix, pkgs in DICOM_DECODERS.items() if str(uid or "").startswith(prefix)), None)
+    if extra and "missing" in text.lower() and "dependenc" in text.lower():
+        return (
+            f"DICOM pixel data is compressed as {name} and no decoder for it is installed: "
+            f"pip install 'cxrkit[dicom]' (or: pip install {extra})"
+        )
+    return f"cannot decode DICOM pixel data ({name}: {detail})"
+
+
+def _check_stored_bits(ds, path: Path, bits: int) -> None:
+    """Refuse uncompressed pixel values beyond BitsStored (pydicom would mask them into noise)."""
+    uid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    try:
+        stored, signed = int(ds.get("BitsStored", bits) or bits), int(ds.get("PixelRepresentation", 0) or 0)
+    except (TypeError, ValueError):
+        raise ImageReadError(path, "DICOM BitsStored/PixelRepresentation are not numbers") from None
+    if uid is None or uid.is_compressed or bits not in (8, 16, 32) or stored >= bits or "PixelData" not in ds:
+        return
+    if stored < 1:
+        raise ImageReadError(path, f"DICOM BitsStored {stored}: expected 1..{bits}")
+    order = "<" if uid.is_little_endian else ">"
+    data, width = ds.PixelData, bits // 8
+    raw = np.frombuffer(data[: len(data) // width * width], dtype=f"{order}{'i' if signed else 'u'}{width}")
+    lo, hi = (-(1 << (stored - 1)), (1 << (stored - 1)) - 1) if signed else (0, (1 << stored) - 1)
+    if raw.size and (int(raw.min()) < lo or int(raw.max()) > hi):
+        raise ImageReadError(
+            path,
+            f"DICOM pixel values {int(raw.min())}..{int(raw.max())} exceed BitsStored {stored} "
+            f"({lo}..{hi}): the header contradicts the pixels, so they cannot be trusted",
+        )
 
 
 def _apply_luts(arr: np.ndarray, ds) -> np.ndarray:

@@ -86,6 +86,24 @@ def dicom_patient(path: str | Path) -> str | None:
     return f"{issuer}/{pid}" if issuer else pid
 
 
+def patient_fallback_note(meta) -> str | None:
+    """One line for ``cxr split``/``cxr train`` when DICOMs got their patient from the file name, else None.
+
+    Anonymised files of one person carry unrelated names, so those images can span splits.
+    """
+    if "patient_source" not in meta or "path" not in meta:
+        return None
+    dicom = meta["path"].astype(str).str.lower().str.endswith(DICOM_SUFFIXES)
+    fallback = int((dicom & (meta["patient_source"] == "file name")).sum())
+    if not fallback:
+        return None
+    return (
+        f"warning: {fallback:,} of {int(dicom.sum()):,} DICOM files have no PatientID, so their patient was "
+        "taken from the file name: anonymised images of one person may then span splits. Restore the "
+        "PatientID tag (or name the files by patient) before trusting a patient-wise split"
+    )
+
+
 def patient_keys(
     paths: Sequence[Path], patterns: Sequence[str] = DEFAULT_PATIENT_PATTERNS
 ) -> tuple[list[str], list[str]]:

@@ -118,6 +118,15 @@ def kfold_folds(
     """
     if folds < 2:
         raise ValueError(f"kfold needs at least 2 folds (got {folds})")
+    patients = len(np.unique(np.asarray(patient_ids).astype(str)))
+    needed = folds + (1 if test > 0 else 0)
+    if patients < needed:
+        raise ValueError(
+            f"kfold: {folds} folds"
+            + (" and a test share" if test > 0 else "")
+            + f" need at least {needed} patients (each fold holds whole patients); the data has "
+            f"{patients}: use split.folds <= {max(patients - (needed - folds), 1)} or more data"
+        )
     rest = (1.0 - test) / folds
     fractions = {"test": test, **{f"fold{k}": rest for k in range(1, folds + 1)}}
     parts = patient_split(patient_ids, targets, fractions, seed)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cxrkit.outputs import json_safe  # noqa: F401  (the run's JSON files are written with it)
+
 RUN_FORMAT = 2  # the newest format this cxrkit reads; bump when model.json or checkpoints change incompatibly
 # format 2: model.json may ask for input intensity standardization, test-time views or a K-fold ensemble,
 # which a format-1 reader would silently skip; runs that use none of them are still written as format 1
@@ -72,22 +74,3 @@ TRIAGE = "triage.json"
 def eval_dirs(run_dir: Path) -> list[Path]:
     """Every ``eval-SPLIT`` folder of a run that holds a finished evaluation (its metrics.json)."""
     return sorted(p.parent for p in Path(run_dir).glob(f"eval-*/{METRICS}"))
-
-
-def json_safe(obj):
-    """JSON-ready copy: NaN -> None, numpy scalars and arrays -> Python (read back with ``nan_from_none``)."""
-    import math
-
-    import numpy as np
-
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [json_safe(v) for v in (obj.tolist() if isinstance(obj, np.ndarray) else obj)]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (np.floating, float)):
-        return None if math.isnan(float(obj)) else float(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj

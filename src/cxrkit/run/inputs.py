@@ -13,14 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrkit.data.decode import (
-    MIN_SIDE,
-    ImageReadError,
-    NotAssessableError,
-    array_to_grey,
-    check_assessable,
-    read_image,
-)
+from cxrkit.data.assess import MIN_SIDE, check_assessable
+from cxrkit.data.decode import ImageReadError, NotAssessableError, array_to_grey, read_image
 from cxrkit.data.folder import DICOM_SUFFIXES, dicom_patient
 from cxrkit.data.transforms import InputSpec, prepare_image
 
@@ -83,11 +77,37 @@ class PreparedInputs:
         )
 
 
-def expand_inputs(inputs: Input | Sequence[Input]) -> list[tuple[str, Path | np.ndarray]]:
-    """(source name, path or array) for each input; folders searched recursively; arrays split into images.
+def split_array(arr: np.ndarray) -> list[np.ndarray]:
+    """The images one array holds, by its shape; a ValueError for a shape that is no image.
 
-    A 2-D array is one image, (H, W, 3|4) one colour image, (N, H, W) or (N, H, W, 3|4) N images.
+    (H, W): one grey image. (H, W, C) with C in 1, 3, 4: one image, channels last (colour as luma
+    unless the channels are equal; alpha dropped). (N, H, W): N grey images, except when N is 3 or 4,
+    which could be one channels-first colour image: refused as ambiguous. (N, H, W, C): N images.
+    Anything else (0-d, 1-d, 5-d, C not 1/3/4) is refused: it must never become thousands of rows.
     """
+    shape = tuple(arr.shape)
+    if arr.ndim == 2:
+        return [arr]
+    if arr.ndim == 3 and shape[-1] in (1, 3, 4):
+        return [arr[..., 0] if shape[-1] == 1 else arr]
+    if arr.ndim == 3 and shape[0] in (3, 4):
+        raise ValueError(
+            f"an array of shape {shape} is ambiguous: {shape[0]} grey images or one channels-first "
+            f"colour image? Pass a list of 2-D arrays for several images, or "
+            f"np.moveaxis(a, 0, -1) (shape {(*shape[1:], shape[0])}) for one colour image"
+        )
+    if arr.ndim == 3:
+        return list(arr)
+    if arr.ndim == 4 and shape[-1] in (1, 3, 4):
+        return [a[..., 0] if shape[-1] == 1 else a for a in arr]
+    raise ValueError(
+        f"an array of shape {shape} is not an image: expected (H, W), (H, W, 1|3|4), a stack (N, H, W) "
+        "or (N, H, W, 1|3|4)"
+    )
+
+
+def expand_inputs(inputs: Input | Sequence[Input]) -> list[tuple[str, Path | np.ndarray]]:
+    """(source name, path or array) per input; folders searched recursively; arrays by ``split_array``."""
     from cxrkit.data.folder import list_images
 
     items: Iterable[Input] = [inputs] if isinstance(inputs, (str, Path, np.ndarray)) else inputs
@@ -95,8 +115,7 @@ def expand_inputs(inputs: Input | Sequence[Input]) -> list[tuple[str, Path | np.
     n_arr = 0
     for item in items:
         if isinstance(item, np.ndarray):
-            one = item.ndim == 2 or (item.ndim == 3 and item.shape[-1] in (3, 4) and item.shape[0] > 4)
-            for a in [item] if one else list(item):
+            for a in split_array(item):
                 out.append((f"array[{n_arr}]", a))
                 n_arr += 1
             continue
@@ -122,18 +141,28 @@ Item = tuple[str, Path | np.ndarray]
 
 
 def prepare_inputs(
-    inputs: Input | Sequence[Input], spec: InputSpec, keep_originals: bool = False, progress: bool = False
+    inputs: Input | Sequence[Input],
+    spec: InputSpec,
+    keep_originals: bool = False,
+    progress: bool = False,
+    accept_missing_modality: bool = False,
 ) -> PreparedInputs:
     """Decode and resize every input by ``spec``; unreadable ones keep a row with their reason."""
-    return prepare_items(expand_inputs(inputs), spec, keep_originals, progress)
+    return prepare_items(expand_inputs(inputs), spec, keep_originals, progress, accept_missing_modality)
 
 
 def prepare_items(
-    items: Sequence[Item], spec: InputSpec, keep_originals: bool = False, progress: bool | object = False
+    items: Sequence[Item],
+    spec: InputSpec,
+    keep_originals: bool = False,
+    progress: bool | object = False,
+    accept_missing_modality: bool = False,
 ) -> PreparedInputs:
     """``prepare_inputs`` for items from ``expand_inputs`` (so a caller can go chunk by chunk).
 
-    ``progress``: True for a bar of its own, or an open tqdm bar to advance.
+    ``progress``: True for a bar of its own, or an open tqdm bar to advance. Every image must pass
+    ``data.assess.check_assessable`` (the one assessability rule) or its row says why not.
+    ``accept_missing_modality``: score DICOMs without a Modality tag (see ``read_image``).
     """
     from tqdm.auto import tqdm
 
@@ -152,7 +181,11 @@ def prepare_items(
                 raise ImageReadError(item, "a folder with no PNG/JPEG/DICOM files in it")
             if isinstance(item, Path) and item.suffix.lower() in DICOM_SUFFIXES:
                 row["patient_id"] = dicom_patient(item) or row["patient_id"]  # the PatientID tag
-            img = read_image(item) if isinstance(item, Path) else array_to_grey(item, source)
+            img = (
+                read_image(item, accept_missing_modality=accept_missing_modality)
+                if isinstance(item, Path)
+                else array_to_grey(item, source)
+            )
             check_assessable(img, source, min_side(spec))
         except ImageReadError as err:
             row["error"] = err.reason

@@ -30,6 +30,7 @@ from cxrkit.run.data import TrainData
 from cxrkit.run.inputs import UNREADABLE, Input, PreparedInputs, manual_read_note, prepare_inputs
 from cxrkit.run.onnx import OnnxEngine, engine_file, resolve_engine
 from cxrkit.run.package import ModelPackage, read_package
+from cxrkit.run.package_check import weights_problem
 
 
 def build_network(model_name: str, model_config: dict, num_labels: int, pretrained: bool = False) -> CXRNet:
@@ -106,8 +107,9 @@ class RunModel:
             return cls._load_ensemble(path, pkg, device, engine)
         files.check_run_folder(path, (files.BEST,))
         ckpt = load_checkpoint(path / files.BEST)
-        if list(ckpt.get("labels", pkg.labels)) != list(pkg.labels):
-            raise ValueError(f"{path}: best.pt and model.json disagree on the labels; re-run `cxr package`")
+        problem = weights_problem(pkg, ckpt)
+        if problem:  # a model.json that does not describe these weights is never used
+            raise ValueError(f"{path}: {problem}; re-run `cxr package {path}` (it needs the run's data)")
         model = build_network(pkg.model_name, pkg.model_config, len(pkg.labels))
         try:
             model.load_state_dict(ckpt["model_state"])
@@ -129,8 +131,8 @@ class RunModel:
             raise ValueError(f"{path}: a K-fold ensemble predicts with PyTorch only (got engine {engine!r})")
         members = [cls.load(path / name, device) for name in pkg.model_config["ensemble"]]
         for m in members:
-            if m.labels != pkg.labels or m.spec.size != pkg.input.size or m.spec.mode != pkg.input.mode:
-                raise ValueError(f"{m.path}: labels or input differ from the ensemble's model.json")
+            if m.labels != pkg.labels or m.spec != pkg.input or m.task != pkg.task:
+                raise ValueError(f"{m.path}: labels, task or input differ from the ensemble's model.json")
         return cls(path, members[0].model, pkg, members[0].device, "torch", members)
 
     @property
@@ -210,10 +212,14 @@ class RunModel:
         return self.package.probs(self.logits(images, batch_size, engine, tta), calibrated)
 
     def prepare(
-        self, inputs: Input | Sequence[Input], keep_originals: bool = False, progress: bool = False
+        self,
+        inputs: Input | Sequence[Input],
+        keep_originals: bool = False,
+        progress: bool = False,
+        accept_missing_modality: bool = False,
     ) -> PreparedInputs:
         """Decode and resize inputs by the run's input spec (unreadable ones listed with their reason)."""
-        return prepare_inputs(inputs, self.spec, keep_originals, progress)
+        return prepare_inputs(inputs, self.spec, keep_originals, progress, accept_missing_modality)
 
     def predict(
         self,
@@ -223,13 +229,15 @@ class RunModel:
         top: int = 3,
         engine: str | None = None,
         tta: int | None = None,
+        accept_missing_modality: bool = False,
     ) -> pd.DataFrame:
         """A row per input: source, image_id, error, each label's calibrated probability, triage, findings.
 
         ``engine``: torch, onnx or onnx-int8 (default: the run's ``engine``, set at load). ``tta``:
-        test-time augmentation views (default: the run's own).
+        test-time augmentation views (default: the run's own). Inputs: see ``run.inputs.expand_inputs``
+        (the table has exactly one row per image given).
         """
-        prepared = self.prepare(inputs, progress=progress)
+        prepared = self.prepare(inputs, progress=progress, accept_missing_modality=accept_missing_modality)
         return self.table(prepared, self.probs(prepared.images, batch_size, engine=engine, tta=tta), top)
 
     def table(self, prepared: PreparedInputs, probs: np.ndarray, top: int = 3) -> pd.DataFrame:

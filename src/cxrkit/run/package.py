@@ -32,6 +32,7 @@ from cxrkit.evaluate.metrics import summary_metrics
 from cxrkit.evaluate.thresholds import choose_thresholds, parse_rule
 from cxrkit.evaluate.triage import abnormal_truth, abnormality_score, operating_point, triage_counts
 from cxrkit.run import files
+from cxrkit.run.package_check import document_problem
 
 THRESHOLD_RULES = ("0.5", "0.2", "max_f1", "max_f3", "youden", "sensitivity:0.95")
 
@@ -133,7 +134,8 @@ def build_package(
         "ece_before": expected_calibration_error(y, raw),
         "ece_after": expected_calibration_error(y, cal),
         # kept for the user: training logs them, every evaluation report lists them
-        "warnings": sorted({str(w.message) for w in caught if "threshold" in str(w.message)}),
+        "warnings": sorted({str(w.message) for w in caught if "threshold" in str(w.message)})
+        + degenerate_point_warnings(point),
     }
     versions = {
         "cxrkit": __version__,
@@ -156,10 +158,9 @@ def build_package(
 
 def write_package(run_dir: Path, pkg: ModelPackage) -> Path:
     """Write ``run_dir/model.json`` atomically."""
-    from cxrkit.outputs import write_text
+    from cxrkit.outputs import write_json
 
-    text = json.dumps(files.json_safe(pkg.as_dict()), indent=1)
-    return write_text(Path(run_dir) / files.PACKAGE, text)
+    return write_json(Path(run_dir) / files.PACKAGE, pkg.as_dict(), null_reason=None)
 
 
 def read_package(run_dir: Path) -> ModelPackage:
@@ -177,12 +178,20 @@ def read_package(run_dir: Path) -> ModelPackage:
     if not isinstance(d, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(d).__name__}")
     fmt = d.get("format")
-    written = d.get("versions", {}).get("cxrkit", "unknown")
-    if not isinstance(fmt, int) or fmt > files.RUN_FORMAT:
+    written = (
+        (d.get("versions") or {}).get("cxrkit", "unknown") if isinstance(d.get("versions"), dict) else "?"
+    )
+    if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > files.RUN_FORMAT:
         raise ValueError(
             f"{path}: run format {fmt} (written by cxrkit {written}) is newer than this cxrkit "
             f"{__version__} reads (format {files.RUN_FORMAT}); upgrade cxrkit"
         )
+    try:
+        problem = document_problem(d)
+    except (AttributeError, TypeError) as err:  # a section of the wrong JSON type
+        problem = f"malformed ({type(err).__name__}: {err})"
+    if problem:  # a NaN threshold would read every study normal: never built, never used
+        raise ValueError(f"{path}: {problem}")
     try:
         pkg = ModelPackage(
             model_name=d["model"]["name"],
@@ -256,6 +265,17 @@ def choose_operating_point(
     return OperatingPoint(
         method, float(target), float(t), c["sensitivity"], c["specificity"], int(c["images"]), reached
     )
+
+
+def degenerate_point_warnings(point: OperatingPoint) -> list[str]:
+    """A warning when the triage point "reaches" its sensitivity only by flagging every normal study."""
+    if point.reached and point.val_specificity == 0.0:
+        return [
+            f"triage operating point is degenerate: it reaches sensitivity {point.val_sensitivity:.3f} "
+            f"on validation only with specificity 0 (threshold {point.threshold:.6g} flags every study "
+            "abnormal, so it saves no reads); the model does not separate normal from abnormal here"
+        ]
+    return []
 
 
 def resolve_operating_point(

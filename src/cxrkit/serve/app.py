@@ -31,13 +31,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cxrkit import __version__
 from cxrkit.config import ServeConfig
-from cxrkit.data.decode import (
-    ImageReadError,
-    ImageTooLargeError,
-    NotAssessableError,
-    check_assessable,
-    decode_bytes,
-)
+from cxrkit.data.assess import check_assessable
+from cxrkit.data.decode import ImageReadError, ImageTooLargeError, NotAssessableError, decode_bytes
 from cxrkit.data.transforms import compute_geometry, prepare_image, to_model_input
 from cxrkit.evaluate.triage import abnormality_score, top_findings
 from cxrkit.explain.gradcam import compute_heatmaps, label_index
@@ -124,7 +119,9 @@ class Service:
                 f"{filename}: {len(data) / 1e6:.1f} MB, over the {self.cfg.max_upload_mb:g} MB limit",
             )
         try:
-            return decode_bytes(data, filename, self.cfg.max_pixels)
+            return decode_bytes(
+                data, filename, self.cfg.max_pixels, accept_missing_modality=self.cfg.accept_missing_modality
+            )
         except ImageTooLargeError as err:
             raise ApiError(413, "too_many_pixels", str(err)) from None
         except NotAssessableError as err:  # e.g. a CT slice: readable, but not a radiograph to score

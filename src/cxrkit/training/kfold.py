@@ -22,7 +22,7 @@ from cxrkit.config import RunConfig
 from cxrkit.data.splits import save_split_manifest
 from cxrkit.evaluate.calibration import logits_to_probs
 from cxrkit.evaluate.metrics import summary_metrics
-from cxrkit.outputs import write_text
+from cxrkit.outputs import write_json, write_text
 from cxrkit.run import files
 from cxrkit.run.data import Log, TrainData, absolute_paths, prepare_data
 from cxrkit.run.model import RunModel, split_logits
@@ -98,7 +98,7 @@ def write_parent(cfg: RunConfig, parent: Path, log: Log, device: str = "auto") -
     aucs = [s["val"].get("macro_auc", float("nan")) for s in summaries]
     monitored = [s["best_value"] if s["best_value"] is not None else float("nan") for s in summaries]
     cv = cv_summary(aucs, monitored, cfg.train.monitor, float(oof["macro_auc"]))
-    write_text(parent / CV, json.dumps(files.json_safe(cv), indent=1))
+    write_json(parent / CV, cv)
     summary = {  # shaped like a fold's, so experiment tables compare K-fold and single runs
         "monitor": cfg.train.monitor,
         "best_value": cv["mean"],
@@ -110,7 +110,7 @@ def write_parent(cfg: RunConfig, parent: Path, log: Log, device: str = "auto") -
         "val": {k: v for k, v in oof.items() if isinstance(v, (int, float))},  # out of fold
         "cv": cv,
     }
-    write_text(parent / files.SUMMARY, json.dumps(files.json_safe(summary), indent=1))
+    write_json(parent / files.SUMMARY, summary)
     log(
         f"cross-validation: macro AUC {cv['mean']:.4f} ± {cv['sd']:.4f} over {len(members)} folds "
         f"({', '.join(f'{v:.4f}' for v in aucs)}); "

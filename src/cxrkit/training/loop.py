@@ -25,6 +25,7 @@ from torch import nn
 
 from cxrkit.config import RunConfig, TrainConfig
 from cxrkit.data import build_dataset
+from cxrkit.data.folder import patient_fallback_note
 from cxrkit.data.shifts import augment_shifts, mixed_shift
 from cxrkit.data.splits import save_split_manifest
 from cxrkit.data.transforms import InputSpec, to_model_input, tta_views
@@ -56,6 +57,13 @@ from cxrkit.training.kfold import fold_config, fold_name, fold_state, write_pare
 from cxrkit.training.losses import LossFn, build_loss
 
 MINIMISE = {"loss"}
+DIVERGED_STEPS = 10  # this many training steps in a row with a NaN/inf loss: the run has diverged
+
+
+class TrainingDiverged(ValueError):
+    """Training gave no finite validation metric: nothing worth packaging (no model.json is written)."""
+
+
 CURVES_EVERY_S = 30.0  # curves.png is redrawn at most this often while training (0.4 s a draw) and at the end
 
 
@@ -126,7 +134,9 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """One pass over this rank's shard of the training split; returns mean loss and throughput.
 
-    ``ema``: the weight average, updated after every optimiser step.
+    ``ema``: the weight average, updated after every optimiser step. ``diverged`` is 1.0 when the
+    loss was NaN/inf for ``DIVERGED_STEPS`` steps in a row; a single process then stops the epoch
+    at once (under DDP every rank finishes it, in step).
     """
     from torch.utils.data import DistributedSampler
     from tqdm.auto import tqdm
@@ -144,7 +154,7 @@ def train_one_epoch(
         n_batches = min(n_batches, t.steps_per_epoch)
     model.train()
     amp = device.type == "cuda" and t.amp
-    total, seen, start = 0.0, 0, time.perf_counter()
+    total, seen, start, bad_run, diverged = 0.0, 0, time.perf_counter(), 0, False
     bar = tqdm(
         range(n_batches),
         desc=f"epoch {epoch + 1}/{t.epochs}",
@@ -168,8 +178,13 @@ def train_one_epoch(
         opt.step()
         if ema is not None:
             ema.update(model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model)
-        total += float(loss.detach()) * len(x)
+        value = float(loss.detach())
+        bad_run = 0 if math.isfinite(value) else bad_run + 1
+        diverged = diverged or bad_run >= DIVERGED_STEPS
+        total += value * len(x)
         seen += len(x)
+        if diverged and not info.enabled:
+            break
         bar.set_postfix(loss=f"{total / seen:.4f}", img_s=f"{seen / (time.perf_counter() - start):,.0f}")
     bar.close()
     secs = time.perf_counter() - start
@@ -177,6 +192,7 @@ def train_one_epoch(
         "train_loss": ddp.mean_across(info, total / max(seen, 1)),
         "seconds": secs,
         "img_per_s": ddp.mean_across(info, seen / max(secs, 1e-9)) * info.world,
+        "diverged": float(ddp.broadcast(info, float(diverged))),
     }
 
 
@@ -305,6 +321,17 @@ def _discard_unstarted(run_dir: Path, made: bool) -> None:
         shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
 
 
+def _resumable(run_dir: Path) -> Path:
+    """``run_dir`` when ``--resume`` can continue it; else one line saying what it is not."""
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"--resume {run_dir}: no such run folder")
+    if not (run_dir / files.CONFIG).is_file():
+        raise FileNotFoundError(
+            f"--resume {run_dir}: not a run folder (no {files.CONFIG}); give a folder that cxr train wrote"
+        )
+    return run_dir
+
+
 def fit(
     cfg: RunConfig | None = None,
     *,
@@ -331,7 +358,7 @@ def _fit(
     """
     split_file = None
     if resume is not None:
-        run_dir = Path(resume)
+        run_dir = _resumable(Path(resume))
         cfg = load_run_config(run_dir, overrides)
         if is_ensemble(cfg.split):
             changed = sorted(k for k in overrides or {} if str(k).startswith(("split.", "data.", "prepare.")))
@@ -351,6 +378,9 @@ def _fit(
     device = resolve_device(t.device, info.local_rank)
     ds = build_dataset(cfg.data)
     n_labels = len(check_start(cfg, ds))  # labels and loss fit the data: checked before any cache
+    note = patient_fallback_note(ds.meta)
+    if note:
+        log(note)
     torch.manual_seed(t.seed)
     # the model before the cache: a misspelt model name must not cost a cache build first
     spec = {**dataclasses.asdict(m), "intensity": cfg.prepare.intensity}
@@ -486,7 +516,10 @@ def _train(
             break
         row = {"epoch": epoch + 1, "stage": "train", "lr": opt.param_groups[0]["lr"]}
         row.update(train_one_epoch(net, opt, loss_fn, data, t, epoch, device, info, ema))
+        diverged = bool(row.pop("diverged"))
         row.update(evaluate(judged, data, "val", t, device, loss_fn, corrupted))
+        # a non-finite validation loss means NaN/inf weights, which no later epoch repairs
+        diverged = bool(ddp.broadcast(info, float(diverged or not math.isfinite(row["val_loss"]))))
         value = row["val_loss"] if t.monitor == "loss" else row[t.monitor]
         # ranks' BN running statistics differ slightly after their last local batch: take rank 0's
         # number so every rank makes the same early-stopping and schedule decision (no deadlock)
@@ -497,7 +530,7 @@ def _train(
             best_state = cpu_state(judged)
         else:
             state["bad_epochs"] += 1
-        state["stopped"] = bool(t.patience and state["bad_epochs"] >= t.patience)
+        state["stopped"] = bool(t.patience and state["bad_epochs"] >= t.patience) or diverged
         if t.schedule == "plateau":
             sched.step(value)
         else:
@@ -512,8 +545,15 @@ def _train(
             + f"lr {row['lr']:.2e}  {row['seconds']:.1f}s  "
             f"{row['img_per_s']:,.0f} img/s"
             + ("  *best*" if improved else "")
-            + ("  (early stop)" if state["stopped"] else "")
+            + ("  (early stop)" if state["stopped"] and not diverged else "")
         )
+        if diverged:
+            log(
+                f"training diverged in epoch {epoch + 1}: the loss was NaN/inf for "
+                f"{DIVERGED_STEPS} steps in a row, or the validation loss was; stopped "
+                f"(lower train.lr, now {t.lr:g}, or set train.grad_clip)"
+                + (f"; keeping the best epoch, {state['best_epoch']}" if state["best"] is not None else "")
+            )
         if info.main:
             if improved:
                 save_checkpoint(run_dir / files.BEST, model_state=best_state, epoch=epoch, **meta)
@@ -531,6 +571,15 @@ def _train(
             plot = time.perf_counter() - last_plot >= CURVES_EVERY_S
             write_history(run_dir, history, curves=plot)
             last_plot = time.perf_counter() if plot else last_plot
+    if not any(math.isfinite(r.get("val_loss", math.nan)) for r in history):
+        if info.main:  # the record stays for debugging (metrics.csv, summary.json, last.pt); no model.json
+            write_history(run_dir, history)
+            write_summary(run_dir, history, state, t, model, diverged=True)
+        ddp.barrier(info)
+        raise TrainingDiverged(
+            f"training diverged: no epoch gave a finite validation metric (run folder {run_dir}: no "
+            f"model.json written; lower train.lr, now {t.lr:g}, or set train.grad_clip)"
+        )
     model.load_state_dict(best_state)  # restore the best epoch's weights
     # model.json's thresholds must come from the logits a loaded run computes, bit for bit: a loaded
     # run is contiguous, and channels-last convolutions round differently
@@ -588,9 +637,11 @@ def write_history(run_dir: Path, history: list[dict], curves: bool = True) -> No
     plot_training_curves(frame, run_dir / files.CURVES)
 
 
-def write_summary(run_dir: Path, history: list[dict], state: dict, t: TrainConfig, model: nn.Module) -> None:
-    """summary.json: the best epoch's validation metrics, training time and model size."""
-    import json
+def write_summary(
+    run_dir: Path, history: list[dict], state: dict, t: TrainConfig, model: nn.Module, diverged: bool = False
+) -> None:
+    """summary.json (strict JSON): the best epoch's validation metrics, training time and model size."""
+    from cxrkit.outputs import write_json
 
     rows = [r for r in history if r.get("stage") == "train"]
     best = next((r for r in rows if r["epoch"] == state["best_epoch"]), rows[-1] if rows else {})
@@ -604,4 +655,6 @@ def write_summary(run_dir: Path, history: list[dict], state: dict, t: TrainConfi
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "val": {k: v for k, v in best.items() if k not in ("epoch", "stage", "lr", "seconds", "img_per_s")},
     }
-    write_text(run_dir / files.SUMMARY, json.dumps(summary, indent=1, default=float))
+    if diverged:
+        summary["diverged"] = "no epoch gave a finite validation metric; no model.json was written"
+    write_json(run_dir / files.SUMMARY, summary)

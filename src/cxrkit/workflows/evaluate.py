@@ -39,12 +39,12 @@ from cxrkit.evaluate.triage import (
     triage_sweep,
 )
 from cxrkit.labels import NO_FINDING, finding_columns
-from cxrkit.outputs import make_out_dir, read_csv, write_csv, write_text
+from cxrkit.outputs import make_out_dir, read_csv, write_csv, write_json
 from cxrkit.run import files
 from cxrkit.run.data import Log, TrainData, load_run_data
 from cxrkit.run.model import RunModel, SplitPredictions, predict_split
 from cxrkit.run.onnx import weights_digest
-from cxrkit.run.package import resolve_operating_point, resolve_thresholds
+from cxrkit.run.package import degenerate_point_warnings, resolve_operating_point, resolve_thresholds
 
 if TYPE_CHECKING:
     from cxrkit.report.evaluation import EvalFigures
@@ -174,7 +174,11 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, log: Log = 
             "temperatures": list(run.package.temperatures),
             "covers": [labels[j] for j in cols],
         }
-    notes = sorted({str(w.message) for w in caught} | set(run.package.validation.get("warnings", [])))
+    notes = sorted(
+        {str(w.message) for w in caught}
+        | set(run.package.validation.get("warnings", []))
+        | set(degenerate_point_warnings(point))
+    )
     for what, source in (("thresholds", th_source), ("triage operating point", point_source)):
         if source != "stored in the run":
             log(f"note: {what} {source} (not stored in the run)")
@@ -221,7 +225,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, log: Log = 
         "subgroup_label_auc": sub_auc.to_dict(orient="records"),
         "warnings": notes,
     }
-    write_text(out / files.METRICS, json.dumps(files.json_safe(metrics), indent=1))
+    write_json(out / files.METRICS, metrics)
     write_csv(out / files.PER_LABEL, table, index=False)
     write_csv(out / files.SWEEP, sweep, index=False)
     write_csv(out / files.WORKLIST, worklist, index=False)

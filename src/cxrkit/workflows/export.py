@@ -10,7 +10,6 @@ run's validation images) and reports the macro ROC-AUC change on the held-out te
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ from cxrkit import __version__
 from cxrkit.data.cache import CacheError
 from cxrkit.evaluate.metrics import finding_columns, macro_auc
 from cxrkit.evaluate.triage import abnormal_truth, abnormality_score, triage_counts
-from cxrkit.outputs import write_text
+from cxrkit.outputs import write_json
 from cxrkit.run import files
 from cxrkit.run.data import Log, TrainData, load_run_data
 from cxrkit.run.inputs import Input
@@ -144,7 +143,7 @@ def export_run(
     }
     if int8 and data is not None:
         report["int8"] = _int8(run, data, check, calibration, log)
-    write_text(run.path / files.EXPORT, json.dumps(report, indent=1))
+    write_json(run.path / files.EXPORT, report)
     return report
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 from cxrkit.data.transforms import compute_geometry, to_model_input
 from cxrkit.explain.boxes import IOBB_THRESHOLDS, Box, best_overlaps, heatmap_boxes, localization_table
 from cxrkit.explain.gradcam import compute_heatmaps, label_index
-from cxrkit.outputs import make_out_dir, write_csv, write_text
+from cxrkit.outputs import make_out_dir, write_csv, write_json
 from cxrkit.run import files
 from cxrkit.run.data import Log, TrainData, load_run_data
 from cxrkit.run.model import RunModel
@@ -221,7 +221,7 @@ def localize_run(
         "accuracy_iobb": {f"{t:g}": float((scores["iobb"] > t).mean()) for t in IOBB_THRESHOLDS},
     }
     result = json.loads(json.dumps(result, default=float))  # the form it is read back in
-    write_text(run.path / files.LOCALIZATION, json.dumps(result, indent=1))
+    write_json(run.path / files.LOCALIZATION, result)
     write_box_overlays(scores, heat, data, out, frac, max_boxes)
     from cxrkit.report.html import write_page
     from cxrkit.report.localization import localization_page

@@ -31,12 +31,14 @@ def predict_files(
     log: Log = print,
     engine: str = "torch",
     tta: int | None = None,
+    accept_missing_modality: bool = False,
 ) -> pd.DataFrame:
     """Predict every image under ``paths``; write ``out`` (CSV) and, with ``heatmaps``, Grad-CAM overlays.
 
     Inputs are read, scored and drawn ``chunk`` at a time, so memory stays flat on folders of any size.
     ``engine``: torch, onnx, onnx-int8 or auto (see ``RunModel``); heatmaps always use PyTorch.
     ``tta``: test-time augmentation views averaged (default: the run's own ``model.tta``; 0: none).
+    ``accept_missing_modality``: score DICOMs without a Modality tag (else not assessable).
     """
     from tqdm.auto import tqdm
 
@@ -47,7 +49,9 @@ def predict_files(
     parts = []
     with tqdm(total=len(items), desc="predict", unit="img", disable=not progress) as bar:
         for s in range(0, len(items), chunk):
-            prepared = prepare_items(items[s : s + chunk], run.spec, heatmaps is not None, bar)
+            prepared = prepare_items(
+                items[s : s + chunk], run.spec, heatmaps is not None, bar, accept_missing_modality
+            )
             probs = run.probs(prepared.images, batch_size, tta=tta)
             parts.append(run.table(prepared, probs))
             if heatmaps is not None and len(prepared.ok):

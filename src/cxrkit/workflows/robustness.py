@@ -28,7 +28,7 @@ from cxrkit.data.shifts import SEVERITIES, SHIFTS, apply_shift
 from cxrkit.evaluate.metrics import summary_metrics
 from cxrkit.evaluate.robustness import CLEAN, robustness_summary
 from cxrkit.evaluate.triage import abnormal_truth, abnormality_score, triage_counts
-from cxrkit.outputs import make_out_dir, read_csv, write_bytes, write_csv, write_text
+from cxrkit.outputs import make_out_dir, read_csv, write_bytes, write_csv, write_json
 from cxrkit.run import files
 from cxrkit.run.data import Log, TrainData, load_run_data
 from cxrkit.run.model import RunModel, Scorer, split_scorers
@@ -259,7 +259,7 @@ def robustness_run(run_dir: str | Path, cfg: RobustnessConfig | None = None, log
     }
     png = robustness_png(table)
     write_csv(out / TABLE, table, index=False)
-    write_text(out / SUMMARY, json.dumps(files.json_safe(summary), indent=1))
+    write_json(out / SUMMARY, summary)
     write_bytes(out / PLOT, png)
     write_robustness_report(out / files.REPORT, summary, table, png)
     log(

@@ -8,7 +8,6 @@ needs the run's data) and the log says so.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from cxrkit.evaluate.triage import (
     triage_counts,
     triage_sweep,
 )
-from cxrkit.outputs import make_out_dir, printable, write_bytes, write_csv, write_text
+from cxrkit.outputs import make_out_dir, printable, write_bytes, write_csv, write_json
 from cxrkit.report.html import figure_png
 from cxrkit.report.plots import plot_triage_sweep
 from cxrkit.run import files
@@ -41,6 +40,7 @@ def triage(
     out: str | Path | None = None,
     device: str = "auto",
     log: Log = print,
+    accept_missing_modality: bool = False,
 ) -> Path:
     """Write worklist.csv, triage.json and (with known truth) triage_sweep.csv/.png; return the folder.
 
@@ -64,7 +64,7 @@ def triage(
         point, source = resolve_operating_point(run.package, target, score, val)
     unscored = None
     if images is not None:
-        prepared = run.prepare(images)
+        prepared = run.prepare(images, accept_missing_modality=accept_missing_modality)
         unscored = prepared.failures_frame()
         pairs = zip(unscored["status"], unscored["reason"], strict=True)
         unscored["note"] = [manual_read_note(st, r) for st, r in pairs]
@@ -117,6 +117,6 @@ def triage(
         log(f"{len(s):,} images scored, {flagged:,} flagged abnormal ({flagged / max(len(s), 1):.1%})")
     if unscored is not None and len(unscored):
         log(f"{len(unscored):,} studies NOT scored (unreadable or not assessable): top of the worklist")
-    write_text(folder / files.TRIAGE, json.dumps(summary, indent=1, default=float))
+    write_json(folder / files.TRIAGE, summary)
     log(f"worklist (most urgent first): {folder / files.WORKLIST}")
     return folder

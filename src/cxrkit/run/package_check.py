@@ -1,0 +1,143 @@
+"""Checks that keep a damaged or hand-edited ``model.json`` from ever being used.
+
+``document_problem`` looks at the raw JSON (types, finiteness, ranges, lengths) before anything is
+built from it; ``weights_problem`` compares the package with the checkpoint it ships beside, field
+by field, for everything that changes predictions. Each returns one line naming the key and the
+values, or None.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+INPUT_FIELDS = ("size", "mode", "channels", "value_range", "intensity")
+# model config keys that change the network or its input; compared wherever both files hold them
+NETWORK_FIELDS = (
+    "grey",
+    "transition",
+    "hidden",
+    "dropout",
+    "input_norm",
+    "intensity",
+    "backbone_config",
+    "tta",
+)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _probability_problem(key: str, v: Any, nullable: bool = False) -> str | None:
+    """A value that must be a finite number in [0, 1] (or null when ``nullable``)."""
+    if v is None and nullable:
+        return None
+    if not _is_number(v):
+        return f"{key} {v!r}: expected a number in [0, 1], got {type(v).__name__}"
+    if not math.isfinite(v) or not 0.0 <= v <= 1.0:
+        return f"{key} {v!r}: expected a finite number in [0, 1]"
+    return None
+
+
+def _first(problems) -> str | None:
+    return next((p for p in problems if p), None)
+
+
+def document_problem(d: dict) -> str | None:
+    """Why a model.json document cannot be trusted (wrong type, NaN, out of range, wrong length), or None."""
+    fmt = d.get("format")
+    if not isinstance(fmt, int) or isinstance(fmt, bool):
+        return f"format {fmt!r}: expected an integer run format, got {type(fmt).__name__}"
+    labels = d.get("labels")
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        return f"labels {labels!r}: expected a non-empty list of label names"
+    if not isinstance(d.get("task"), str):
+        return f"task {d.get('task')!r}: expected a string"
+    return _first((_input_problem(d.get("input")), _numbers_problem(d, len(labels)), _point_problem(d)))
+
+
+def _input_problem(spec: Any) -> str | None:
+    if not isinstance(spec, dict):
+        return f"input {spec!r}: expected an object"
+    size, channels, vr = spec.get("size"), spec.get("channels", 1), spec.get("value_range", [0, 1])
+    if not isinstance(size, int) or isinstance(size, bool):
+        return f"input.size {size!r}: expected an integer number of pixels, got {type(size).__name__}"
+    if not isinstance(channels, int) or isinstance(channels, bool) or channels != 1:
+        return f"input.channels {channels!r}: expected 1 (grey)"
+    if not isinstance(spec.get("mode", "pad"), str) or not isinstance(spec.get("intensity", "none"), str):
+        return f"input.mode/intensity {spec.get('mode')!r}/{spec.get('intensity')!r}: expected strings"
+    if not (isinstance(vr, list) and len(vr) == 2 and all(_is_number(v) and math.isfinite(v) for v in vr)):
+        return f"input.value_range {vr!r}: expected two finite numbers"
+    return None
+
+
+def _numbers_problem(d: dict, n_labels: int) -> str | None:
+    temps = (d.get("calibration") or {}).get("temperatures")
+    if not isinstance(temps, list) or not all(_is_number(t) and math.isfinite(t) and t > 0 for t in temps):
+        return f"calibration.temperatures {temps!r}: expected positive finite numbers"
+    if len(temps) not in (1, n_labels):
+        return f"calibration.temperatures: {len(temps)} values for {n_labels} labels"
+    thresholds = d.get("thresholds")
+    if not isinstance(thresholds, dict):
+        return f"thresholds {thresholds!r}: expected an object of per-label lists"
+    for rule, values in thresholds.items():
+        if not isinstance(values, list) or len(values) != n_labels:
+            return f"thresholds.{rule}: expected {n_labels} values, one per label, got {values!r}"
+        problem = _first(_probability_problem(f"thresholds.{rule}[{j}]", v) for j, v in enumerate(values))
+        if problem:
+            return problem
+    return None
+
+
+def _point_problem(d: dict) -> str | None:
+    op = d.get("operating_point")
+    if not isinstance(op, dict):
+        return f"operating_point {op!r}: expected an object"
+    if not isinstance(op.get("score"), str):
+        return f"operating_point.score {op.get('score')!r}: expected a score rule name"
+    if not isinstance(op.get("reached", True), bool):
+        return f"operating_point.reached {op.get('reached')!r}: expected true or false"
+    images = op.get("val_images")
+    if not isinstance(images, int) or isinstance(images, bool) or images < 0:
+        return f"operating_point.val_images {images!r}: expected a count"
+    return _first(
+        _probability_problem(f"operating_point.{key}", op.get(key), nullable=key.startswith("val_"))
+        for key in ("threshold", "target_sensitivity", "val_sensitivity", "val_specificity")
+    )
+
+
+def weights_problem(pkg, ckpt: dict) -> str | None:
+    """The first prediction-changing field where model.json (``pkg``) and best.pt (``ckpt``) disagree."""
+    pairs = [
+        ("labels", list(pkg.labels), ckpt.get("labels")),
+        ("task", pkg.task, ckpt.get("task")),
+        ("model name", pkg.model_name, ckpt.get("model_name")),
+    ]
+    spec, stored = pkg.input.as_dict(), ckpt.get("input") or {}
+    pairs += [(f"input.{k}", spec[k], stored.get(k)) for k in INPUT_FIELDS]
+    config, stored_config = pkg.model_config, ckpt.get("model_config") or {}
+    pairs += [(f"model.config.{k}", config.get(k), stored_config.get(k)) for k in NETWORK_FIELDS]
+    for field, in_json, in_weights in pairs:
+        if in_weights is None or (in_json is None and field.startswith("model.config.")):
+            continue  # older checkpoints do not store every field
+        if _plain(in_json) != _plain(in_weights):
+            return (
+                f"model.json and best.pt disagree on {field}: model.json says {in_json!r}, "
+                f"the weights were trained with {in_weights!r}"
+            )
+    n = len(ckpt.get("labels") or pkg.labels)
+    if len(pkg.temperatures) not in (1, n):
+        return f"model.json has {len(pkg.temperatures)} temperatures; best.pt has {n} outputs"
+    return None
+
+
+def _plain(v: Any) -> Any:
+    """Tuples as lists and numbers as floats, so JSON and checkpoint values compare by value."""
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if _is_number(v):
+        return float(v)
+    return v

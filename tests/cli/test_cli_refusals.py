@@ -1,0 +1,124 @@
+"""Studies that were not really assessed and inputs cxrkit cannot use: one clear line, a non-zero exit."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+from conftest import chest_like, make_untrained_run, png_bytes, write_dicom
+from PIL import Image
+
+from cxrkit.cli import main
+from cxrkit.outputs import read_csv
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> Path:
+    return make_untrained_run(tmp_path / "run")
+
+
+def _no_modality(path: Path) -> Path:
+    write_dicom(path, chest_like(64, 64).astype(np.uint16))
+    ds = pydicom.dcmread(path)
+    del ds.Modality
+    ds.save_as(path)
+    return path
+
+
+def test_predict_flags_blank_and_modality_less_studies_first_and_exits_1(run_dir, tmp_path, capsys):
+    images = tmp_path / "in"
+    images.mkdir()
+    (images / "good.png").write_bytes(png_bytes(chest_like(96, 96)))
+    (images / "black.png").write_bytes(png_bytes(np.zeros((96, 96), np.uint8)))
+    (images / "strip.png").write_bytes(png_bytes(np.tile(chest_like(40, 400), (1, 75))))  # 30,000 x 40
+    _no_modality(images / "ct-or-cr.dcm")
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(run_dir), str(images), "--out", str(out), "--quiet"]) == 1
+    table = read_csv(out, text=("image_id", "error", "triage_flag"))
+    flags = dict(zip(table["image_id"], table["triage_flag"], strict=True))
+    assert flags["black.png"] == flags["strip.png"] == flags["ct-or-cr.dcm"] == "not assessable"
+    assert table["image_id"].iloc[-1] == "good.png" and flags["good.png"] in ("normal", "abnormal")
+    printed = capsys.readouterr().out
+    assert "no image content" in printed and "3:1 limit" in printed and "no Modality tag" in printed
+    # the user's opt-in scores the DICOM
+    two = [str(images / "ct-or-cr.dcm"), str(images / "good.png"), "--accept-missing-modality"]
+    assert main(["predict", str(run_dir), *two, "--out", str(out), "--quiet"]) == 0
+    assert set(read_csv(out, text=("error",))["error"]) == {""}
+
+
+def test_triage_puts_blank_studies_on_top_and_exits_1(run_dir, tmp_path):
+    (tmp_path / "white.png").write_bytes(png_bytes(np.full((96, 96), 255, np.uint8)))
+    (tmp_path / "good.png").write_bytes(png_bytes(chest_like(96, 96)))
+    out = tmp_path / "t"
+    code = main(
+        ["triage", str(run_dir), str(tmp_path / "good.png"), str(tmp_path / "white.png"), "--out", str(out)]
+    )
+    assert code == 1
+    worklist = pd.read_csv(out / "worklist.csv")
+    assert worklist["image_id"].iloc[0] == "white.png" and worklist["rank"].iloc[0] == 1
+    summary = json.loads((out / "triage.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert [r["status"] for r in summary["not_scored"]] == ["not assessable"]
+
+
+def test_a_tiff_is_refused_the_same_way_by_cli_and_api(run_dir, tmp_path, capsys):
+    import cxrkit
+
+    buf = io.BytesIO()
+    Image.fromarray(chest_like(64, 64)).save(buf, format="TIFF")
+    tif = tmp_path / "scan.png"  # named like a PNG: the content decides
+    tif.write_bytes(buf.getvalue())
+    assert main(["predict", str(run_dir), str(tif), "--out", str(tmp_path / "p.csv"), "--quiet"]) == 1
+    assert "not a PNG/JPEG/DICOM image" in capsys.readouterr().out
+    row = cxrkit.load_run(run_dir).predict(tif).iloc[0]
+    assert row["triage_flag"] == "unreadable" and "not a PNG/JPEG/DICOM image" in row["error"]
+
+
+def test_an_output_on_a_pseudo_file_system_says_not_writable(run_dir, tmp_path, capsys):
+    if not Path("/proc/self").exists():
+        pytest.skip("no /proc on this system")
+    (tmp_path / "good.png").write_bytes(png_bytes(chest_like(96, 96)))
+    code = main(["predict", str(run_dir), str(tmp_path / "good.png"), "--out", "/proc/x.csv", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "not writable" in err[0], err
+
+
+def test_resume_of_a_folder_that_is_no_run_says_so(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--resume", str(tmp_path / "empty")]) == 2
+    assert "not a run folder (no config.yaml)" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
+    assert "no such run folder" in capsys.readouterr().err
+
+
+def test_split_names_dicoms_whose_patient_came_from_the_file_name(tmp_path, capsys):
+    for cls in ("NORMAL", "PNEUMONIA"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for k in range(4):
+            path = write_dicom(tmp_path / "data" / cls / f"{cls}-{k}.dcm", chest_like(48, 48, seed=k))
+            if k < 3:  # anonymised: PatientID removed
+                ds = pydicom.dcmread(path)
+                del ds.PatientID
+                ds.save_as(path)
+    code = main(["split", str(tmp_path / "data"), "--out", str(tmp_path / "s.csv")])
+    out = capsys.readouterr().out
+    assert code == 0 and "warning: 6 of 8 DICOM files have no PatientID" in out and "span splits" in out
+    from cxrkit.config import build_run_config
+    from cxrkit.training.loop import fit
+
+    logs: list[str] = []
+    cfg = {
+        "data": {"source": "folder", "path": str(tmp_path / "data")},
+        "prepare": {"size": 32},
+        "split": {"train": 0.5, "val": 0.25, "test": 0.25},
+        "model": {"name": "cnn3_32_64_128"},
+        "train": {"epochs": 1, "batch_size": 4, "progress": False},
+        "out": str(tmp_path / "runs"),
+        "cache_dir": str(tmp_path / "cache"),
+    }
+    fit(build_run_config(cfg), log=logs.append)
+    assert any(line.startswith("warning: 6 of 8 DICOM files have no PatientID") for line in logs), logs

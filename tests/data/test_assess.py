@@ -1,0 +1,117 @@
+"""The one assessability rule: blank, nearly blank, posterized and absurdly shaped images are never scored."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import chest_like, shared_path
+
+from cxrkit.data.assess import (
+    MAX_ASPECT,
+    MAX_MODE_SHARE,
+    MIN_LEVELS,
+    MIN_SPAN,
+    assessment_problem,
+    check_assessable,
+    compute_content_stats,
+)
+from cxrkit.data.decode import NotAssessableError, read_image
+
+
+def test_content_stats_match_an_independent_numpy_computation():
+    rng = np.random.default_rng(3)
+    img = np.clip(rng.normal(100, 30, (70, 90)), 0, 255).astype(np.uint8)
+    stats = compute_content_stats(img)
+    values, counts = np.unique(img, return_counts=True)
+    assert stats.levels == len(values)
+    assert stats.mode_share == pytest.approx(counts.max() / img.size)
+    # the histogram percentiles are the "lower" order statistics numpy computes
+    lo, hi = np.percentile(img, [1, 99], method="inverted_cdf")
+    assert stats.span == int(hi) - int(lo)
+    assert stats.aspect == pytest.approx(90 / 70)
+
+
+@pytest.mark.parametrize(
+    ("name", "img", "words"),
+    [
+        ("black", np.zeros((256, 256), np.uint8), "one grey value"),
+        ("white", np.full((256, 256), 255, np.uint8), "one grey value"),
+        ("grey", np.full((300, 200), 117, np.uint8), "one grey value"),
+        # a blank film with a burned-in marker: 96 % of pixels one value
+        ("blank+marker", np.pad(np.full((20, 20), 250, np.uint8), 48), "one grey value"),
+        # faint noise around one value: many values, but 98 % within 6 levels
+        (
+            "faint noise",
+            (100 + np.random.default_rng(0).integers(0, 7, (128, 128))).astype(np.uint8),
+            "within",
+        ),
+        # two levels (a 16-bit image of values 1000/1001 stretched to 0/255 looks like this)
+        ("binary", (np.random.default_rng(1).random((128, 128)) > 0.5).astype(np.uint8) * 255, "distinct"),
+    ],
+)
+def test_images_without_content_are_not_assessable(name, img, words):
+    problem = assessment_problem(img)
+    assert problem is not None and words in problem, (name, problem)
+    with pytest.raises(NotAssessableError, match="no image content"):
+        check_assessable(img, f"{name}.png")
+
+
+def test_each_limit_bites_exactly_at_its_documented_value():
+    base = chest_like(200, 200)
+    assert assessment_problem(base) is None
+    # aspect: 3:1 passes, just over fails
+    assert assessment_problem(chest_like(64, int(64 * MAX_ASPECT))) is None
+    assert "ratio" in assessment_problem(chest_like(64, int(64 * MAX_ASPECT) + 1))
+    # mode share: just under the limit passes the mode test
+    img = chest_like(100, 100, seed=2).copy()
+    flat = img.reshape(-1)
+    n = int(MAX_MODE_SHARE * flat.size)
+    flat[: n - 1] = 7
+    assert "one grey value" not in (assessment_problem(img) or "")
+    flat[: n + 1] = 7
+    assert "one grey value" in assessment_problem(img)
+
+    # span: 98.5 % of pixels on a ramp of w levels, the rest spread over 0..255 (so levels and mode
+    # share pass): w = MIN_SPAN passes, w = MIN_SPAN - 2 fails
+    def banded(w: int) -> np.ndarray:
+        rng = np.random.default_rng(w)
+        img = rng.integers(100, 100 + w + 1, (200, 200)).astype(np.uint8)
+        tail = rng.random((200, 200)) < 0.015
+        img[tail] = rng.integers(0, 256, int(tail.sum()))
+        return img
+
+    assert compute_content_stats(banded(MIN_SPAN)).span >= MIN_SPAN
+    assert assessment_problem(banded(MIN_SPAN)) is None
+    assert "within" in assessment_problem(banded(MIN_SPAN - 2))
+    # levels: MIN_LEVELS - 1 distinct values spread over the range fails
+    levels = np.linspace(0, 255, MIN_LEVELS - 1).astype(np.uint8)
+    poster = levels[np.random.default_rng(4).integers(0, len(levels), (120, 120))]
+    assert "distinct" in assessment_problem(poster)
+
+
+def test_extreme_aspect_is_not_assessable_with_its_size_named():
+    problem = assessment_problem(np.tile(chest_like(40, 400), (1, 75)))
+    assert "30000x40" in problem and "3:1" in problem
+
+
+def test_too_small_keeps_its_message_and_the_model_size_exception():
+    assert "below the 32 px" in assessment_problem(chest_like(20, 200))
+    assert assessment_problem(chest_like(28, 28), min_side=28) is None
+
+
+def test_no_real_chest_xray_in_shared_is_called_not_assessable():
+    """The limits were set from these images: none of the 6,221 may trip them (no false alarms)."""
+    root = shared_path("data")
+    paths = sorted(root.glob("nih14-64px/images/*.png"))
+    paths += sorted(root.glob("kermany-pneumonia/train/*/*.jpeg"))[::5]  # a fifth: the suite's time
+    paths += sorted((root / "samples").iterdir())
+    assert len(paths) > 2000
+    tripped = [(p.name, assessment_problem(read_image(p))) for p in paths]
+    assert [t for t in tripped if t[1]] == []
+
+
+def test_synthetic_phantoms_are_assessable():
+    from cxrkit.data.synthetic import PhantomDataset
+
+    ds = PhantomDataset(n=20, size=128, seed=0)
+    assert all(assessment_problem(ds.load_image(i)) is None for i in range(20))

@@ -1,0 +1,121 @@
+"""DICOM header checks: stored bits, a missing Modality, compressed pixel data and its decoders."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from conftest import chest_like, write_dicom
+from PIL import Image
+
+from cxrkit.data.decode import ImageReadError, NotAssessableError, decode_bytes, read_image
+
+
+def _image16() -> np.ndarray:
+    return chest_like(64, 64).astype(np.uint16) * 16  # 12-bit values, up to 4080
+
+
+def test_pixels_beyond_bits_stored_are_unreadable_not_masked(tmp_path):
+    path = write_dicom(tmp_path / "liar.dcm", _image16(), bits_stored=8)  # 12-bit values, header says 8
+    with pytest.raises(ImageReadError, match=r"exceed BitsStored 8 \(0\.\.255\)") as info:
+        read_image(path)
+    assert not isinstance(info.value, NotAssessableError) and str(info.value).startswith(str(path))
+    # the same pixels with an honest header decode as the 12-bit image they are
+    honest = write_dicom(tmp_path / "honest.dcm", _image16(), bits_stored=12)
+    expected = np.round((_image16() - _image16().min()) * 255.0 / np.ptp(_image16())).astype(np.uint8)
+    assert np.array_equal(read_image(honest), expected)
+
+
+def test_signed_pixels_are_checked_in_their_signed_range(tmp_path):
+    img = chest_like(64, 64).astype(np.int16) - 128  # -128..127 fits 8 signed bits
+    path = write_dicom(tmp_path / "signed.dcm", img.astype(np.uint16), bits_stored=8)
+    ds = pydicom.dcmread(path)
+    ds.PixelRepresentation = 1
+    ds.PixelData = img.astype("<i2").tobytes()
+    ds.save_as(path)
+    assert read_image(path).shape == (64, 64)
+    ds.PixelData = (img * 4).astype("<i2").tobytes()  # -512..508: over 8 signed bits
+    ds.save_as(path)
+    with pytest.raises(ImageReadError, match=r"exceed BitsStored 8 \(-128\.\.127\)"):
+        read_image(path)
+
+
+def test_a_dicom_without_modality_is_not_assessable_unless_accepted(tmp_path):
+    path = write_dicom(tmp_path / "nomod.dcm", _image16(), bits_stored=12)
+    ds = pydicom.dcmread(path)
+    del ds.Modality
+    ds.save_as(path)
+    with pytest.raises(NotAssessableError, match=r"no Modality tag.*--accept-missing-modality"):
+        read_image(path)
+    assert read_image(path, accept_missing_modality=True).shape == (64, 64)
+    data = path.read_bytes()
+    with pytest.raises(NotAssessableError):
+        decode_bytes(data, "upload.dcm")
+    assert decode_bytes(data, "upload.dcm", accept_missing_modality=True).shape == (64, 64)
+
+
+def _encapsulated(tmp_path: Path, syntax, frame: bytes, name: str) -> Path:
+    from pydicom.encaps import encapsulate
+
+    path = write_dicom(tmp_path / name, chest_like(64, 64))
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.PixelData = encapsulate([frame])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path)
+    return path
+
+
+def test_a_missing_decoder_names_the_packages_to_install(tmp_path):
+    from pydicom.uid import JPEGLSLossless
+
+    pytest.importorskip("pydicom")
+    try:
+        import libjpeg  # noqa: F401  (pylibjpeg-libjpeg decodes JPEG-LS)
+
+        pytest.skip("a JPEG-LS decoder is installed here, so the missing-decoder message cannot appear")
+    except ImportError:
+        pass
+    path = _encapsulated(tmp_path, JPEGLSLossless, b"\xff\xd8" + b"\0" * 98, "jls.dcm")
+    with pytest.raises(ImageReadError) as info:
+        read_image(path)
+    msg = str(info.value)
+    assert "JPEG-LS Lossless" in msg and "no decoder for it is installed" in msg, msg
+    assert "pip install 'cxrkit[dicom]'" in msg and "pylibjpeg-libjpeg" in msg
+    assert "\n" not in msg and not re.search(r"0x[0-9a-f]{6,}", msg), msg
+
+
+def test_a_corrupt_compressed_frame_gives_no_object_address(tmp_path):
+    from pydicom.uid import JPEG2000Lossless
+
+    path = _encapsulated(tmp_path, JPEG2000Lossless, b"\0" * 100, "j2k.dcm")
+    with pytest.raises(ImageReadError) as info:
+        read_image(path)
+    msg = str(info.value)
+    assert "JPEG 2000" in msg and "\n" not in msg and not re.search(r" at 0x[0-9a-fA-F]+", msg), msg
+
+
+def test_rle_and_jpeg2000_compressed_dicoms_decode_to_the_same_grey(tmp_path):
+    """Two real compressed syntaxes, decoded by what pydicom and Pillow bring (no extra needed)."""
+    from pydicom.uid import JPEG2000Lossless, RLELossless
+
+    img = chest_like(64, 64, seed=3)
+    plain = read_image(write_dicom(tmp_path / "plain.dcm", img))
+    rle = write_dicom(tmp_path / "rle.dcm", img)
+    ds = pydicom.dcmread(rle)
+    ds.compress(RLELossless)
+    ds.save_as(rle)
+    assert pydicom.dcmread(rle).file_meta.TransferSyntaxUID == RLELossless
+    assert np.array_equal(read_image(rle), plain)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG2000", irreversible=False, no_jp2=True)
+    j2k = _encapsulated(tmp_path, JPEG2000Lossless, buf.getvalue(), "j2k-ok.dcm")
+    try:
+        decoded = read_image(j2k)
+    except ImageReadError as err:
+        pytest.skip(f"no JPEG 2000 decoder in this environment ({err.reason})")
+    assert np.array_equal(decoded, plain)

@@ -1,0 +1,154 @@
+"""One row per input, whatever its kind; never "normal" for a study that was not really assessed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import chest_like, png_bytes, write_dicom
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cxrkit.data.transforms import InputSpec
+from cxrkit.run.inputs import expand_inputs, split_array
+from cxrkit.run.model import RunModel, build_network
+from cxrkit.run.package import ModelPackage, OperatingPoint
+
+LABELS = ("No Finding", "Pneumonia")
+
+
+def _everything_normal_run() -> RunModel:
+    """A tiny run whose operating point calls every scored study normal (threshold 1 is never reached)."""
+    torch.manual_seed(0)
+    model = build_network("cnn3_32_64_128", {}, len(LABELS)).eval()
+    pkg = ModelPackage(
+        "cnn3_32_64_128",
+        {},
+        LABELS,
+        "multilabel",
+        InputSpec(32),
+        (1.0, 1.0),
+        {"0.5": (0.5, 0.5)},
+        OperatingPoint("no_finding", 0.95, 1.0, 0.95, 0.5, 10),
+    )
+    return RunModel(Path("."), model, pkg, torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def run() -> RunModel:
+    return _everything_normal_run()
+
+
+@pytest.mark.parametrize(
+    ("shape", "rows"),
+    [
+        ((64, 80), 1),
+        ((64, 80, 1), 1),
+        ((64, 80, 3), 1),
+        ((64, 80, 4), 1),
+        ((5, 64, 80), 5),
+        ((1, 64, 80), 1),
+        ((2, 64, 80), 2),
+        ((6, 64, 80, 3), 6),
+        ((2, 64, 80, 1), 2),
+    ],
+)
+def test_array_shapes_give_one_row_per_image(run, shape, rows):
+    arr = np.random.default_rng(0).integers(0, 256, shape).astype(np.uint8)
+    assert len(split_array(arr)) == rows
+    table = run.predict(arr)
+    assert len(table) == rows and list(table["source"]) == [f"array[{k}]" for k in range(rows)]
+
+
+@pytest.mark.parametrize(
+    ("arr", "words"),
+    [
+        (np.zeros((3, 64, 80)), "ambiguous"),
+        (np.zeros((4, 64, 80)), "ambiguous"),
+        (np.zeros(262_144), "is not an image"),
+        (np.array(0.5), "is not an image"),
+        (np.zeros((2, 3, 64, 80, 1)), "is not an image"),
+        (np.zeros((2, 64, 80, 5)), "is not an image"),
+    ],
+)
+def test_shapes_that_are_no_image_are_one_clear_error(run, arr, words):
+    with pytest.raises(ValueError, match=words) as info:
+        run.predict(arr)
+    assert str(tuple(arr.shape)) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_channels_last_colour_is_one_image_with_its_grey(run):
+    grey = chest_like(64, 64)
+    rgb = np.dstack([grey] * 3)
+    table = run.predict([grey, rgb, np.moveaxis(rgb, -1, 0).transpose(1, 2, 0)])
+    probs = table[list(LABELS)].to_numpy()
+    assert len(table) == 3 and np.allclose(probs, probs[0])
+
+
+def test_an_array_with_a_nan_is_one_unreadable_row(run):
+    img = chest_like(64, 64).astype(np.float32) / 255
+    img[3, 4] = np.nan
+    table = run.predict([img, chest_like(64, 64)])
+    assert len(table) == 2 and table["triage_flag"].tolist() == ["unreadable", "normal"]
+    assert "NaN" in table["error"].iloc[0]
+
+
+def test_constant_files_of_every_kind_are_not_assessable(run, tmp_path):
+    """A blank PNG, a 16-bit constant PNG, an all-zero DICOM: flagged, never normal, even by this run."""
+    (tmp_path / "black.png").write_bytes(png_bytes(np.zeros((128, 128), np.uint8)))
+    (tmp_path / "white.png").write_bytes(png_bytes(np.full((128, 128), 255, np.uint8)))
+    (tmp_path / "flat16.png").write_bytes(png_bytes(np.full((128, 128), 3000, np.uint16)))
+    write_dicom(tmp_path / "zero.dcm", np.zeros((128, 128), np.uint16))
+    (tmp_path / "good.png").write_bytes(png_bytes(chest_like(128, 128)))
+    table = run.predict(tmp_path).set_index("image_id")
+    assert table.loc["good.png", "triage_flag"] == "normal"  # this run calls every scored study normal
+    for name in ("black.png", "white.png", "flat16.png", "zero.dcm"):
+        assert table.loc[name, "triage_flag"] == "not assessable", name
+        assert "no image content" in table.loc[name, "error"]
+
+
+KINDS = ("blank", "noise", "chest", "nan", "tiny", "colour", "stack")
+
+
+def _make(kind: str, value: int, side: int) -> np.ndarray:
+    rng = np.random.default_rng(value)
+    if kind == "blank":
+        return np.full((side, side), value, np.uint8)
+    if kind == "noise":
+        return rng.integers(0, 256, (side, side)).astype(np.uint8)
+    if kind == "chest":
+        return chest_like(side, side, seed=value)
+    if kind == "nan":
+        a = chest_like(side, side).astype(np.float64)
+        a[0, 0] = np.nan
+        return a
+    if kind == "tiny":
+        return chest_like(8, 8)
+    if kind == "colour":
+        return np.dstack([np.full((side, side), value, np.uint8)] * 3)  # constant colour
+    return np.stack([np.full((side, side), value, np.uint8), chest_like(side, side)])  # 2 images
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(KINDS), st.integers(0, 255), st.integers(32, 80)), min_size=1, max_size=6
+    )
+)
+def test_rows_equal_inputs_and_no_constant_image_reads_normal(run, specs):
+    inputs = [_make(*s) for s in specs]
+    expected = sum(2 if kind == "stack" else 1 for kind, _, _ in specs)
+    assert len(expand_inputs(inputs)) == expected
+    table = run.predict(inputs)
+    assert len(table) == expected
+    flags = table["triage_flag"].tolist()
+    k = 0
+    for kind, _, _ in specs:
+        constant = kind in ("blank", "colour", "stack")  # a stack's first image is constant
+        if constant:
+            assert flags[k] == "not assessable", (kind, flags[k])
+        if kind in ("nan", "tiny"):
+            assert flags[k] != "normal"
+        k += 2 if kind == "stack" else 1

@@ -1,0 +1,128 @@
+"""A model.json that disagrees with its weights, or holds a NaN, wrong type or wrong length, is never used."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_untrained_run
+
+from cxrkit.cli import main
+from cxrkit.run import files
+from cxrkit.run.model import RunModel
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> Path:
+    return make_untrained_run(tmp_path / "run")
+
+
+def _tamper(run_dir: Path, change) -> None:
+    path = run_dir / files.PACKAGE
+    doc = json.loads(path.read_text())
+    change(doc)
+    path.write_text(json.dumps(doc))  # Python writes NaN as a bare NaN, as a hand edit could
+
+
+def test_the_untampered_run_loads_and_predicts(run_dir):
+    run = RunModel.load(run_dir, "cpu")
+    rng = np.random.default_rng(0)
+    assert len(run.predict([rng.integers(0, 256, (64, 64)).astype(np.uint8)])) == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "change", "json_value", "weights_value"),
+    [
+        ("input.size", lambda d: d["input"].update(size=64), "64", "32"),
+        ("input.mode", lambda d: d["input"].update(mode="crop"), "'crop'", "'pad'"),
+        (
+            "input.intensity",
+            lambda d: (
+                d["input"].update(intensity="equalize"),
+                d["model"]["config"].update(intensity="equalize"),
+            ),
+            "'equalize'",
+            "'none'",
+        ),
+        (
+            "labels",
+            lambda d: d.update(labels=["No Finding", "Pneumonia", "Effusion"]),
+            "Pneumonia",
+            "Effusion",
+        ),
+        ("task", lambda d: d.update(task="multiclass"), "'multiclass'", "'multilabel'"),
+        (
+            "model.config.input_norm",
+            lambda d: d["model"]["config"].update(input_norm=[0.125, 0.75]),
+            "0.125",
+            "0.",
+        ),
+        ("model.config.grey", lambda d: d["model"]["config"].update(grey="repeat"), "'repeat'", "'fold'"),
+    ],
+)
+def test_a_prediction_changing_mismatch_is_refused_naming_field_and_values(
+    run_dir, field, change, json_value, weights_value
+):
+    _tamper(run_dir, change)
+    with pytest.raises(ValueError) as info:
+        RunModel.load(run_dir, "cpu")
+    msg = str(info.value)
+    assert f"disagree on {field}:" in msg and json_value in msg and weights_value in msg, msg
+    assert "cxr package" in msg
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (lambda d: d["thresholds"]["max_f1"].__setitem__(1, float("nan")), "thresholds.max_f1[1] nan"),
+        (lambda d: d["thresholds"]["0.5"].__setitem__(0, float("inf")), "thresholds.0.5[0] inf"),
+        (lambda d: d["thresholds"]["0.5"].__setitem__(2, 1.5), "thresholds.0.5[2] 1.5"),
+        (lambda d: d["thresholds"]["0.5"].__setitem__(2, "0.5"), "expected a number in [0, 1], got str"),
+        (lambda d: d["thresholds"].update(max_f1=[0.3, 0.4]), "thresholds.max_f1: expected 3 values"),
+        (lambda d: d["operating_point"].update(threshold=float("nan")), "operating_point.threshold nan"),
+        (
+            lambda d: d["operating_point"].update(val_sensitivity=float("nan")),
+            "operating_point.val_sensitivity",
+        ),
+        (lambda d: d["operating_point"].update(val_specificity=-0.1), "operating_point.val_specificity -0.1"),
+        (lambda d: d["operating_point"].update(target_sensitivity="0.95"), "got str"),
+        (lambda d: d["operating_point"].update(reached="yes"), "operating_point.reached 'yes'"),
+        (lambda d: d.update(format="1"), "format '1': expected an integer"),
+        (lambda d: d["input"].update(size="32"), "input.size '32': expected an integer"),
+        (lambda d: d["input"].update(size=32.5), "input.size 32.5"),
+        (lambda d: d["calibration"].update(temperatures=[1.0, 1.0]), "2 values for 3 labels"),
+        (
+            lambda d: d["calibration"].update(temperatures=[1.0, float("nan"), 1.0]),
+            "calibration.temperatures",
+        ),
+        (lambda d: d.update(labels="No Finding"), "labels 'No Finding'"),
+        (lambda d: d.update(operating_point=[]), "operating_point []: expected an object"),
+    ],
+)
+def test_unusable_values_are_refused_naming_the_key(run_dir, change, words):
+    _tamper(run_dir, change)
+    with pytest.raises(ValueError) as info:
+        RunModel.load(run_dir, "cpu")
+    assert words in str(info.value) and str(run_dir) in str(info.value), str(info.value)
+
+
+def test_a_null_validation_rate_is_allowed_as_not_measurable(run_dir):
+    """JSON null (what cxrkit writes for a rate it could not measure) is not a NaN typed into the file."""
+    _tamper(run_dir, lambda d: d["operating_point"].update(val_specificity=None))
+    assert np.isnan(RunModel.load(run_dir, "cpu").package.operating_point.val_specificity)
+
+
+def test_cxr_export_on_a_tampered_run_gives_the_same_message(run_dir, capsys):
+    pytest.importorskip("onnx")
+    _tamper(run_dir, lambda d: d["input"].update(size=64))
+    assert main(["export", str(run_dir)]) != 0
+    err = capsys.readouterr().err
+    assert "disagree on input.size" in err and "onnx" not in err.lower().replace(str(run_dir).lower(), "")
+    assert not (run_dir / files.ONNX).exists()
+
+
+def test_written_model_json_is_strict_json(run_dir):
+    text = (run_dir / files.PACKAGE).read_text()
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in model.json"))
