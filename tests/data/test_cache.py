@@ -318,3 +318,29 @@ def test_parallel_build_skips_failures_like_serial(bad_files, tmp_path):
     assert sorted(os.listdir(tmp_path / "b")) == sorted(
         ["images.npy", "meta.csv", "boxes.csv", "failures.csv", "manifest.json"]
     )
+
+
+@pytest.mark.parametrize("source", ["chestmnist", "tfrecord", "nih-csv"])
+def test_a_data_file_rewritten_at_the_same_size_with_a_new_mtime_rebuilds(
+    source, chestmnist_npz, tfrecord_dir, nih_root, tmp_path
+):
+    """The .npz, a TFRecord shard and the NIH CSV: same byte count, other content, new mtime -> rebuild."""
+    from cxrkit.config import DataConfig
+    from cxrkit.data import build_dataset
+
+    path, changed = {
+        "chestmnist": (chestmnist_npz, chestmnist_npz),
+        "tfrecord": (tfrecord_dir, sorted(tfrecord_dir.glob("*"))[0]),
+        "nih-csv": (nih_root, nih_root / "Data_Entry_2017.csv"),
+    }[source]
+    kind = "nih" if source == "nih-csv" else source
+    cfg = DataConfig(source=kind, path=str(path))
+    prepare_cache(build_dataset(cfg), tmp_path / "c", size=32, progress=False)
+    data = bytearray(changed.read_bytes())
+    if source == "nih-csv":  # the pixel spacing changes: same size, other content, the same parsed labels
+        data = bytearray(data.decode().replace(",0.14,0.14", ",0.15,0.14", 1), "utf8")
+    changed.write_bytes(bytes(data))
+    st = changed.stat()
+    os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert changed.stat().st_size == st.st_size
+    assert not prepare_cache(build_dataset(cfg), tmp_path / "c", size=32, progress=False).reused

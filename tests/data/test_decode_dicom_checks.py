@@ -119,3 +119,19 @@ def test_rle_and_jpeg2000_compressed_dicoms_decode_to_the_same_grey(tmp_path):
     except ImageReadError as err:
         pytest.skip(f"no JPEG 2000 decoder in this environment ({err.reason})")
     assert np.array_equal(decoded, plain)
+
+
+def test_the_pixel_cap_counts_every_frame(tmp_path):
+    """40 x 40 is under a 2,000 pixel cap; 3 frames of it (4,800 pixels) are not: refused before decoding."""
+    from cxrkit.data.decode import ImageTooLargeError
+
+    frames = np.stack([chest_like(40, 40, seed=k) for k in range(3)])
+    path = write_dicom(tmp_path / "cine.dcm", frames[0])
+    ds = pydicom.dcmread(path)
+    ds.NumberOfFrames = 3
+    ds.PixelData = frames.tobytes()
+    ds.save_as(path)
+    with pytest.raises(ImageTooLargeError, match=r"declares 40x40x3 = 4,800 pixels, over the limit of 2,000"):
+        read_image(path, max_pixels=2000)
+    with pytest.raises(NotAssessableError, match="3 frames"):  # within the cap: read, but not one radiograph
+        read_image(path, max_pixels=5000)

@@ -10,6 +10,7 @@ from cxrkit.data.nih import NIHDataset
 from cxrkit.data.splits import (
     PatientLeakError,
     check_no_patient_leak,
+    fold_split,
     kfold_folds,
     load_split_manifest,
     patient_split,
@@ -190,3 +191,29 @@ def test_kfold_with_more_folds_than_patients_says_so():
         kfold_folds(ids, y, 3, test=0.2)
     folds = kfold_folds(ids, y, 3)
     assert sorted(set(folds)) == [1, 2, 3] and folds[0] == folds[1] and folds[3] == folds[4]
+
+
+def test_kfold_keeps_patients_whole_and_balances_folds_and_labels():
+    rng = np.random.default_rng(0)
+    patients = np.repeat([f"p{k}" for k in range(60)], rng.integers(1, 4, 60))
+    y = (rng.random((len(patients), 2)) < [0.3, 0.1]).astype(np.float32)
+    folds = kfold_folds(patients, y, 4, test=0.2, seed=1)
+    for pid in np.unique(patients):  # a patient's images share one fold (or the test share)
+        assert len(set(folds[patients == pid])) == 1
+    counts = np.bincount(folds, minlength=5)
+    assert 0.1 < counts[0] / len(folds) < 0.3  # the test share
+    assert counts[1:].min() >= 0.6 * counts[1:].max()  # folds of similar size
+    for j in range(2):  # each fold holds a share of each label's positives
+        assert all(y[folds == k, j].sum() > 0 for k in range(1, 5))
+    assert np.array_equal(folds, kfold_folds(patients, y, 4, test=0.2, seed=1))  # seeded
+    assert not np.array_equal(folds, kfold_folds(patients, y, 4, test=0.2, seed=2))
+
+
+def test_fold_split_trains_on_the_other_folds_and_the_parent_validates_out_of_fold():
+    folds = np.array([0, 1, 2, 3, 1, 2, 3, 0])
+    s2 = fold_split(folds, 2)
+    assert s2["val"].tolist() == [2, 5] and s2["train"].tolist() == [1, 3, 4, 6]
+    assert s2["test"].tolist() == [0, 7]
+    parent = fold_split(folds, 0)
+    assert parent["val"].tolist() == [1, 2, 3, 4, 5, 6] and "train" not in parent
+    assert "test" not in fold_split(np.array([1, 2, 1, 2]), 1)

@@ -214,6 +214,25 @@ def test_malformed_upload_is_a_4xx_naming_the_problem(server, case):
     assert httpx.get(f"{url}/health").status_code == 200
 
 
+def test_an_upload_part_without_content_type_gets_415(server):
+    url, _, _ = server
+    png = png_bytes(chest_like(64, 64))
+    body = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
+        + png
+        + b"\r\n--XyZ--\r\n"
+    )
+    r = httpx.post(
+        f"{url}/v1/predict", content=body, headers={"content-type": "multipart/form-data; boundary=XyZ"}
+    )
+    assert r.status_code == 415 and "no Content-Type" in r.json()["message"], r.text
+    typed = body.replace(b"\r\n\r\n", b"\r\nContent-Type: image/png\r\n\r\n", 1)
+    r = httpx.post(
+        f"{url}/v1/predict", content=typed, headers={"content-type": "multipart/form-data; boundary=XyZ"}
+    )
+    assert r.status_code == 200, r.text
+
+
 def test_requests_that_are_not_uploads_get_4xx(server):
     url, _, _ = server
     for r, status in (

@@ -91,6 +91,24 @@ def test_an_export_that_disagrees_is_deleted(exported_run, tmp_path, monkeypatch
     assert RunModel.load(run_dir, "cpu", engine="auto").engine == "torch"
 
 
+@pytest.mark.parametrize("bad", ["test split", "given images"])
+def test_parity_is_checked_on_every_image_set(exported_run, tmp_path, monkeypatch, bad):
+    """One set that disagrees is enough to refuse the export, whichever set it is."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(exported_run, run_dir)
+    real = export_mod._parity
+
+    def parity(run, engine, images, name):
+        out = real(run, engine, images, name)
+        return {**out, "max_abs_prob_diff": 0.5} if name.startswith(bad) else out
+
+    monkeypatch.setattr(export_mod, "_parity", parity)
+    sample = shared_path("data", "samples", "00000001_000.png")
+    with pytest.raises(ValueError, match=r"differs from PyTorch by 5\.00e-01"):
+        export_mod.export_run(run_dir, images=[sample], log=lambda m: None)
+    assert not (run_dir / files.ONNX).exists()
+
+
 def test_cli_export_and_predict_with_the_onnx_engine(exported_run, tmp_path, capsys):
     run_dir = tmp_path / "run"
     shutil.copytree(exported_run, run_dir)

@@ -102,3 +102,22 @@ def test_unreached_target_is_reported_not_claimed():
     y[:5] = [0.0, 1.0]
     p[:5] = [0.1, 0.9]
     assert choose_operating_point(labels, y, p, 0.95).reached is True
+
+
+def test_predict_lists_unscored_rows_first_then_the_rest_in_input_order(tmp_path):
+    """The fast check of the rule (an untrained run): what needs a manual read heads predictions.csv."""
+    from conftest import make_untrained_run
+
+    from cxrkit.workflows.predict import predict_files
+
+    run = make_untrained_run(tmp_path / "run")
+    names = ["a-good.png", "b-blank.png", "c-good.png", "d-empty.png", "e-good.png"]
+    for k, name in enumerate(names):
+        data = png_bytes(chest_like(64, 64, seed=k))
+        data = png_bytes(np.zeros((64, 64), np.uint8)) if "blank" in name else data
+        (tmp_path / name).write_bytes(b"" if "empty" in name else data)
+    paths = [tmp_path / n for n in names]
+    table = predict_files(run, paths, out=None, progress=False, chunk=2, log=lambda m: None)
+    order = ["b-blank.png", "d-empty.png", "a-good.png", "c-good.png", "e-good.png"]
+    assert table["image_id"].tolist() == order
+    assert table["triage_flag"].tolist()[:2] == ["not assessable", "unreadable"]

@@ -65,6 +65,14 @@ def parse_rule(text: str | float) -> ThresholdRule:
     )
 
 
+SENSITIVITY_SLACK = 1e-12  # a sensitivity this close below its target counts as reaching it (float rounding)
+
+
+def reaches(sensitivity: float, target: float) -> bool:
+    """Whether a measured sensitivity reaches ``target`` (NaN never does): the one "reached" rule."""
+    return bool(sensitivity == sensitivity and sensitivity >= target - SENSITIVITY_SLACK)
+
+
 def choose_threshold(
     y_true: np.ndarray, score: np.ndarray, rule: ThresholdRule | str, name: str = "label"
 ) -> float:
@@ -87,7 +95,7 @@ def choose_threshold(
     recall = tp / n_pos
     if rule.method == "sensitivity":
         # pragma: no mutate (next line) -- with the 1e-12 slack, > and >= agree on every reachable recall
-        k = int(np.argmax(recall >= rule.value - 1e-12))  # scores descend: first k is the highest threshold
+        k = int(np.argmax(recall >= rule.value - SENSITIVITY_SLACK))  # scores descend: first k is the highest
     elif rule.method == "youden":
         k = int(np.argmax(recall - fp / n_neg))
     else:

@@ -73,12 +73,29 @@ def operating_point(y_val: np.ndarray, score_val: np.ndarray, target_sensitivity
     return choose_threshold(y_val, score_val, ThresholdRule("sensitivity", target_sensitivity), "abnormal")
 
 
+def is_flagged(score: np.ndarray, threshold: float) -> np.ndarray:
+    """THE triage decision, for every path (predict, triage, evaluate, robustness, the service).
+
+    (N,) True where a study's abnormality score is at or above the operating point's threshold; a
+    NaN score is never flagged here, and ``flag_names`` calls it "not scored", never normal.
+    """
+    return np.asarray(score, dtype=np.float64) >= threshold
+
+
+def flag_names(score: np.ndarray, threshold: float) -> np.ndarray:
+    """(N,) "abnormal", "normal" or "not scored" (a NaN score) by ``is_flagged``: what tables show."""
+    s = np.asarray(score, dtype=np.float64)
+    names = np.where(is_flagged(s, threshold), "abnormal", "normal").astype(object)
+    names[np.isnan(s)] = "not scored"
+    return names
+
+
 def triage_counts(y: np.ndarray, score: np.ndarray, threshold: float) -> dict[str, float]:
-    """Flagged / reads saved (TN) / missed (FN) and rates at one threshold (flag when score >= t)."""
+    """Flagged / reads saved (TN) / missed (FN) and rates at one threshold (flag: ``is_flagged``)."""
     y = np.asarray(y, dtype=np.float64)
     known = ~np.isnan(y)
     pos, s = y[known] == 1, np.asarray(score, dtype=np.float64)[known]
-    flag = s >= threshold
+    flag = is_flagged(s, threshold)
     tp, fp = int((flag & pos).sum()), int((flag & ~pos).sum())
     tn, fn = int((~flag & ~pos).sum()), int((~flag & pos).sum())
     n = tp + fp + tn + fn
@@ -147,11 +164,7 @@ def build_worklist(
             "image_id": meta["image_id"].astype(str).to_numpy(),
             "patient_id": meta["patient_id"].astype(str).to_numpy() if "patient_id" in meta else "",
             "score": np.round(np.asarray(score, dtype=np.float64), 6),
-            "flag": np.where(
-                np.isnan(np.asarray(score, dtype=np.float64)),
-                "not scored",  # a non-finite score never reads as normal
-                np.where(np.asarray(score) >= threshold, "abnormal", "normal"),
-            ),
+            "flag": flag_names(score, threshold),  # a non-finite score never reads as normal
             "top_findings": top_findings(probs, labels, k),
         }
     )

@@ -19,7 +19,7 @@ import torch
 
 from cxrkit.data.splits import read_split_manifest
 from cxrkit.data.transforms import InputSpec, to_model_input, tta_views
-from cxrkit.evaluate.triage import abnormality_score, top_findings
+from cxrkit.evaluate.triage import abnormality_score, flag_names, top_findings
 from cxrkit.models import create_model
 from cxrkit.models.device import resolve_device
 from cxrkit.models.net import INTENSITY_MODES, CXRNet
@@ -249,14 +249,13 @@ class RunModel:
         score = np.full(n, np.nan)
         if len(probs):
             score[prepared.ok], _ = abnormality_score(probs, self.labels, point.score)
-        flag = np.where(score >= point.threshold, "abnormal", "normal").astype(object)
+        flag = flag_names(score, point.threshold)
         notes = [""] * n
         for k, r in enumerate(prepared.rows):
             if r["error"]:  # never scored: the flag says why, so no study silently reads as normal
                 flag[k] = r.get("status") or UNREADABLE
                 notes[k] = manual_read_note(flag[k], r["error"])
             elif np.isnan(score[k]):  # a model that gives NaN: not a normal study either
-                flag[k] = "not scored"
                 notes[k] = manual_read_note(flag[k], "the model gave no finite score")
         tops = np.full(n, "", dtype=object)
         if len(probs):

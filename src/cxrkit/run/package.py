@@ -29,7 +29,7 @@ from cxrkit.evaluate.calibration import (
     logits_to_probs,
 )
 from cxrkit.evaluate.metrics import summary_metrics
-from cxrkit.evaluate.thresholds import choose_thresholds, parse_rule
+from cxrkit.evaluate.thresholds import choose_thresholds, parse_rule, reaches
 from cxrkit.evaluate.triage import abnormal_truth, abnormality_score, operating_point, triage_counts
 from cxrkit.run import files
 from cxrkit.run.package_check import document_problem
@@ -261,7 +261,7 @@ def choose_operating_point(
     truth = abnormal_truth(y_val, labels)
     t = operating_point(truth, s, target)
     c = triage_counts(truth, s, t)
-    reached = bool(c["sensitivity"] == c["sensitivity"] and c["sensitivity"] >= target - 1e-12)
+    reached = reaches(c["sensitivity"], target)
     return OperatingPoint(
         method, float(target), float(t), c["sensitivity"], c["specificity"], int(c["images"]), reached
     )

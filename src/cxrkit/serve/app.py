@@ -34,7 +34,7 @@ from cxrkit.config import ServeConfig
 from cxrkit.data.assess import check_assessable
 from cxrkit.data.decode import ImageReadError, ImageTooLargeError, NotAssessableError, decode_bytes
 from cxrkit.data.transforms import compute_geometry, prepare_image, to_model_input
-from cxrkit.evaluate.triage import abnormality_score, top_findings
+from cxrkit.evaluate.triage import abnormality_score, flag_names, top_findings
 from cxrkit.explain.gradcam import compute_heatmaps, label_index
 from cxrkit.explain.overlay import heatmap_to_source, render_overlay
 from cxrkit.labels import NO_FINDING
@@ -50,8 +50,7 @@ ACCEPTED_TYPES = {
     "image/jpeg",
     "image/jpg",
     "application/dicom",
-    "application/octet-stream",
-    "",
+    "application/octet-stream",  # what browsers send for a file type they do not know (a .dcm)
 }
 THRESHOLD_RULE = "max_f1"  # the per-label thresholds shown beside probabilities (chosen on validation)
 PREVIEW_SIDE = 768
@@ -104,6 +103,13 @@ class Service:
     def decode(self, data: bytes, filename: str, content_type: str | None) -> np.ndarray:
         """Upload bytes -> (H, W) uint8 grey, or an ApiError naming the file and the problem."""
         ctype = (content_type or "").split(";")[0].strip().lower()
+        if not ctype:  # a part without a Content-Type header: the client did not say what it sends
+            raise ApiError(
+                415,
+                "unsupported_type",
+                f"{filename}: the upload part has no Content-Type; expected image/png, image/jpeg, "
+                "application/dicom or application/octet-stream",
+            )
         if ctype not in ACCEPTED_TYPES:
             raise ApiError(
                 415,
@@ -206,7 +212,7 @@ class Service:
             "top_findings": [f for f in top_findings(probs[None], labels, top)[0].split("; ") if f],
             "triage": {
                 "score": s,
-                "flag": "abnormal" if s >= point.threshold else "normal",
+                "flag": str(flag_names(score, point.threshold)[0]),
                 "threshold": point.threshold,
                 "target_sensitivity": point.target_sensitivity,
                 "score_rule": point.score,

@@ -35,6 +35,7 @@ from cxrkit.evaluate.triage import (
     abnormal_truth,
     abnormality_score,
     build_worklist,
+    is_flagged,
     triage_counts,
     triage_sweep,
 )
@@ -156,7 +157,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, log: Log = 
         score, _ = abnormality_score(ev.probs, labels, point.score)
         abn = abnormal_truth(ev.targets, labels)
         tri = triage_counts(abn, score, point.threshold)
-        tri_ci = rate_cis(abn, score >= point.threshold, groups, cfg.n_boot, cfg.seed)
+        tri_ci = rate_cis(abn, is_flagged(score, point.threshold), groups, cfg.n_boot, cfg.seed)
         sweep = triage_sweep(abn, score, point.threshold)
         subgroups = subgroup_table(
             ev.meta, ev.targets[:, cols], ev.probs[:, cols], thresholds[cols], abn, score, point.threshold

@@ -27,7 +27,7 @@ import pandas as pd
 from cxrkit.data.shifts import SEVERITIES, SHIFTS, apply_shift
 from cxrkit.evaluate.metrics import summary_metrics
 from cxrkit.evaluate.robustness import CLEAN, robustness_summary
-from cxrkit.evaluate.triage import abnormal_truth, abnormality_score, triage_counts
+from cxrkit.evaluate.triage import abnormal_truth, abnormality_score, is_flagged, triage_counts
 from cxrkit.outputs import make_out_dir, read_csv, write_bytes, write_csv, write_json
 from cxrkit.run import files
 from cxrkit.run.data import Log, TrainData, load_run_data
@@ -159,7 +159,7 @@ def _row(run: RunModel, targets: np.ndarray, abn: np.ndarray, logits: np.ndarray
         auc = summary_metrics(targets, probs, 0.5, labels=run.labels)["macro_auc"]
     score, _ = abnormality_score(probs, run.labels, point.score)
     tri = triage_counts(abn, score, point.threshold)
-    flags = score >= point.threshold
+    flags = is_flagged(score, point.threshold)
     return {
         "macro_auc": auc,
         "triage_sensitivity": tri["sensitivity"],
@@ -185,7 +185,7 @@ def compute_robustness(
     digests = pixel_digests(data, rows, cfg.chunk)
     logits = score_split(pairs, data, None, cfg.chunk)
     score, _ = abnormality_score(run.package.probs(logits), run.labels, point.score)
-    clean = {"logits": logits, "flags": score >= point.threshold}
+    clean = {"logits": logits, "flags": is_flagged(score, point.threshold)}
     table = [
         {
             "shift": CLEAN,

@@ -18,6 +18,7 @@ from cxrkit.evaluate.triage import (
     abnormality_score,
     add_unscored,
     build_worklist,
+    is_flagged,
     triage_counts,
     triage_sweep,
 )
@@ -85,7 +86,7 @@ def triage(
     if unscored is not None:
         worklist = add_unscored(worklist, unscored)
     write_csv(folder / files.WORKLIST, worklist, index=False)
-    flagged = int((s >= point.threshold).sum())
+    flagged = int(is_flagged(s, point.threshold).sum())
     summary: dict = {
         "operating_point": point.as_dict(),
         "source": source,
