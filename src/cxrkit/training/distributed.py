@@ -68,3 +68,10 @@ def shutdown(info: DistInfo) -> None:
     """Leave the process group."""
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def unwrap(net):
+    """The model inside a DistributedDataParallel wrapper (or ``net`` itself): unwrapped in one place."""
+    import torch
+
+    return net.module if isinstance(net, torch.nn.parallel.DistributedDataParallel) else net

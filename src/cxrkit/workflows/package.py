@@ -21,7 +21,7 @@ def package_run(
     run_dir: str | Path, overrides: dict | None = None, device: str = "auto", log: Log = print
 ) -> ModelPackage:
     """Fit calibration, thresholds and the operating point on the run's validation split; write model.json."""
-    from cxrkit.training.loop import write_model_package
+    from cxrkit.training.record import write_model_package
 
     run_dir = files.check_run_folder(Path(run_dir), (files.CONFIG,))
     if is_ensemble(load_run_config(run_dir).split):

@@ -1,0 +1,148 @@
+"""The routes of the HTTP API and the viewer, on one APIRouter; the service comes in as a dependency.
+
+``/health`` and ``/metrics`` (service), ``/v1/model``, ``/v1/predict``, ``/v1/predict/batch`` (behind
+the API key when one is set), ``/`` and ``/static/{name}`` (the viewer's shipped files only).
+"""
+
+# no ``from __future__ import annotations``: FastAPI reads the route signatures at runtime
+
+import asyncio
+import hmac
+from importlib import resources
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.security import APIKeyHeader
+
+from cxrkit.serve.batcher import Overloaded
+from cxrkit.serve.errors import ApiError, overloaded
+from cxrkit.serve.service import Service, clean_name
+
+router = APIRouter()
+_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+_STATIC = resources.files("cxrkit").joinpath("serve/static")
+_ASSETS = {"js": "text/javascript", "css": "text/css"}
+
+
+def get_service(request: Request) -> Service:
+    """The app's service (its run, engine, pool and limits)."""
+    return request.app.state.service
+
+
+def check_key(request: Request, key: Annotated[str | None, Depends(_key_header)]) -> None:
+    """401 unless the X-API-Key header matches the app's key (when it has one)."""
+    api_key = request.app.state.api_key
+    if api_key is not None and not (key and hmac.compare_digest(key.encode(), api_key.encode())):
+        raise ApiError(401, "unauthorized", "missing or wrong X-API-Key header")
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+Top = Annotated[int, Query(ge=1, le=20, description="how many top findings to list")]
+
+
+def admit(service: Service) -> None:
+    """503 before any work when the pool and its queue are full."""
+    if service.pool.in_flight >= service.pool.limit:
+        raise overloaded()
+
+
+async def read_upload(service: Service, upload: UploadFile) -> bytes:
+    """The upload's bytes, at most one byte over the limit (the size check then names it)."""
+    return await upload.read(int(service.cfg.max_upload_mb * 1e6) + 1)
+
+
+@router.get("/health", tags=["service"])
+def health(service: ServiceDep) -> dict:
+    """Liveness: 200 while the service can take requests."""
+    return {"status": "ok", "engine": service.run.engine, "in_flight": service.pool.in_flight}
+
+
+@router.get("/metrics", tags=["service"], response_class=PlainTextResponse)
+def metrics(service: ServiceDep) -> str:
+    """Prometheus text: request counts and latencies by route, errors by code, in-flight requests."""
+    return service.metrics.render(service.pool.in_flight, service.run.engine)
+
+
+@router.get("/v1/model", tags=["model"], dependencies=[Depends(check_key)])
+def model(service: ServiceDep) -> dict:
+    """Labels, thresholds, operating point, input spec, versions and validation figures."""
+    return service.model_card()
+
+
+@router.post("/v1/predict", tags=["predict"], dependencies=[Depends(check_key)])
+async def predict(
+    service: ServiceDep,
+    file: Annotated[UploadFile, File(description="one PNG, JPEG or DICOM file")],
+    heatmap: Annotated[
+        str | None,
+        Query(description="a label, or `top` for the top finding: adds its Grad-CAM overlay (PNG, base64)"),
+    ] = None,
+    preview: Annotated[bool, Query(description="add the decoded image as PNG (base64), for viewers")] = False,
+    top: Top = 3,
+) -> dict:
+    """One image -> calibrated probabilities, thresholds, triage score and flag, top findings."""
+    admit(service)
+    try:
+        name = clean_name(file.filename)
+        image, prepared = await service.load(await read_upload(service, file), name, file.content_type)
+        try:
+            out = await service.predict(image, prepared, name, heatmap, preview, top)
+        except Overloaded as err:
+            raise overloaded(str(err)) from None
+    except ApiError:
+        service.metrics.scored("error")
+        raise
+    service.metrics.scored("ok")
+    return out
+
+
+@router.post("/v1/predict/batch", tags=["predict"], dependencies=[Depends(check_key)])
+async def predict_batch(
+    service: ServiceDep,
+    files: Annotated[list[UploadFile], File(description="PNG, JPEG or DICOM files")],
+    top: Top = 3,
+) -> dict:
+    """Several images -> one result or one error per file, in upload order."""
+    if len(files) > service.cfg.max_files:
+        raise ApiError(
+            413, "too_many_files", f"{len(files)} files; at most {service.cfg.max_files} per request"
+        )
+    admit(service)
+    images, results = [], []
+    for f in files:
+        name = clean_name(f.filename)
+        try:
+            image, prep = await service.load(await read_upload(service, f), name, f.content_type)
+            images.append((len(results), name, image.shape, prep))  # the shape only: memory stays flat
+            results.append(None)
+        except ApiError as err:
+            service.metrics.scored("error")
+            results.append(
+                {"filename": name, "error": err.code, "message": err.message, "status": err.status}
+            )
+    if images:
+        try:
+            probs = await asyncio.wrap_future(service.pool.submit(np.stack([p for *_, p in images])))
+        except Overloaded as err:
+            raise overloaded(str(err)) from None
+        for (k, name, shape, _), p in zip(images, probs, strict=True):
+            results[k] = service.result(p, name, shape, top)
+            service.metrics.scored("ok")
+    return {"results": results}
+
+
+@router.get("/", include_in_schema=False)
+def index():
+    """The viewer's page."""
+    return FileResponse(str(_STATIC.joinpath("index.html")), media_type="text/html")
+
+
+@router.get("/static/{name}", include_in_schema=False)
+def asset(name: str):
+    """The viewer's shipped scripts and styles; client text never reaches the filesystem."""
+    shipped = {f.name for f in _STATIC.iterdir() if f.name.endswith((".js", ".css"))}
+    if name not in shipped:
+        raise ApiError(404, "not_found", "no such asset")
+    return FileResponse(str(_STATIC.joinpath(name)), media_type=_ASSETS[name.rsplit(".", 1)[-1]])

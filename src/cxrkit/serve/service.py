@@ -1,0 +1,245 @@
+"""The service behind the HTTP API: decoding, checking and scoring uploads of one run.
+
+Every upload is checked before it costs anything: content type (415), size (413), declared pixel
+count (413), decodability (422) and assessability (422 ``not_assessable``, by the one rule in
+``cxrkit.data.assess``), each an ``ApiError`` naming the file. Scoring runs in the bounded pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import threading
+from typing import Any
+
+import numpy as np
+
+from cxrkit import __version__
+from cxrkit.config import ServeConfig
+from cxrkit.data.assess import check_assessable
+from cxrkit.data.decode import ImageReadError, ImageTooLargeError, NotAssessableError, decode_bytes
+from cxrkit.data.transforms import compute_geometry, prepare_image, to_model_input
+from cxrkit.evaluate.triage import abnormality_score, flag_names, top_findings
+from cxrkit.explain.gradcam import compute_heatmaps, label_index
+from cxrkit.explain.overlay import heatmap_to_source, render_overlay
+from cxrkit.labels import NO_FINDING
+from cxrkit.run.inputs import min_side
+from cxrkit.run.model import RunModel
+from cxrkit.serve.batcher import Batcher
+from cxrkit.serve.errors import ApiError
+from cxrkit.serve.metrics import Metrics
+
+ACCEPTED_TYPES = {
+    "image/png",
+    "image/jpeg",
+    "image/jpg",
+    "application/dicom",
+    "application/octet-stream",  # what browsers send for a file type they do not know (a .dcm)
+}
+THRESHOLD_RULE = "max_f1"  # the per-label thresholds shown beside probabilities (chosen on validation)
+PREVIEW_SIDE = 768
+
+
+def clean_name(filename: str | None) -> str:
+    """An upload's file name for answers: control characters dropped, at most 200 characters."""
+    name = "".join(c for c in (filename or "") if c.isprintable())[:200]
+    return name or "upload"
+
+
+def _png_b64(im) -> str:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+class Service:
+    """The run, its engine and limits: decoding, scoring and explaining single uploads."""
+
+    def __init__(self, run: RunModel, cfg: ServeConfig) -> None:
+        self.run, self.cfg = run, cfg
+        self.metrics = Metrics()
+        # Grad-CAM hooks the PyTorch network: with several workers, no other forward pass may run
+        # through it meanwhile (ONNX Runtime sessions are safe to share)
+        self.torch_lock = threading.Lock()
+        self.pool = Batcher(self._score, cfg.workers, cfg.queue, cfg.max_batch)
+        stored = run.package.thresholds_for(THRESHOLD_RULE)
+        self.threshold_rule = THRESHOLD_RULE if stored is not None else "0.5"
+        self.thresholds = stored if stored is not None else np.full(len(run.labels), 0.5)
+
+    def _score(self, images: np.ndarray) -> np.ndarray:
+        if self.run.engine != "torch":
+            return self.run.probs(images)
+        with self.torch_lock:
+            return self.run.probs(images)
+
+    def decode(self, data: bytes, filename: str, content_type: str | None) -> np.ndarray:
+        """Upload bytes -> (H, W) uint8 grey, or an ApiError naming the file and the problem."""
+        ctype = (content_type or "").split(";")[0].strip().lower()
+        if not ctype:  # a part without a Content-Type header: the client did not say what it sends
+            raise ApiError(
+                415,
+                "unsupported_type",
+                f"{filename}: the upload part has no Content-Type; expected image/png, image/jpeg, "
+                "application/dicom or application/octet-stream",
+            )
+        if ctype not in ACCEPTED_TYPES:
+            raise ApiError(
+                415,
+                "unsupported_type",
+                f"{filename}: content type {ctype!r}; expected image/png, image/jpeg or application/dicom",
+            )
+        if not data:
+            raise ApiError(400, "empty_file", f"{filename}: empty file (0 bytes)")
+        if len(data) > self.cfg.max_upload_mb * 1e6:
+            raise ApiError(
+                413,
+                "too_large",
+                f"{filename}: {len(data) / 1e6:.1f} MB, over the {self.cfg.max_upload_mb:g} MB limit",
+            )
+        try:
+            return decode_bytes(
+                data, filename, self.cfg.max_pixels, accept_missing_modality=self.cfg.accept_missing_modality
+            )
+        except ImageTooLargeError as err:
+            raise ApiError(413, "too_many_pixels", str(err)) from None
+        except NotAssessableError as err:  # e.g. a CT slice: readable, but not a radiograph to score
+            raise ApiError(422, "not_assessable", f"{err} (read this study manually)") from None
+        except ImageReadError as err:
+            raise ApiError(422, "unreadable_image", str(err)) from None
+        except MemoryError:
+            raise
+        except Exception as err:  # a decoder's own failure is still the file's problem: a 4xx
+            detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+            raise ApiError(
+                422, "unreadable_image", f"{filename}: cannot decode ({type(err).__name__}: {detail})"
+            ) from None
+
+    async def load(
+        self, data: bytes, filename: str, content_type: str | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(decoded image, (S, S) model input), off the event loop so uploads decode in parallel."""
+
+        def work() -> tuple[np.ndarray, np.ndarray]:
+            image = self.decode(data, filename, content_type)
+            try:
+                check_assessable(image, filename, min_side(self.run.spec))
+            except NotAssessableError as err:
+                raise ApiError(422, "not_assessable", f"{err} (read this study manually)") from None
+            return image, prepare_image(image, self.run.spec)
+
+        return await asyncio.to_thread(work)
+
+    async def predict(
+        self,
+        image: np.ndarray,
+        prepared: np.ndarray,
+        filename: str,
+        heatmap: str | None = None,
+        preview: bool = False,
+        top: int = 3,
+    ) -> dict:
+        """Score one decoded image (its (S, S) input, through the pool); add Grad-CAM/preview if asked."""
+        if heatmap is not None and heatmap != "top":
+            try:
+                label_index(self.run.labels, heatmap)
+            except (KeyError, ValueError) as err:
+                raise ApiError(400, "unknown_label", str(err).strip("'\"")) from None
+        prepared = prepared[None]
+        probs = (await self._await(self.pool.submit(prepared)))[0]
+        result = self.result(probs, filename, image.shape, top)
+        if heatmap is not None:
+            label = self.top_finding(probs) if heatmap == "top" else heatmap
+            png = await self._await(
+                self.pool.submit_call(lambda: self._overlay(image, prepared, label, probs))
+            )
+            result["heatmap"] = {"label": label, "method": "gradcam", "png_base64": png}
+        if preview:
+            result["preview_png_base64"] = await asyncio.to_thread(lambda: _png_b64(self._preview(image)))
+        return result
+
+    def top_finding(self, probs: np.ndarray) -> str:
+        """The finding (not "No Finding") with the highest probability."""
+        order = np.argsort(-probs, kind="stable")
+        return next(
+            (self.run.labels[j] for j in order if self.run.labels[j] != NO_FINDING), self.run.labels[order[0]]
+        )
+
+    @staticmethod
+    async def _await(future) -> Any:
+        """The pool's result without blocking the event loop (Overloaded is raised at submit)."""
+        return await asyncio.wrap_future(future)
+
+    def result(self, probs: np.ndarray, filename: str, shape: tuple[int, ...], top: int) -> dict:
+        """The JSON answer for one image's calibrated probabilities."""
+        labels = list(self.run.labels)
+        point = self.run.package.operating_point
+        score, _ = abnormality_score(probs[None], labels, point.score)
+        s = float(score[0])
+        return {
+            "filename": filename,
+            "image": {"width": int(shape[1]), "height": int(shape[0])},
+            "probabilities": {lab: float(p) for lab, p in zip(labels, probs, strict=True)},
+            "thresholds": {lab: float(t) for lab, t in zip(labels, self.thresholds, strict=True)},
+            "positive": [lab for lab, p, t in zip(labels, probs, self.thresholds, strict=True) if p >= t],
+            "top_findings": [f for f in top_findings(probs[None], labels, top)[0].split("; ") if f],
+            "triage": {
+                "score": s,
+                "flag": str(flag_names(score, point.threshold)[0]),
+                "threshold": point.threshold,
+                "target_sensitivity": point.target_sensitivity,
+                "score_rule": point.score,
+            },
+        }
+
+    def _overlay(self, image: np.ndarray, prepared: np.ndarray, label: str, probs: np.ndarray) -> str:
+        image = self._shrink(image)  # drawn at display size: a 7,700 px heatmap costs gigabytes
+        j = label_index(self.run.labels, label)
+        x = to_model_input(prepared, self.run.device)
+        with self.torch_lock:
+            heat = compute_heatmaps(self.run.model, x, [j], "gradcam")[0].detach().cpu().numpy()
+        spec = self.run.spec
+        geo = compute_geometry(image.shape[1], image.shape[0], spec.size, spec.mode)
+        im = render_overlay(image, heatmap_to_source(heat, geo), caption=f"{label} {probs[j]:.2f}")
+        return _png_b64(im)
+
+    @staticmethod
+    def _shrink(image: np.ndarray) -> np.ndarray:
+        """The image scaled so its longer side is at most PREVIEW_SIDE (box filter: memory-light)."""
+        from PIL import Image
+
+        k = min(1.0, PREVIEW_SIDE / max(image.shape))
+        if k >= 1.0:
+            return image
+        size = (max(1, round(image.shape[1] * k)), max(1, round(image.shape[0] * k)))
+        return np.asarray(Image.fromarray(image, mode="L").resize(size, Image.Resampling.BOX))
+
+    @classmethod
+    def _preview(cls, image: np.ndarray):
+        from PIL import Image
+
+        return Image.fromarray(cls._shrink(image), mode="L")
+
+    def model_card(self) -> dict:
+        """GET /v1/model: what the model predicts and how it was validated."""
+        pkg = self.run.package
+        return {
+            "name": self.run.path.name,
+            "model": pkg.model_name,
+            "task": pkg.task,
+            "labels": list(pkg.labels),
+            "threshold_rule": self.threshold_rule,
+            "thresholds": {lab: float(t) for lab, t in zip(pkg.labels, self.thresholds, strict=True)},
+            "operating_point": pkg.operating_point.as_dict(),
+            "input": pkg.input.as_dict(),
+            "temperatures": list(pkg.temperatures),
+            "validation": pkg.validation,
+            "versions": {**pkg.versions, "cxrkit_serving": __version__},
+            "engine": self.run.engine,
+            "limits": {
+                "max_upload_mb": self.cfg.max_upload_mb,
+                "max_pixels": self.cfg.max_pixels,
+                "max_files": self.cfg.max_files,
+                "queue": self.cfg.queue,
+            },
+        }

@@ -1,0 +1,95 @@
+"""What training leaves in the run folder: metrics.csv, curves.png, summary.json and model.json."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from cxrkit.config import RunConfig, TrainConfig
+from cxrkit.data.transforms import InputSpec
+from cxrkit.models.net import CXRNet
+from cxrkit.outputs import write_csv
+from cxrkit.run import files
+from cxrkit.run.data import Log, TrainData
+from cxrkit.run.model import network_spec
+from cxrkit.run.package import ModelPackage, build_package, write_package
+from cxrkit.training.scoring import predict_logits
+from cxrkit.training.stopping import EarlyStopping
+
+
+def input_spec(cfg: RunConfig) -> InputSpec:
+    """The input spec a run stores: the cache's size and resize mode, and the intensity standardization."""
+    return InputSpec(cfg.prepare.size, cfg.prepare.mode, intensity=cfg.prepare.intensity)  # type: ignore[arg-type]
+
+
+def write_model_package(
+    run_dir: Path, model: CXRNet, data: TrainData, cfg: RunConfig, device: torch.device, log: Log
+) -> ModelPackage:
+    """Fit calibration, thresholds and the operating point on validation logits; write model.json; log."""
+    idx = data.split["val"]
+    logits, _ = predict_logits(model, data, idx, cfg.train.batch_size * 2, device, tta=cfg.model.tta)
+    pkg = build_package(
+        model_name=cfg.model.name,
+        model_config=network_spec(dataclasses.asdict(cfg.model), model),
+        labels=data.labels,
+        task=data.task,
+        input_spec=input_spec(cfg),  # type: ignore[arg-type]
+        val_logits=logits,
+        val_targets=data.targets[idx],
+        target_sensitivity=cfg.triage.target_sensitivity,
+        triage_score=cfg.triage.score,
+    )
+    write_package(run_dir, pkg)
+    for warning in pkg.validation["warnings"]:
+        log(f"warning: {warning}")
+    op = pkg.operating_point
+    log(
+        f"wrote {run_dir / files.PACKAGE}: temperatures fitted on {len(idx):,} validation images "
+        f"(ECE {pkg.validation['ece_before']:.3f} -> {pkg.validation['ece_after']:.3f}); triage threshold "
+        f"{op.threshold:.6g} for sensitivity {op.target_sensitivity:g} "
+        f"({'reached' if op.reached else 'NOT reached'}: validation {op.val_sensitivity:.3f})"
+    )
+    return pkg
+
+
+def write_history(run_dir: Path, history: list[dict], curves: bool = True) -> None:
+    """metrics.csv (every epoch) and, when ``curves``, curves.png from the per-epoch rows."""
+    frame = pd.DataFrame(history)
+    write_csv(run_dir / files.HISTORY, frame, index=False)
+    if not curves:
+        return
+    from cxrkit.report.curves import plot_training_curves
+
+    plot_training_curves(frame, run_dir / files.CURVES)
+
+
+def write_summary(
+    run_dir: Path,
+    history: list[dict],
+    stop: EarlyStopping,
+    t: TrainConfig,
+    model: nn.Module,
+    diverged: bool = False,
+) -> None:
+    """summary.json (strict JSON): the best epoch's validation metrics, training time and model size."""
+    from cxrkit.outputs import write_json
+
+    rows = [r for r in history if r.get("stage") == "train"]
+    best = next((r for r in rows if r["epoch"] == stop.best_epoch), rows[-1] if rows else {})
+    summary = {
+        "monitor": t.monitor,
+        "best_value": stop.best,
+        "best_epoch": stop.best_epoch,
+        "epochs_run": len(rows),
+        "stopped_early": stop.stopped,
+        "train_seconds": float(sum(r.get("seconds", 0.0) for r in rows)),
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "val": {k: v for k, v in best.items() if k not in ("epoch", "stage", "lr", "seconds", "img_per_s")},
+    }
+    if diverged:
+        summary["diverged"] = "no epoch gave a finite validation metric; no model.json was written"
+    write_json(run_dir / files.SUMMARY, summary)
