@@ -9,6 +9,7 @@ callers, exports and the web service never need to know a model's preprocessing.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -40,6 +41,36 @@ def intensity_op(x: torch.Tensor, mode: str) -> torch.Tensor:
         cdf = hist.cumsum(1) / q.shape[1]
         return cdf.gather(1, q).reshape(x.shape)
     raise ValueError(f"intensity {mode!r}: expected one of {', '.join(INTENSITY_MODES)}")
+
+
+GREY_MODES = ("fold", "repeat")
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """How a backbone meets the common head, passed whole to every builder.
+
+    ``grey``: with 1-channel input and an RGB stem, ``fold`` sums the stem's kernels over colour,
+    ``repeat`` feeds three identical channels (for a grey image both compute the same function).
+    ``transition``: channels of a 3x3 conv before pooling (0: none). ``hidden``/``dropout``: the head's
+    dense layer and dropout (None: the preset's own, else none).
+    """
+
+    grey: str = "fold"
+    transition: int = 0
+    hidden: int | None = None
+    dropout: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.grey not in GREY_MODES:
+            raise ValueError(f"grey mode {self.grey!r}: expected fold or repeat")
+
+    def net_kwargs(self) -> dict:
+        """The CXRNet arguments: transition, hidden (0: none) and dropout (0: none)."""
+        return {"transition": self.transition, "hidden": self.hidden or 0, "dropout": self.dropout or 0.0}
+
+
+DEFAULT_HEAD = HeadSpec()  # fold the stem, no transition conv, the preset's own dense layer and dropout
 
 
 class CXRNet(nn.Module):

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from cxrkit.models.net import CXRNet
+from cxrkit.models.net import DEFAULT_HEAD, CXRNet, HeadSpec
 from cxrkit.models.weights import PretrainedWeightsError
 
 REPO = "microsoft/rad-dino"
@@ -135,15 +135,16 @@ def build_rad_dino(
     num_labels: int,
     in_chans: int = 1,
     pretrained: bool = False,
+    head: HeadSpec = DEFAULT_HEAD,
     *,
-    grey: str = "repeat",
-    transition: int = 0,
-    hidden: int | None = None,
-    dropout: float | None = None,
     backbone_config: dict | None = None,
     timeout: float = 3.0,
 ) -> CXRNet:
     """Rad-DINO's encoder (published weights when ``pretrained``) under the common head.
+
+    Both grey modes are honoured by one network: the published weights keep their three-channel
+    patch embedding and see the grey image repeated, which computes exactly what the folded kernels
+    (``grey: fold``) would, so ``fold`` and ``repeat`` give the same outputs and the same saved weights.
 
     ``backbone_config`` (a saved run's ``Dinov2Config``) rebuilds the layout a run was trained with;
     without it and without weights, the published ViT-B/14 layout.
@@ -165,9 +166,7 @@ def build_rad_dino(
         num_labels,
         blocks=[encoder.embeddings, *layers, encoder.layernorm],
         stem=encoder.embeddings.patch_embeddings.projection,
-        transition=transition,
-        hidden=hidden or 0,
-        dropout=dropout or 0.0,
+        **head.net_kwargs(),
         mean=mean,
         std=std,
         repeat_rgb=True,  # the published encoder sees three identical channels

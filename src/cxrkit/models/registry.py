@@ -8,14 +8,20 @@ Rad-DINO as ``rad-dino``. Every model is a ``CXRNet`` with the same CAM-friendly
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cxrkit.models.net import CXRNet
+from cxrkit.models.net import CXRNet, HeadSpec
 from cxrkit.models.weights import IMAGENET_GREY_MEAN, IMAGENET_GREY_STD
 
 Builder = Callable[..., CXRNet]
 RAD_DINO = "rad-dino"
+# name prefix -> "module:builder" of a family whose every model is reachable by name (imported on use)
+FAMILY_PREFIXES = {
+    "timm:": "cxrkit.models.timm_adapter:build_timm",
+    "xrv:": "cxrkit.models.xrv:build_xrv",
+}
 
 
 @dataclass(frozen=True)
@@ -87,27 +93,22 @@ def create_model(
     ``hidden``/``dropout`` override the preset's head; ``transition`` adds a 3x3 conv before pooling.
     ``backbone_config``: the encoder layout a saved run stored (Rad-DINO), so no download is needed.
     """
-    if grey not in ("fold", "repeat"):
-        raise ValueError(f"grey mode {grey!r}: expected fold or repeat")
+    head = HeadSpec(grey, transition, hidden, dropout)  # checks the grey mode
     if in_chans not in (1, 3):
         raise ValueError(f"in_chans {in_chans}: expected 1 (grey) or 3")
-    head = {"transition": transition, "hidden": hidden, "dropout": dropout}
-    if name.startswith("timm:"):
-        from cxrkit.models.timm_adapter import build_timm
-
-        return build_timm(name[5:], num_labels, in_chans, pretrained, grey=grey, **head)
-    if name.startswith("xrv:"):
-        from cxrkit.models.xrv import build_xrv
-
-        return build_xrv(name[4:], num_labels, in_chans, pretrained, grey=grey, **head)
     if name == RAD_DINO:
         from cxrkit.models.raddino import build_rad_dino
 
-        return build_rad_dino(num_labels, in_chans, pretrained, backbone_config=backbone_config, **head)
+        return build_rad_dino(num_labels, in_chans, pretrained, head, backbone_config=backbone_config)
+    for prefix, module in FAMILY_PREFIXES.items():
+        if name.startswith(prefix):
+            family, builder = module.rsplit(":", 1)
+            build = getattr(importlib.import_module(family), builder)
+            return build(name[len(prefix) :], num_labels, in_chans, pretrained, head)
     info = model_info(name)
     if pretrained and not info.has_pretrained:
         raise ValueError(f"model {name!r} has no pretrained weights; use pretrained: false")
-    return info.builder(num_labels=num_labels, in_chans=in_chans, pretrained=pretrained, grey=grey, **head)
+    return info.builder(num_labels=num_labels, in_chans=in_chans, pretrained=pretrained, head=head)
 
 
 def pretrained_normalisation(name: str) -> tuple[float, float] | None:

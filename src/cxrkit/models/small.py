@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from cxrkit.models.net import CXRNet
+from cxrkit.models.net import DEFAULT_HEAD, CXRNet, HeadSpec
 from cxrkit.models.registry import register_model
 
 
@@ -74,21 +74,17 @@ def _preset(
         num_labels: int,
         in_chans: int = 1,
         pretrained: bool = False,
-        grey: str = "fold",
-        transition: int = 0,
-        **head,
+        head: HeadSpec = DEFAULT_HEAD,
     ) -> CXRNet:
-        h = head.get("hidden")
-        d = head.get("dropout")
         return build_small_cnn(
             filters,
             num_labels,
             in_chans=in_chans,
             bn=bn,
             block_dropout=block_dropout,
-            hidden=hidden if h is None else h,
-            dropout=dropout if d is None else d,
-            transition=transition,
+            hidden=hidden if head.hidden is None else head.hidden,
+            dropout=dropout if head.dropout is None else head.dropout,
+            transition=head.transition,
         )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cxrkit.models.net import CXRNet
+from cxrkit.models.net import DEFAULT_HEAD, CXRNet, HeadSpec
 from cxrkit.models.weights import PretrainedWeightsError
 
 
@@ -22,11 +22,7 @@ def build_timm(
     num_labels: int,
     in_chans: int = 1,
     pretrained: bool = False,
-    *,
-    grey: str = "fold",
-    transition: int = 0,
-    hidden: int | None = None,
-    dropout: float | None = None,
+    head: HeadSpec = DEFAULT_HEAD,
 ) -> CXRNet:
     """timm's ``forward_features`` under the common head."""
     try:
@@ -35,7 +31,7 @@ def build_timm(
         raise ValueError(f"timm:{name} needs timm: pip install timm") from None
     if name not in timm.list_models():
         raise ValueError(f"unknown timm model {name!r} (see timm.list_models())")
-    repeat = in_chans == 1 and grey == "repeat"
+    repeat = in_chans == 1 and head.grey == "repeat"
     try:
         model = _create(
             timm,
@@ -71,9 +67,7 @@ def build_timm(
         num_labels,
         blocks=stages,
         stem=stem,
-        transition=transition,
-        hidden=hidden or 0,
-        dropout=dropout or 0.0,
+        **head.net_kwargs(),
         mean=mean,
         std=std,
         repeat_rgb=repeat,

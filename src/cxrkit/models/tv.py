@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from cxrkit.models.net import CXRNet
+from cxrkit.models.net import DEFAULT_HEAD, CXRNet, HeadSpec
 from cxrkit.models.registry import register_model
 from cxrkit.models.weights import IMAGENET_GREY_MEAN, IMAGENET_GREY_STD, load_torchvision_state
 
@@ -79,11 +79,7 @@ def build_torchvision(
     num_labels: int,
     in_chans: int = 1,
     pretrained: bool = False,
-    *,
-    grey: str = "fold",
-    transition: int = 0,
-    hidden: int | None = None,
-    dropout: float | None = None,
+    head: HeadSpec = DEFAULT_HEAD,
 ) -> CXRNet:
     """A torchvision model's feature extractor under the common head."""
     from torchvision import models as tvm
@@ -98,8 +94,8 @@ def build_torchvision(
     spec = SPECS[name]
     features = spec.features(model)
     stem = spec.stem(model)
-    repeat = in_chans == 1 and grey == "repeat"
-    if in_chans == 1 and grey == "fold":
+    repeat = in_chans == 1 and head.grey == "repeat"
+    if in_chans == 1 and head.grey == "fold":
         fold_stem(stem)
     stages = [b for b in features if any(True for _ in b.parameters())]
     mean, std = (IMAGENET_GREY_MEAN, IMAGENET_GREY_STD) if pretrained else (0.5, 0.25)
@@ -109,9 +105,7 @@ def build_torchvision(
         num_labels,
         blocks=stages,
         stem=stem,
-        transition=transition,
-        hidden=hidden or 0,
-        dropout=dropout or 0.0,
+        **head.net_kwargs(),
         mean=mean,
         std=std,
         repeat_rgb=repeat,

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cxrkit.models.net import CXRNet
+from cxrkit.models.net import DEFAULT_HEAD, CXRNet, HeadSpec
 from cxrkit.models.weights import download_weights
 
 XRV_RANGE = 1024.0  # torchxrayvision images lie in [-1024, 1024]
@@ -52,11 +52,8 @@ def build_xrv(
     num_labels: int,
     in_chans: int = 1,
     pretrained: bool = False,
+    head: HeadSpec = DEFAULT_HEAD,
     *,
-    grey: str = "fold",
-    transition: int = 0,
-    hidden: int | None = None,
-    dropout: float | None = None,
     timeout: float = 30.0,
 ) -> CXRNet:
     """torchxrayvision's network (its published weights when ``pretrained``) under cxrkit's head."""
@@ -95,9 +92,7 @@ def build_xrv(
         num_labels,
         blocks=stages,
         stem=stem,
-        transition=transition,
-        hidden=hidden or 0,
-        dropout=dropout or 0.0,
+        **head.net_kwargs(),
         mean=0.5,
         std=0.5 / XRV_RANGE,  # (x - 0.5) / (1 / 2048) = 2048 x - 1024
     )

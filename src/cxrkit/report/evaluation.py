@@ -145,93 +145,41 @@ def _headline_note(m: dict, cfg: dict) -> str:
     )
 
 
+BASELINE_COLUMNS = [
+    "macro_auc",
+    "micro_auc",
+    "macro_ap",
+    "macro_f1",
+    "binary_accuracy",
+    "subset_accuracy",
+    "hamming_loss",
+    "triage_sensitivity",
+    "triage_specificity",
+    "reads_saved_share",
+]
+
+
 def write_eval_report(path: Path, m: dict[str, Any], fig: EvalFigures, samples: int = 12) -> Path:
     """Render metrics.json's content (``m``): curves, matrices, calibration, triage, samples, localization."""
     labels = m["labels"]
-    s, tri, cfg = m["summary"], m["triage"], m["config"]
-    t_split = tri[m["split"]]
-    nf = m.get("no_finding_auc")
     sections = [
-        Section(
-            "Headline",
-            kpis(
-                [
-                    (f"macro ROC-AUC, {len(m['averaged_labels'])} findings [95% CI]", _ci(m["macro_auc"])),
-                    ("micro ROC-AUC", _ci(m["micro_auc"])),
-                    ("macro AP", _ci(m["macro_ap"])),
-                    (f"macro F1 ({cfg['threshold']})", f"{s['macro_f1']:.3f}"),
-                    (f"triage sensitivity ({m['split']})", _pct(t_split["sensitivity"])),
-                    (f"triage specificity ({m['split']})", _pct(t_split["specificity"])),
-                    ("reads saved", _pct(t_split["reads_saved_share"])),
-                ]
-                + ([("No Finding ROC-AUC (normal vs abnormal)", _ci(nf))] if nf else [])
-            )
-            + _headline_note(m, cfg),
-        ),
+        Section("Headline", _headline(m)),
         Section(
             "Per label",
-            table_html(per_label_frame(m["per_label"], cfg["beta"]))
+            table_html(per_label_frame(m["per_label"], m["config"]["beta"]))
             + fig_tag(plot_auc_forest(pd.DataFrame(m["per_label"])), "per-label ROC-AUC with intervals"),
         ),
         Section(
             "Summary at the tuned thresholds",
-            table_html(pd.DataFrame([s]).T.rename(columns={0: m["split"]})),
+            table_html(pd.DataFrame([m["summary"]]).T.rename(columns={0: m["split"]})),
         ),
         Section(
             "Threshold rules (chosen on validation, applied to this split)",
             table_html(pd.DataFrame(m["threshold_rules"]).set_index("rule")),
         ),
-        Section(
-            "ROC curves",
-            fig_tag(
-                plot_roc_grid(fig.targets, fig.probs, labels, [r["auc"] or np.nan for r in m["per_label"]]),
-                "ROC curves per label",
-            ),
-        ),
-        Section(
-            "Precision-recall curves",
-            fig_tag(
-                plot_pr_grid(fig.targets, fig.probs, labels, [r["ap"] or np.nan for r in m["per_label"]]),
-                "PR curves per label",
-            ),
-        ),
-        Section(
-            "Confusion matrices (tuned thresholds)",
-            fig_tag(plot_confusion_grid(m["confusion"]), "confusion matrices"),
-        ),
+        *_curve_sections(m, fig, labels),
         Section("Calibration", _calibration(m)),
-        Section(
-            "Baselines (same metrics, same images)",
-            table_html(
-                pd.DataFrame(
-                    [
-                        {
-                            "model": f"this run ({m['model']})",
-                            **s,
-                            "triage_sensitivity": t_split["sensitivity"],
-                            "triage_specificity": t_split["specificity"],
-                            "reads_saved_share": t_split["reads_saved_share"],
-                        }
-                    ]
-                    + m["baselines"]
-                ).set_index("model")[
-                    [
-                        "macro_auc",
-                        "micro_auc",
-                        "macro_ap",
-                        "macro_f1",
-                        "binary_accuracy",
-                        "subset_accuracy",
-                        "hamming_loss",
-                        "triage_sensitivity",
-                        "triage_specificity",
-                        "reads_saved_share",
-                    ]
-                ]
-            )
-            + '<p class="note">majority: each label\'s training majority class for every image; '
-            "prevalence: random with the training prevalence; always_abnormal: every study flagged.</p>",
-        ),
+        Section("Baselines (same metrics, same images)", _baselines(m)),
         Section("Subgroups", _subgroups(m)),
         Section("Triage", _triage(m, fig.sweep)),
         Section("Worklist (first 15 rows of worklist.csv)", table_html(fig.worklist.head(15), index=False)),
@@ -256,6 +204,59 @@ def write_eval_report(path: Path, m: dict[str, Any], fig: EvalFigures, samples: 
         subtitle=f"model {m['model']} · run {m['run']}",
     )
     return write_page(path, page)
+
+
+def _headline(m: dict) -> str:
+    """The headline figures: ranking with CIs, F1 at the tuned thresholds, triage at the operating point."""
+    s, cfg, t_split, nf = m["summary"], m["config"], m["triage"][m["split"]], m.get("no_finding_auc")
+    figures = [
+        (f"macro ROC-AUC, {len(m['averaged_labels'])} findings [95% CI]", _ci(m["macro_auc"])),
+        ("micro ROC-AUC", _ci(m["micro_auc"])),
+        ("macro AP", _ci(m["macro_ap"])),
+        (f"macro F1 ({cfg['threshold']})", f"{s['macro_f1']:.3f}"),
+        (f"triage sensitivity ({m['split']})", _pct(t_split["sensitivity"])),
+        (f"triage specificity ({m['split']})", _pct(t_split["specificity"])),
+        ("reads saved", _pct(t_split["reads_saved_share"])),
+    ]
+    return kpis(figures + ([("No Finding ROC-AUC (normal vs abnormal)", _ci(nf))] if nf else [])) + (
+        _headline_note(m, cfg)
+    )
+
+
+def _curve_sections(m: dict, fig: EvalFigures, labels: list[str]) -> list[Section]:
+    """ROC and PR curves per label and the confusion matrices."""
+    aucs = [r["auc"] or np.nan for r in m["per_label"]]
+    aps = [r["ap"] or np.nan for r in m["per_label"]]
+    return [
+        Section(
+            "ROC curves", fig_tag(plot_roc_grid(fig.targets, fig.probs, labels, aucs), "ROC curves per label")
+        ),
+        Section(
+            "Precision-recall curves",
+            fig_tag(plot_pr_grid(fig.targets, fig.probs, labels, aps), "PR curves per label"),
+        ),
+        Section(
+            "Confusion matrices (tuned thresholds)",
+            fig_tag(plot_confusion_grid(m["confusion"]), "confusion matrices"),
+        ),
+    ]
+
+
+def _baselines(m: dict) -> str:
+    """This run beside the naive baselines, on the same metrics and images."""
+    t_split = m["triage"][m["split"]]
+    this = {
+        "model": f"this run ({m['model']})",
+        **m["summary"],
+        "triage_sensitivity": t_split["sensitivity"],
+        "triage_specificity": t_split["specificity"],
+        "reads_saved_share": t_split["reads_saved_share"],
+    }
+    frame = pd.DataFrame([this, *m["baselines"]]).set_index("model")[BASELINE_COLUMNS]
+    return table_html(frame) + (
+        '<p class="note">majority: each label\'s training majority class for every image; '
+        "prevalence: random with the training prevalence; always_abnormal: every study flagged.</p>"
+    )
 
 
 def _robustness(m: dict, result: tuple[dict, pd.DataFrame, bytes | None] | None) -> Section:

@@ -156,25 +156,14 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, log: Log = 
         summary = summary_metrics(ev.targets, ev.probs, thresholds, cfg.beta, labels=labels)
         score, _ = abnormality_score(ev.probs, labels, point.score)
         abn = abnormal_truth(ev.targets, labels)
-        tri = triage_counts(abn, score, point.threshold)
-        tri_ci = rate_cis(abn, is_flagged(score, point.threshold), groups, cfg.n_boot, cfg.seed)
-        sweep = triage_sweep(abn, score, point.threshold)
+        triage = _triage_block(point, point_source, val, ev, score, abn, groups, cfg)
         subgroups = subgroup_table(
             ev.meta, ev.targets[:, cols], ev.probs[:, cols], thresholds[cols], abn, score, point.threshold
         )
         sub_auc = subgroup_label_auc(ev.meta, ev.targets, ev.probs, labels)
         rules = _rule_table(run, val, ev, cfg, point.target_sensitivity)
         baselines = _baselines(data, ev, labels, abn, point.score, cfg)
-        calibration = {
-            "ece_pooled": expected_calibration_error(ev.targets[:, cols], ev.probs[:, cols]),
-            "ece_pooled_before": expected_calibration_error(ev.targets[:, cols], ev.raw[:, cols]),
-            "curve": reliability_curve(ev.targets[:, cols], ev.probs[:, cols]).to_dict(orient="list"),
-            "curve_before": reliability_curve(ev.targets[:, cols], ev.raw[:, cols]).to_dict(orient="list"),
-            "table": reliability_table(ev.targets[:, cols], ev.probs[:, cols]).to_dict(orient="records"),
-            "per_label_ece_before": list(per_label_ece(ev.targets, ev.raw)),
-            "temperatures": list(run.package.temperatures),
-            "covers": [labels[j] for j in cols],
-        }
+        calibration = _calibration(run, ev, cols)
     notes = sorted(
         {str(w.message) for w in caught}
         | set(run.package.validation.get("warnings", []))
@@ -183,7 +172,6 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, log: Log = 
     for what, source in (("thresholds", th_source), ("triage operating point", point_source)):
         if source != "stored in the run":
             log(f"note: {what} {source} (not stored in the run)")
-    worklist = build_worklist(ev.meta, ev.probs, labels, score, point.threshold, abn)
     conf = confusion_counts(ev.targets, ev.probs, thresholds)
     metrics = {
         "run": str(run.path),
@@ -208,24 +196,52 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, log: Log = 
         "confusion": {lab: {k: int(conf[k][j]) for k in conf} for j, lab in enumerate(labels)},
         "threshold_rules": rules.to_dict(orient="records"),
         "baselines": baselines.to_dict(orient="records"),
-        "triage": {
-            "score": point.score,
-            "target_sensitivity": point.target_sensitivity,
-            "threshold": point.threshold,
-            "source": point_source,
-            "reached_on_val": point.reached,
-            "val": triage_counts(
-                abnormal_truth(val.targets, labels),
-                abnormality_score(val.probs, labels, point.score)[0],
-                point.threshold,
-            ),
-            cfg.split: tri,
-            "ci": {k: v.as_dict() for k, v in tri_ci.items()},
-        },
+        "triage": triage,
         "subgroups": subgroups.to_dict(orient="records"),
         "subgroup_label_auc": sub_auc.to_dict(orient="records"),
         "warnings": notes,
     }
+    worklist = build_worklist(ev.meta, ev.probs, labels, score, point.threshold, abn)
+    _write_outputs(out, metrics, table, triage_sweep(abn, score, point.threshold), worklist, ev, labels)
+    write_evaluation_report(run.path, out, data, cfg.samples)
+    _log_results(metrics, cfg, point, log)
+    log(f"wrote {out}: report.html, metrics.json, per_label/worklist/triage_sweep/predictions.csv")
+    return out
+
+
+def _triage_block(point, source: str, val, ev, score, abn, groups, cfg: EvalConfig) -> dict:
+    """metrics.json's triage section: the operating point, its counts on val and the split, with CIs."""
+    ci = rate_cis(abn, is_flagged(score, point.threshold), groups, cfg.n_boot, cfg.seed)
+    val_score = abnormality_score(val.probs, val.data.labels, point.score)[0]
+    return {
+        "score": point.score,
+        "target_sensitivity": point.target_sensitivity,
+        "threshold": point.threshold,
+        "source": source,
+        "reached_on_val": point.reached,
+        "val": triage_counts(abnormal_truth(val.targets, val.data.labels), val_score, point.threshold),
+        cfg.split: triage_counts(abn, score, point.threshold),
+        "ci": {k: v.as_dict() for k, v in ci.items()},
+    }
+
+
+def _calibration(run: RunModel, ev: SplitPredictions, cols: list[int]) -> dict:
+    """Pooled ECE before and after temperature scaling, reliability curves and table, per-label ECE."""
+    y, p, raw = ev.targets[:, cols], ev.probs[:, cols], ev.raw[:, cols]
+    return {
+        "ece_pooled": expected_calibration_error(y, p),
+        "ece_pooled_before": expected_calibration_error(y, raw),
+        "curve": reliability_curve(y, p).to_dict(orient="list"),
+        "curve_before": reliability_curve(y, raw).to_dict(orient="list"),
+        "table": reliability_table(y, p).to_dict(orient="records"),
+        "per_label_ece_before": list(per_label_ece(ev.targets, ev.raw)),
+        "temperatures": list(run.package.temperatures),
+        "covers": [run.labels[j] for j in cols],
+    }
+
+
+def _write_outputs(out: Path, metrics: dict, table, sweep, worklist, ev: SplitPredictions, labels) -> None:
+    """metrics.json, per_label.csv, triage_sweep.csv, worklist.csv and predictions.csv."""
     write_json(out / files.METRICS, metrics)
     write_csv(out / files.PER_LABEL, table, index=False)
     write_csv(out / files.SWEEP, sweep, index=False)
@@ -235,19 +251,24 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, log: Log = 
         pred[f"true:{lab}"] = ev.targets[:, j]
         pred[f"prob:{lab}"] = np.round(ev.probs[:, j], 6)
     write_csv(out / files.PREDICTIONS, pred, index=False)
-    write_evaluation_report(run.path, out, data, cfg.samples)
-    nf = metrics["no_finding_auc"]
+
+
+def _log_results(metrics: dict, cfg: EvalConfig, point, log: Log) -> None:
+    """The evaluation's three summary lines: ranking, calibration, triage."""
+    m, nf, cal = metrics["macro_auc"], metrics["no_finding_auc"], metrics["calibration"]
+    n = len(metrics["averaged_labels"])
     log(
-        f"macro ROC-AUC over {len(cols)} finding{'s' if len(cols) != 1 else ''} {cis.macro_auc.value:.3f} "
-        f"[{cis.macro_auc.low:.3f}, {cis.macro_auc.high:.3f}]  micro {cis.micro_auc.value:.3f}  "
-        f"macro AP {cis.macro_ap.value:.3f}  macro F1 {summary['macro_f1']:.3f} ({cfg.threshold} on val)"
+        f"macro ROC-AUC over {n} finding{'s' if n != 1 else ''} {m['value']:.3f} "
+        f"[{m['low']:.3f}, {m['high']:.3f}]  micro {metrics['micro_auc']['value']:.3f}  "
+        f"macro AP {metrics['macro_ap']['value']:.3f}  macro F1 {metrics['summary']['macro_f1']:.3f} "
+        f"({cfg.threshold} on val)"
         + (f"  |  No Finding (normal vs abnormal) ROC-AUC {nf['value']:.3f}" if nf else "")
     )
     log(
-        f"calibration: ECE {calibration['ece_pooled_before']:.3f} before, "
-        f"{calibration['ece_pooled']:.3f} after "
+        f"calibration: ECE {cal['ece_pooled_before']:.3f} before, {cal['ece_pooled']:.3f} after "
         "temperature scaling"
     )
+    tri = metrics["triage"][cfg.split]
     log(
         f"triage ({point.score}): threshold {point.threshold:.6g} for val sensitivity >= "
         f"{point.target_sensitivity:g} (val {point.val_sensitivity:.3f}"
@@ -256,8 +277,6 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, log: Log = 
         f"specificity {tri['specificity']:.3f}, reads saved {tri['reads_saved_share']:.1%}, "
         f"missed {tri['missed']} of {tri['abnormal']} abnormal"
     )
-    log(f"wrote {out}: report.html, metrics.json, per_label/worklist/triage_sweep/predictions.csv")
-    return out
 
 
 def _no_finding(cis, labels) -> dict | None:

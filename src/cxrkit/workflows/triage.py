@@ -54,32 +54,16 @@ def triage(
     if out is not None:
         make_out_dir(out)  # a bad --out fails before any scoring
     data = None if images is not None else load_run_data(run.path, log)
-    try:
-        point, source = resolve_operating_point(run.package, target, score)
-    except NeedsValidation as err:
-        try:
-            data = data or load_run_data(run.path, log)
-        except FileNotFoundError:
-            raise err from None
-        val = predict_split(run, data, "val").val
-        point, source = resolve_operating_point(run.package, target, score, val)
-    unscored = None
+    point, source, data = _operating_point(run, target, score, data, log)
+    unscored, truth, name = None, None, None
     if images is not None:
         prepared = run.prepare(images, accept_missing_modality=accept_missing_modality)
-        unscored = prepared.failures_frame()
-        pairs = zip(unscored["status"], unscored["reason"], strict=True)
-        unscored["note"] = [manual_read_note(st, r) for st, r in pairs]
-        for path, note in zip(unscored["path"], unscored["note"], strict=True):
-            log(f"NOT SCORED {printable(path)}: {note}")
-        probs = run.probs(prepared.images)
-        meta = prepared.rows_frame()
-        truth = None
-        name = None
+        unscored = _unscored(prepared, log)
+        probs, meta = run.probs(prepared.images), prepared.rows_frame()
     else:
         ev = predict_split(run, data, split)
-        meta, probs = ev.meta, ev.probs
+        meta, probs, name = ev.meta, ev.probs, split
         truth = abnormal_truth(ev.targets, run.labels)
-        name = split
     folder = make_out_dir(Path(out) if out else files.triage_dir(run.path, name))
     s, _ = abnormality_score(probs, run.labels, point.score) if len(probs) else (np.zeros(0), "")
     worklist = build_worklist(meta, probs, run.labels, s, point.threshold, truth)
@@ -103,17 +87,7 @@ def triage(
         + ")"
     )
     if truth is not None and np.isfinite(truth).any():
-        sweep = triage_sweep(truth, s, point.threshold)
-        write_csv(folder / files.SWEEP, sweep, index=False)
-        write_bytes(folder / files.SWEEP_PLOT, figure_png(plot_triage_sweep(sweep, split)))
-        c = triage_counts(truth, s, point.threshold)
-        summary[split] = c
-        log(
-            f"{split}: {c['images']:,} studies, {c['flagged']:,} flagged; "
-            f"sensitivity {c['sensitivity']:.3f}, "
-            f"specificity {c['specificity']:.3f}; reads saved {c['reads_saved']:,} "
-            f"({c['reads_saved_share']:.1%}); missed {c['missed']} of {c['abnormal']} abnormal"
-        )
+        summary[split] = _split_results(folder, truth, s, point.threshold, split, log)
     else:
         log(f"{len(s):,} images scored, {flagged:,} flagged abnormal ({flagged / max(len(s), 1):.1%})")
     if unscored is not None and len(unscored):
@@ -121,3 +95,42 @@ def triage(
     write_json(folder / files.TRIAGE, summary)
     log(f"worklist (most urgent first): {folder / files.WORKLIST}")
     return folder
+
+
+def _operating_point(run: RunModel, target, score, data, log: Log):
+    """(point, where it came from, the run's data if it had to be loaded): stored, else chosen on val now."""
+    try:
+        point, source = resolve_operating_point(run.package, target, score)
+    except NeedsValidation as err:
+        try:
+            data = data or load_run_data(run.path, log)
+        except FileNotFoundError:
+            raise err from None
+        val = predict_split(run, data, "val").val
+        point, source = resolve_operating_point(run.package, target, score, val)
+    return point, source, data
+
+
+def _unscored(prepared, log: Log):
+    """The inputs that could not be scored, each with the note a reader sees; logged one line each."""
+    unscored = prepared.failures_frame()
+    pairs = zip(unscored["status"], unscored["reason"], strict=True)
+    unscored["note"] = [manual_read_note(st, r) for st, r in pairs]
+    for path, note in zip(unscored["path"], unscored["note"], strict=True):
+        log(f"NOT SCORED {printable(path)}: {note}")
+    return unscored
+
+
+def _split_results(folder: Path, truth, s, threshold: float, split: str, log: Log) -> dict:
+    """With known truth: the sweep (CSV and plot) and the counts at the operating point, logged."""
+    sweep = triage_sweep(truth, s, threshold)
+    write_csv(folder / files.SWEEP, sweep, index=False)
+    write_bytes(folder / files.SWEEP_PLOT, figure_png(plot_triage_sweep(sweep, split)))
+    c = triage_counts(truth, s, threshold)
+    log(
+        f"{split}: {c['images']:,} studies, {c['flagged']:,} flagged; "
+        f"sensitivity {c['sensitivity']:.3f}, "
+        f"specificity {c['specificity']:.3f}; reads saved {c['reads_saved']:,} "
+        f"({c['reads_saved_share']:.1%}); missed {c['missed']} of {c['abnormal']} abnormal"
+    )
+    return c
