@@ -40,7 +40,7 @@ def write_png(
 ) -> Path:
     """An all-zero PNG of the given size (colour 0 grey, 2 RGB, 6 RGBA); ``pixels=False``: header only.
 
-    ``ramp``: every row a left-to-right grey ramp instead (grey 8/16-bit only): content that passes
+    ``ramp``: every row four left-to-right grey ramps instead (grey 8/16-bit only): content that passes
     the assessability rule, still compressing to almost nothing.
     """
     channels = {0: 1, 2: 3, 4: 2, 6: 4}[colour]
@@ -51,9 +51,9 @@ def write_png(
             comp = zlib.compressobj(9)
             row = b"\x00" * (1 + width * channels * bit_depth // 8)
             if ramp:
-                values = (np.arange(width) * ((1 << bit_depth) - 1) // max(width - 1, 1)).astype(
-                    f">u{bit_depth // 8}"
-                )
+                tooth = max(width // 4, 2)  # four ramps side by side: structure a plane cannot explain
+                ramps = (np.arange(width) % tooth) * ((1 << bit_depth) - 1) // (tooth - 1)
+                values = ramps.astype(f">u{bit_depth // 8}")
                 row = b"\x00" + values.tobytes()
             body = bytearray()
             for _ in range(height):

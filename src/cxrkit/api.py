@@ -55,12 +55,20 @@ class Run(RunModel):
         target_sensitivity: float | None = None,
         out: str | Path | None = None,
         log: Callable[[str], None] = print,
+        accept_missing_modality: bool = False,
     ) -> pd.DataFrame:
         """The worklist (most urgent first) of new images, or of the run's test split without ``inputs``."""
         from cxrkit.workflows.evaluate import read_worklist
         from cxrkit.workflows.triage import triage
 
-        folder = triage(self, inputs, target=target_sensitivity, out=out, log=log)
+        folder = triage(
+            self,
+            inputs,
+            target=target_sensitivity,
+            out=out,
+            log=log,
+            accept_missing_modality=accept_missing_modality,
+        )
         return read_worklist(folder / files.WORKLIST)
 
     def explain(
@@ -71,11 +79,21 @@ class Run(RunModel):
         method: str = "gradcam",
         out: str | Path | None = None,
         log: Callable[[str], None] = print,
+        accept_missing_modality: bool = False,
     ) -> list[Path]:
         """Grad-CAM overlay PNGs for ``labels`` (default: each image's ``top`` findings); their paths."""
         from cxrkit.workflows.explain import explain_images
 
-        return explain_images(self, inputs, labels=labels, top=top, method=method, out=out, log=log)
+        return explain_images(
+            self,
+            inputs,
+            labels=labels,
+            top=top,
+            method=method,
+            out=out,
+            log=log,
+            accept_missing_modality=accept_missing_modality,
+        )
 
 
 def load_run(path: str | Path, device: str = "auto", engine: str = "torch") -> Run:

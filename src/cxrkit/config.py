@@ -264,9 +264,11 @@ class TrainConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"train.{key} {getattr(self, key)!r}: expected one of {', '.join(allowed)}")
-        if self.epochs < 0 or self.batch_size < 1 or not 0 < self.lr < 3.4e38:  # float32 optimisers
+        if (
+            self.epochs < 0 or self.batch_size < 1 or not 0 < self.lr <= 1e30
+        ):  # float32 optimisers (Adam divides lr)
             raise ValueError(
-                f"train: epochs >= 0, batch_size >= 1 and a finite lr > 0 needed (got {self.epochs}, "
+                f"train: epochs >= 0, batch_size >= 1 and 0 < lr <= 1e30 needed (got {self.epochs}, "
                 f"{self.batch_size}, {self.lr})"
             )
         if self.epochs == 0 and self.bottleneck_epochs == 0:

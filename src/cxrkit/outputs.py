@@ -222,6 +222,10 @@ def make_out_dir(path: str | Path) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except PermissionError:
         raise PermissionError(f"{path}: cannot create the output folder (permission denied)") from None
+    except FileNotFoundError:  # /proc, /sys: a pseudo file system takes no new folders
+        raise PermissionError(f"{path}: output folder is not writable (a pseudo file system)") from None
+    except OSError as err:  # a read-only file system
+        raise PermissionError(f"{path}: output folder is not writable ({err.strerror or err})") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise PermissionError(f"{path}: output folder is not writable")
     return path

@@ -122,3 +122,84 @@ def test_split_names_dicoms_whose_patient_came_from_the_file_name(tmp_path, caps
     }
     fit(build_run_config(cfg), log=logs.append)
     assert any(line.startswith("warning: 6 of 8 DICOM files have no PatientID") for line in logs), logs
+
+
+def test_folder_scans_list_every_picture_and_find_images_by_content(run_dir, tmp_path, capsys):
+    """A TIFF, BMP or WebP is a row saying why, a .jfif JPEG and a suffix-less PNG are scored."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    img = Image.fromarray(chest_like(96, 96))
+    img.save(folder / "good.png")
+    for name, fmt in (("x.tif", "TIFF"), ("x.bmp", "BMP"), ("x.webp", "WEBP"), ("x.jfif", "JPEG")):
+        img.save(folder / name, format=fmt)
+    img.save(folder / "IMG_0001", format="PNG")
+    (folder / "notes.txt").write_text("not a study")
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(run_dir), str(folder), "--out", str(out), "--quiet"]) == 1
+    table = read_csv(out, text=("image_id", "error", "triage_flag"))
+    flags = dict(zip(table["image_id"], table["triage_flag"], strict=True))
+    assert set(flags) == {"good.png", "x.tif", "x.bmp", "x.webp", "x.jfif", "IMG_0001"}
+    assert {flags[n] for n in ("x.tif", "x.bmp", "x.webp")} == {"unreadable"}
+    assert {flags[n] for n in ("good.png", "x.jfif", "IMG_0001")} <= {"normal", "abnormal"}
+    assert main(["inspect", str(folder / "x.tif")]) == 1
+    assert "not a PNG/JPEG/DICOM image" in capsys.readouterr().out
+
+
+def test_inspect_says_what_predict_would_refuse(tmp_path, capsys):
+    (tmp_path / "blank.png").write_bytes(png_bytes(np.zeros((96, 96), np.uint8)))
+    (tmp_path / "good.png").write_bytes(png_bytes(chest_like(96, 96)))
+    assert main(["inspect", str(tmp_path / "good.png")]) == 0
+    assert main(["inspect", str(tmp_path / "blank.png")]) == 1
+    assert "NOT ASSESSABLE" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_a_suffixless_dicom_keeps_its_patient_id(tmp_path):
+    from cxrkit.data.folder import patient_keys
+
+    path = write_dicom(tmp_path / "IM0001", chest_like(48, 48))
+    ds = pydicom.dcmread(path)
+    ds.PatientID = "PAT7"
+    ds.save_as(path)
+    assert patient_keys([path]) == (["PAT7"], ["dicom"])
+
+
+def test_a_model_that_gives_no_score_is_never_counted_as_scored(run_dir, tmp_path):
+    from cxrkit.run import files
+    from cxrkit.run.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(run_dir / files.BEST)
+    ckpt["model_state"] = {k: v.float().fill_(float("nan")) if v.is_floating_point() else v
+                           for k, v in ckpt["model_state"].items()}  # fmt: skip
+    save_checkpoint(run_dir / files.BEST, **ckpt)
+    (tmp_path / "good.png").write_bytes(png_bytes(chest_like(96, 96)))
+    out = tmp_path / "t"
+    assert main(["triage", str(run_dir), str(tmp_path / "good.png"), "--out", str(out)]) == 1
+    summary = json.loads((out / "triage.json").read_text())
+    assert summary["scored"] == 0 and [r["status"] for r in summary["not_scored"]] == ["not scored"]
+
+
+def test_explain_takes_the_modality_opt_in_and_triage_out_on_proc_is_not_writable(run_dir, tmp_path, capsys):
+    dcm = _no_modality(tmp_path / "nomod.dcm")
+    assert main(["explain", str(run_dir), str(dcm), "--top", "1", "--out", str(tmp_path / "x")]) == 1
+    code = main(
+        [
+            "explain",
+            str(run_dir),
+            str(dcm),
+            "--top",
+            "1",
+            "--out",
+            str(tmp_path / "x"),
+            "--accept-missing-modality",
+        ]
+    )
+    assert code == 0
+    if Path("/proc/self").exists():
+        capsys.readouterr()
+        assert (
+            main(["triage", str(run_dir), str(dcm), "--out", "/proc/tri", "--accept-missing-modality"]) == 2
+        )
+        assert "not writable" in capsys.readouterr().err
+    (tmp_path / "cfg.yaml").write_text("x: 1\n")
+    assert main(["train", "--resume", str(tmp_path / "cfg.yaml")]) == 2
+    assert "is a file, not a run folder" in capsys.readouterr().err

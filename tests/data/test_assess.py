@@ -9,7 +9,9 @@ from conftest import chest_like, shared_path
 from cxrkit.data.assess import (
     MAX_ASPECT,
     MAX_MODE_SHARE,
+    MIN_CORRELATION,
     MIN_LEVELS,
+    MIN_RELIEF,
     MIN_SPAN,
     assessment_problem,
     check_assessable,
@@ -71,22 +73,51 @@ def test_each_limit_bites_exactly_at_its_documented_value():
     flat[: n + 1] = 7
     assert "one grey value" in assessment_problem(img)
 
-    # span: 98.5 % of pixels on a ramp of w levels, the rest spread over 0..255 (so levels and mode
-    # share pass): w = MIN_SPAN passes, w = MIN_SPAN - 2 fails
-    def banded(w: int) -> np.ndarray:
-        rng = np.random.default_rng(w)
-        img = rng.integers(100, 100 + w + 1, (200, 200)).astype(np.uint8)
-        tail = rng.random((200, 200)) < 0.015
-        img[tail] = rng.integers(0, 256, int(tail.sum()))
-        return img
+    # span: a smooth picture squeezed into w grey levels: w = MIN_SPAN + 12 passes, MIN_SPAN - 4 fails
+    def squeezed(w: int) -> np.ndarray:
+        base = chest_like(200, 200, seed=5).astype(np.float64)
+        return np.round(100 + (base - base.min()) * w / np.ptp(base)).astype(np.uint8)
 
-    assert compute_content_stats(banded(MIN_SPAN)).span >= MIN_SPAN
-    assert assessment_problem(banded(MIN_SPAN)) is None
-    assert "within" in assessment_problem(banded(MIN_SPAN - 2))
+    assert compute_content_stats(squeezed(MIN_SPAN + 12)).span >= MIN_SPAN
+    assert assessment_problem(squeezed(MIN_SPAN + 12)) is None
+    assert compute_content_stats(squeezed(MIN_SPAN - 4)).span < MIN_SPAN
+    assert "nearly constant" in assessment_problem(squeezed(MIN_SPAN - 4))
     # levels: MIN_LEVELS - 1 distinct values spread over the range fails
     levels = np.linspace(0, 255, MIN_LEVELS - 1).astype(np.uint8)
     poster = levels[np.random.default_rng(4).integers(0, len(levels), (120, 120))]
     assert "distinct" in assessment_problem(poster)
+
+
+def test_what_a_min_max_stretch_makes_of_blank_images_is_not_assessable(tmp_path):
+    """A blank detector or a constant 16-bit file with faint noise becomes full-range noise when
+    stretched; a blank film with a heel-effect gradient is a plane; a binary JPEG gains levels."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    faint = np.round(rng.normal(30000, 3, (256, 256))).astype(np.uint16)
+    Image.fromarray(faint).save(tmp_path / "faint16.png")
+    assert "uncorrelated" in assessment_problem(read_image(tmp_path / "faint16.png"))
+    heel = np.linspace(60, 200, 256)[None, :] + rng.normal(0, 0.5, (256, 256))  # wide: passes the span
+    assert "smooth gradient" in assessment_problem(np.clip(np.round(heel), 0, 255).astype(np.uint8))
+    buf = io.BytesIO()
+    Image.fromarray((rng.random((256, 256)) > 0.5).astype(np.uint8) * 255).save(buf, "JPEG", quality=90)
+    assert "uncorrelated" in assessment_problem(np.asarray(Image.open(buf)))
+    for stats in (compute_content_stats(chest_like(128, 128, seed=k)) for k in range(3)):
+        assert stats.correlation > MIN_CORRELATION and stats.relief > MIN_RELIEF
+
+
+def test_a_hot_pixel_that_took_the_grey_range_is_named(tmp_path):
+    from conftest import shared_path
+
+    real = read_image(shared_path("data", "samples", "00000001_000.png")).astype(np.uint16) * 16
+    real[0, 0] = 65535  # a burned-in marker at full white squeezes the anatomy into 16 of 255 levels
+    from PIL import Image
+
+    Image.fromarray(real).save(tmp_path / "hot.png")
+    problem = assessment_problem(read_image(tmp_path / "hot.png"))
+    assert "outliers span 255" in problem and "window the image" in problem
 
 
 def test_extreme_aspect_is_not_assessable_with_its_size_named():

@@ -135,3 +135,24 @@ def test_the_pixel_cap_counts_every_frame(tmp_path):
         read_image(path, max_pixels=2000)
     with pytest.raises(NotAssessableError, match="3 frames"):  # within the cap: read, but not one radiograph
         read_image(path, max_pixels=5000)
+
+
+def test_undeclared_frames_are_never_read_as_colour_or_one_image(tmp_path):
+    """Pixel data for 3 frames under a header that declares one (no NumberOfFrames)."""
+    frames = np.stack([chest_like(64, 64, seed=k) for k in range(3)]).astype(np.uint16) * 16
+    path = write_dicom(tmp_path / "hidden.dcm", frames[0], bits_stored=12)
+    ds = pydicom.dcmread(path)
+    ds.PixelData = frames.tobytes()
+    ds.save_as(path)
+    with pytest.raises((NotAssessableError, ImageReadError)) as info:
+        read_image(path)
+    assert "64x64" in str(info.value) or "frames" in str(info.value)
+
+
+def test_a_multi_valued_modality_is_shown_as_dicom_writes_it(tmp_path):
+    path = write_dicom(tmp_path / "two.dcm", chest_like(64, 64))
+    ds = pydicom.dcmread(path)
+    ds.Modality = ["DX", "CT"]
+    ds.save_as(path)
+    with pytest.raises(NotAssessableError, match=r"modality DX\\CT is not a projection radiograph"):
+        read_image(path)

@@ -83,8 +83,8 @@ def test_issuer_separates_ids_and_a_missing_patient_id_falls_back_to_the_name(tm
     meta = ds.meta.set_index("image_id")
     got = {i: (meta.at[i, "patient_id"], meta.at[i, "patient_source"]) for i in meta.index}
     assert got["A/x1.dcm"] == ("NORTH/42", "dicom") and got["A/x2.dcm"] == ("SOUTH/42", "dicom")
-    assert got["B/person9005_virus_1.dcm"] == ("person9005", "file name")
-    assert got["B/person9005_virus_2.dcm"] == ("person9005", "file name")
+    assert got["B/person9005_virus_1.dcm"] == ("person9005", "file name (DICOM without PatientID)")
+    assert got["B/person9005_virus_2.dcm"] == ("person9005", "file name (DICOM without PatientID)")
     assert got["B/person9005_bacteria_3.png"] == ("person9005", "file name")
     assert "2 of 4 DICOM files have no readable PatientID" in caplog.text
 

@@ -48,11 +48,13 @@ def run() -> RunModel:
         ((64, 80, 1), 1),
         ((64, 80, 3), 1),
         ((64, 80, 4), 1),
+        ((64, 80, 2), 1),  # grey + alpha, as np.asarray gives an LA picture
         ((5, 64, 80), 5),
         ((1, 64, 80), 1),
         ((2, 64, 80), 2),
         ((6, 64, 80, 3), 6),
         ((2, 64, 80, 1), 2),
+        ((3, 64, 80, 2), 3),
     ],
 )
 def test_array_shapes_give_one_row_per_image(run, shape, rows):

@@ -99,13 +99,32 @@ def test_a_prediction_changing_mismatch_is_refused_naming_field_and_values(
         ),
         (lambda d: d.update(labels="No Finding"), "labels 'No Finding'"),
         (lambda d: d.update(operating_point=[]), "operating_point []: expected an object"),
+        (lambda d: d["model"]["config"].pop("input_norm"), "lacks model.config.input_norm"),
+        (lambda d: d["model"]["config"].pop("grey"), "lacks model.config.grey"),
+        (lambda d: d["thresholds"].update(bogus=[0.5] * 3), "thresholds.bogus: not a threshold rule"),
+        (lambda d: d["operating_point"].update(threshold=10**400), "operating_point.threshold 1000"),
+        (lambda d: d["calibration"].update(temperatures=[10**400] * 3), "calibration.temperatures"),
+        (lambda d: d["calibration"].update(temperatures=[1e300] * 3), "expected numbers in (0, 1000]"),
+        (lambda d: d["model"]["config"].update(input_norm=[0.5, 10**400]), "model.config.input_norm"),
+        (lambda d: d.update(format=0), "format 0: expected an integer run format"),
+        (lambda d: d.update(validation=[[[[[]]]]]), None),  # unused sections may hold anything
     ],
 )
 def test_unusable_values_are_refused_naming_the_key(run_dir, change, words):
     _tamper(run_dir, change)
+    if words is None:
+        RunModel.load(run_dir, "cpu")
+        return
     with pytest.raises(ValueError) as info:
         RunModel.load(run_dir, "cpu")
     assert words in str(info.value) and str(run_dir) in str(info.value), str(info.value)
+
+
+def test_a_deeply_nested_model_json_is_one_clear_error(run_dir):
+    path = run_dir / files.PACKAGE
+    path.write_text(path.read_text().rstrip()[:-1] + ', "deep": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(ValueError, match="nested too deeply"):
+        RunModel.load(run_dir, "cpu")
 
 
 def test_a_null_validation_rate_is_allowed_as_not_measurable(run_dir):

@@ -69,7 +69,9 @@ def test_the_cli_exits_non_zero_with_one_line(tmp_path, capsys):
 
 
 def test_a_learning_rate_no_float32_optimiser_can_hold_is_refused_at_config_time(tmp_path):
-    with pytest.raises(ValueError, match=r"a finite lr > 0 needed .*1e\+308"):
+    with pytest.raises(ValueError, match=r"0 < lr <= 1e30 needed .*1e\+38"):
+        _cfg(tmp_path, lr=1e38)
+    with pytest.raises(ValueError, match=r"0 < lr <= 1e30 needed .*1e\+308"):
         _cfg(tmp_path, lr=1e308)
 
 

@@ -167,7 +167,8 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    """Decode each file and print one line: its size and grey range, or why it cannot be read."""
+    """Decode each file and print one line: its size and grey range, or why it cannot be read or assessed."""
+    from cxrkit.data.assess import assessment_problem
     from cxrkit.data.decode import ImageReadError, read_image
 
     found, empty = images_of(args.files)
@@ -179,9 +180,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for path in found:
         try:
             img = read_image(path)
+            problem = assessment_problem(img)  # what predict, triage and the service would say
+            bad += problem is not None
             print(
-                f"{path}: ok, {img.shape[1]}x{img.shape[0]} grey, mean {img.mean():.1f}, "
-                f"range {img.min()}..{img.max()}"
+                f"{path}: {'NOT ASSESSABLE' if problem else 'ok'}, {img.shape[1]}x{img.shape[0]} grey, "
+                f"mean {img.mean():.1f}, range {img.min()}..{img.max()}" + (f": {problem}" if problem else "")
             )
         except ImageReadError as err:
             bad += 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from cxrkit.cli.export import add_modality_argument
+
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Heatmap overlays (PNG per image and label, plus a grid) for new images; exit 1 if any is unreadable."""
@@ -20,6 +22,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         out=args.out,
         device=args.device,
         skipped=skipped,
+        accept_missing_modality=args.accept_missing_modality,
     )
     return 1 if skipped else 0  # images that could not be explained: not a clean success
 
@@ -54,6 +57,7 @@ def add_explain_commands(sub) -> None:
     p.add_argument("--frac", type=float, help="box threshold, fraction of heatmap max (default: localize's)")
     p.add_argument("--out", help="output folder (default RUN/explain)")
     p.add_argument("--device", default="auto")
+    add_modality_argument(p)
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser(

@@ -5,8 +5,12 @@ never called normal: predict, triage, the service and the DICOM node all call ``
 
 The content limits were set from the 6,221 real chest X-rays in ``../shared`` (NIH, Kermany, the
 samples), whose extremes were: p1..p99 span at least 85 grey levels, the commonest grey value at
-most 29 % of pixels, at least 113 distinct grey values, long/short side at most 1.17. Each limit
-below leaves a wide margin to those while catching blank, black, white and two-level images.
+most 29 % of pixels, at least 113 distinct grey values, long/short side at most 1.17, neighbouring
+pixels correlated at least 0.77, and at least 61 grey levels of relief left after removing the best
+plane (on a 64 x 64 thumbnail). Each limit below leaves a wide margin to those while catching blank,
+black, white and two-level images, and what a min-max stretch makes of a blank detector or a constant
+16-bit file with a little noise (full-range noise: uncorrelated pixels) or of a blank film with a
+heel-effect gradient (a plane and nothing else).
 """
 
 from __future__ import annotations
@@ -20,9 +24,12 @@ from cxrkit.data.decode import NotAssessableError
 
 MIN_SIDE = 32  # a shorter side is not an assessable radiograph (unless the model input is smaller)
 MAX_ASPECT = 3.0  # longer/shorter side: beyond it the chest is lost after resizing to a square
-MIN_SPAN = 16  # grey levels (of 255) between the 1st and 99th percentile: less is no contrast
+MIN_SPAN = 48  # grey levels (of 255) between the 1st and 99th percentile: less is too little contrast
 MAX_MODE_SHARE = 0.90  # share of pixels holding the commonest grey value: more is a blank image
 MIN_LEVELS = 24  # distinct grey values: fewer is a binary or posterized picture, not a radiograph
+MIN_CORRELATION = 0.3  # of neighbouring pixels: less is noise (anatomy is smooth at the pixel scale)
+MIN_RELIEF = 12  # grey levels (p5..p95) left after removing the best plane: less is a bare gradient
+THUMB = 64  # side of the thumbnail the plane is fitted on
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,9 @@ class ContentStats:
     mode_share: float  # share of pixels at the commonest value
     levels: int  # distinct grey values
     aspect: float  # longer side / shorter side
+    full_range: int  # max - min grey value
+    correlation: float  # of horizontally and vertically neighbouring pixels (the smaller), centre crop
+    relief: float  # p5..p95 of what is left after removing the best plane from a 64 px thumbnail
 
 
 def compute_content_stats(img: np.ndarray) -> ContentStats:
@@ -41,12 +51,45 @@ def compute_content_stats(img: np.ndarray) -> ContentStats:
     hist = np.bincount(np.asarray(img, dtype=np.uint8).ravel(), minlength=256)
     cdf = np.cumsum(hist) / max(hist.sum(), 1)
     lo, hi = int(np.searchsorted(cdf, 0.01)), int(np.searchsorted(cdf, 0.99))
+    present = np.flatnonzero(hist)
     return ContentStats(
         span=hi - lo,
         mode_share=float(hist.max() / max(hist.sum(), 1)),
-        levels=int((hist > 0).sum()),
+        levels=len(present),
         aspect=max(h, w) / max(min(h, w), 1),
+        full_range=int(present[-1] - present[0]) if len(present) else 0,
+        correlation=_neighbour_correlation(img),
+        relief=_relief(img),
     )
+
+
+def _neighbour_correlation(img: np.ndarray, crop: int = 512) -> float:
+    """Lag-1 correlation of the centre crop (the smaller of horizontal and vertical); 0 when flat."""
+    h, w = img.shape[:2]
+    top, left = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
+    c = np.asarray(img[top : top + crop, left : left + crop], dtype=np.float64)
+    c = c - c.mean()
+    var = float((c * c).mean())
+    if var == 0.0 or min(c.shape) < 2:
+        return 0.0
+    across = float((c[:, 1:] * c[:, :-1]).mean()) / var
+    down = float((c[1:, :] * c[:-1, :]).mean()) / var
+    return min(across, down)
+
+
+def _relief(img: np.ndarray) -> float:
+    """Grey levels (p5..p95) of a THUMB x THUMB box-filtered thumbnail after removing its best plane."""
+    from PIL import Image
+
+    thumb = np.asarray(
+        Image.fromarray(np.asarray(img, dtype=np.uint8)).resize((THUMB, THUMB), Image.Resampling.BOX),
+        dtype=np.float64,
+    ).ravel()
+    y, x = np.divmod(np.arange(THUMB * THUMB), THUMB)
+    design = np.c_[np.ones(THUMB * THUMB), x, y]
+    coef, *_ = np.linalg.lstsq(design, thumb, rcond=None)
+    lo, hi = np.percentile(thumb - design @ coef, [5, 95])
+    return float(hi - lo)
 
 
 def assessment_problem(img: np.ndarray, min_side: int = MIN_SIDE) -> str | None:
@@ -57,7 +100,7 @@ def assessment_problem(img: np.ndarray, min_side: int = MIN_SIDE) -> str | None:
     stats = compute_content_stats(img)
     if stats.aspect > MAX_ASPECT:
         return (
-            f"image is {w}x{h} pixels: sides in ratio {stats.aspect:.1f}:1, over the {MAX_ASPECT:g}:1 "
+            f"image is {w}x{h} pixels: sides in ratio {stats.aspect:.2f}:1, over the {MAX_ASPECT:g}:1 "
             "limit (the chest would be lost after resizing)"
         )
     if stats.mode_share >= MAX_MODE_SHARE:
@@ -66,14 +109,27 @@ def assessment_problem(img: np.ndarray, min_side: int = MIN_SIDE) -> str | None:
             f"(blank, black or white image; limit {MAX_MODE_SHARE:.0%})"
         )
     if stats.span < MIN_SPAN:
-        return (
-            f"no image content: 98% of pixels lie within {stats.span} grey levels "
-            f"(nearly constant; at least {MIN_SPAN} expected)"
+        outliers = stats.full_range >= 4 * max(stats.span, 1)
+        return f"no image content: 98% of pixels lie within {stats.span} grey levels " + (
+            f"while a few outliers span {stats.full_range} (a burned-in marker or a hot pixel took the "
+            "grey range: window the image before scoring it)"
+            if outliers
+            else f"(nearly constant; at least {MIN_SPAN} expected)"
         )
     if stats.levels < MIN_LEVELS:
         return (
             f"no image content: only {stats.levels} distinct grey values (binary or posterized; "
             f"at least {MIN_LEVELS} expected)"
+        )
+    if stats.correlation < MIN_CORRELATION:
+        return (
+            f"no image content: neighbouring pixels are uncorrelated ({stats.correlation:.2f}; a radiograph "
+            f"is above {MIN_CORRELATION:g}): noise, e.g. a blank detector stretched to full range"
+        )
+    if stats.relief < MIN_RELIEF:
+        return (
+            f"no image content: nothing but a smooth gradient ({stats.relief:.1f} grey levels of relief, "
+            f"at least {MIN_RELIEF} expected): a blank film or an empty field"
         )
     return None
 

@@ -24,7 +24,14 @@ from cxrkit.outputs import printable
 PILLOW_FORMATS = ("PNG", "JPEG")
 ACCEPTED_FORMATS = (*PILLOW_FORMATS, "DICOM")
 FORMATS_TEXT = "/".join(ACCEPTED_FORMATS)  # "PNG/JPEG/DICOM", as messages say it
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".dcm", ".dicom")  # what folder scans pick up
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".dcm", ".dicom")  # what folder scans pick up
+# pictures in formats cxrkit does not read: folder scans list them too, so each is reported, not lost
+OTHER_IMAGE_SUFFIXES = (".tif", ".tiff", ".bmp", ".gif", ".webp", ".jp2", ".j2k", ".heic", ".heif", ".avif")
+
+
+def has_image_magic(head: bytes) -> bool:
+    """PNG, JPEG or DICOM by their first bytes (files without a suffix, as PACS exports name them)."""
+    return head[:8] == b"\x89PNG\r\n\x1a\n" or head[:3] == b"\xff\xd8\xff" or head[128:132] == b"DICM"
 
 
 class ImageReadError(ValueError):
@@ -291,7 +298,10 @@ def _decode_dicom(
         raise ImageReadError(path, f"not a readable DICOM file ({err})") from None
     if "PixelData" not in ds and "FloatPixelData" not in ds:
         raise ImageReadError(path, "DICOM has no pixel data (no PixelData element)")
-    modality = str(ds.get("Modality", "") or "").strip().upper()
+    raw_modality = ds.get("Modality", "") or ""
+    if isinstance(raw_modality, (list, tuple)) or type(raw_modality).__name__ == "MultiValue":
+        raw_modality = "\\".join(str(v) for v in raw_modality)  # as DICOM writes several values
+    modality = str(raw_modality).strip().upper()
     if not modality and not accept_missing_modality:
         raise NotAssessableError(
             path,
@@ -327,6 +337,13 @@ def _decode_dicom(
     except Exception as err:  # pydicom raises many types for unsupported/corrupt pixel data
         raise ImageReadError(path, _pixel_error(ds, err)) from None
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    expected = (rows, cols, 3) if samples == 3 else (rows, cols)
+    if arr.shape != expected:  # e.g. frames without a NumberOfFrames tag: never read as colour or one image
+        raise NotAssessableError(
+            path,
+            f"DICOM pixel data decodes to shape {tuple(arr.shape)}, not the single {cols}x{rows} image "
+            f"with {samples} sample(s) per pixel its header declares (undeclared frames?)",
+        )
     if arr.ndim == 3:  # colour DICOM: luma
         arr = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
         return scale_to_uint8(arr, path)

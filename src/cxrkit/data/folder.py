@@ -24,7 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from cxrkit.data.base import XRayDataset, standard_meta
-from cxrkit.data.decode import IMAGE_SUFFIXES, check_regular_file, is_dicom, read_image
+from cxrkit.data.decode import (
+    IMAGE_SUFFIXES,
+    OTHER_IMAGE_SUFFIXES,
+    check_regular_file,
+    has_image_magic,
+    is_dicom,
+    read_image,
+)
 from cxrkit.labels import try_canonical_label
 
 log = logging.getLogger(__name__)
@@ -86,19 +93,22 @@ def dicom_patient(path: str | Path) -> str | None:
     return f"{issuer}/{pid}" if issuer else pid
 
 
+NO_PATIENT_ID = "file name (DICOM without PatientID)"  # patient_source of a DICOM named by its file
+
+
 def patient_fallback_note(meta) -> str | None:
     """One line for ``cxr split``/``cxr train`` when DICOMs got their patient from the file name, else None.
 
     Anonymised files of one person carry unrelated names, so those images can span splits.
     """
-    if "patient_source" not in meta or "path" not in meta:
+    if "patient_source" not in meta:
         return None
-    dicom = meta["path"].astype(str).str.lower().str.endswith(DICOM_SUFFIXES)
-    fallback = int((dicom & (meta["patient_source"] == "file name")).sum())
+    fallback = int((meta["patient_source"] == NO_PATIENT_ID).sum())
     if not fallback:
         return None
+    dicoms = fallback + int((meta["patient_source"] == "dicom").sum())
     return (
-        f"warning: {fallback:,} of {int(dicom.sum()):,} DICOM files have no PatientID, so their patient was "
+        f"warning: {fallback:,} of {dicoms:,} DICOM files have no PatientID, so their patient was "
         "taken from the file name: anonymised images of one person may then span splits. Restore the "
         "PatientID tag (or name the files by patient) before trusting a patient-wise split"
     )
@@ -110,13 +120,13 @@ def patient_keys(
     """(patient ID, rule used: ``dicom`` or ``file name``) of each file; see the module docstring."""
     ids, sources, fallback, n_dicom = [], [], 0, 0
     for p in paths:
-        pid = None
-        if p.suffix.lower() in DICOM_SUFFIXES:
+        pid, dicom = None, Path(p).is_file() and is_dicom(p)  # by content too: PACS names (IM0001)
+        if dicom:
             n_dicom += 1
             pid = dicom_patient(p)
             fallback += pid is None
         ids.append(pid if pid is not None else patient_from_name(p.name, patterns))
-        sources.append("dicom" if pid is not None else "file name")
+        sources.append("dicom" if pid is not None else NO_PATIENT_ID if dicom else "file name")
     if fallback:
         log.warning(
             "%d of %d DICOM files have no readable PatientID; their patient is taken from the file name",
@@ -170,18 +180,21 @@ def _walk_images(root: Path) -> list[Path]:
         dirs[:] = [d for d in dirs if d != ".git"]
         for n in names:
             p = Path(folder, n)
-            if Path(n).suffix.lower() in IMAGE_SUFFIXES or _is_dicom_file(p):
+            if Path(n).suffix.lower() in (*IMAGE_SUFFIXES, *OTHER_IMAGE_SUFFIXES) or _is_image_file(p):
                 found.append(p)
     return found
 
 
-def _is_dicom_file(path: Path) -> bool:
-    """A regular file carrying the DICOM magic (PACS exports often have no suffix); never opens a FIFO."""
+def _is_image_file(path: Path) -> bool:
+    """A regular file with a PNG, JPEG or DICOM signature, whatever its name; never opens a FIFO."""
     try:
         st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size < 8:
+            return False
+        with open(path, "rb") as fh:
+            return has_image_magic(fh.read(132))
     except OSError:
         return False
-    return stat.S_ISREG(st.st_mode) and st.st_size >= 132 and is_dicom(path)
 
 
 class _FileDataset(XRayDataset):

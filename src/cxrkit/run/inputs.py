@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from cxrkit.data.assess import MIN_SIDE, check_assessable
-from cxrkit.data.decode import ImageReadError, NotAssessableError, array_to_grey, read_image
-from cxrkit.data.folder import DICOM_SUFFIXES, dicom_patient
+from cxrkit.data.decode import ImageReadError, NotAssessableError, array_to_grey, is_dicom, read_image
+from cxrkit.data.folder import dicom_patient
 from cxrkit.data.transforms import InputSpec, prepare_image
 
 Input = str | Path | np.ndarray
@@ -80,16 +80,17 @@ class PreparedInputs:
 def split_array(arr: np.ndarray) -> list[np.ndarray]:
     """The images one array holds, by its shape; a ValueError for a shape that is no image.
 
-    (H, W): one grey image. (H, W, C) with C in 1, 3, 4: one image, channels last (colour as luma
-    unless the channels are equal; alpha dropped). (N, H, W): N grey images, except when N is 3 or 4,
+    (H, W): one grey image. (H, W, C) with C in 1, 2, 3, 4: one image, channels last (grey, grey +
+    alpha as ``np.asarray`` gives an LA picture, RGB, RGBA: colour as luma unless the channels are
+    equal; alpha dropped). (N, H, W): N grey images, except when N is 3 or 4,
     which could be one channels-first colour image: refused as ambiguous. (N, H, W, C): N images.
     Anything else (0-d, 1-d, 5-d, C not 1/3/4) is refused: it must never become thousands of rows.
     """
     shape = tuple(arr.shape)
     if arr.ndim == 2:
         return [arr]
-    if arr.ndim == 3 and shape[-1] in (1, 3, 4):
-        return [arr[..., 0] if shape[-1] == 1 else arr]
+    if arr.ndim == 3 and shape[-1] in (1, 2, 3, 4):
+        return [arr[..., 0] if shape[-1] <= 2 else arr]
     if arr.ndim == 3 and shape[0] in (3, 4):
         raise ValueError(
             f"an array of shape {shape} is ambiguous: {shape[0]} grey images or one channels-first "
@@ -98,11 +99,11 @@ def split_array(arr: np.ndarray) -> list[np.ndarray]:
         )
     if arr.ndim == 3:
         return list(arr)
-    if arr.ndim == 4 and shape[-1] in (1, 3, 4):
-        return [a[..., 0] if shape[-1] == 1 else a for a in arr]
+    if arr.ndim == 4 and shape[-1] in (1, 2, 3, 4):
+        return [a[..., 0] if shape[-1] <= 2 else a for a in arr]
     raise ValueError(
-        f"an array of shape {shape} is not an image: expected (H, W), (H, W, 1|3|4), a stack (N, H, W) "
-        "or (N, H, W, 1|3|4)"
+        f"an array of shape {shape} is not an image: expected (H, W), (H, W, 1|2|3|4), a stack (N, H, W) "
+        "or (N, H, W, 1|2|3|4)"
     )
 
 
@@ -179,7 +180,7 @@ def prepare_items(
         try:
             if isinstance(item, Path) and item.is_dir() and os.access(item, os.R_OK | os.X_OK):
                 raise ImageReadError(item, "a folder with no PNG/JPEG/DICOM files in it")
-            if isinstance(item, Path) and item.suffix.lower() in DICOM_SUFFIXES:
+            if isinstance(item, Path) and item.is_file() and is_dicom(item):  # by name or content
                 row["patient_id"] = dicom_patient(item) or row["patient_id"]  # the PatientID tag
             img = (
                 read_image(item, accept_missing_modality=accept_missing_modality)

@@ -175,6 +175,8 @@ def read_package(run_dir: Path) -> ModelPackage:
         d = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not readable JSON ({err})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not a usable model.json (nested too deeply)") from None
     if not isinstance(d, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(d).__name__}")
     fmt = d.get("format")
@@ -188,7 +190,7 @@ def read_package(run_dir: Path) -> ModelPackage:
         )
     try:
         problem = document_problem(d)
-    except (AttributeError, TypeError) as err:  # a section of the wrong JSON type
+    except (AttributeError, TypeError, OverflowError) as err:  # a section of the wrong JSON type
         problem = f"malformed ({type(err).__name__}: {err})"
     if problem:  # a NaN threshold would read every study normal: never built, never used
         raise ValueError(f"{path}: {problem}")

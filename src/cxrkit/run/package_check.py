@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from cxrkit.evaluate.thresholds import parse_rule
+
 INPUT_FIELDS = ("size", "mode", "channels", "value_range", "intensity")
 # model config keys that change the network or its input; compared wherever both files hold them
 NETWORK_FIELDS = (
@@ -25,8 +27,19 @@ NETWORK_FIELDS = (
 )
 
 
+MAX_TEMPERATURE = 1e3  # a fitted temperature is about 0.3-10; beyond this every probability is ~0.5
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _finite(v: Any) -> bool:
+    """A JSON number that is finite as a float (an integer of 400 digits is not)."""
+    try:
+        return _is_number(v) and math.isfinite(float(v))
+    except OverflowError:
+        return False
 
 
 def _probability_problem(key: str, v: Any, nullable: bool = False) -> str | None:
@@ -35,7 +48,7 @@ def _probability_problem(key: str, v: Any, nullable: bool = False) -> str | None
         return None
     if not _is_number(v):
         return f"{key} {v!r}: expected a number in [0, 1], got {type(v).__name__}"
-    if not math.isfinite(v) or not 0.0 <= v <= 1.0:
+    if not _finite(v) or not 0.0 <= v <= 1.0:
         return f"{key} {v!r}: expected a finite number in [0, 1]"
     return None
 
@@ -47,14 +60,34 @@ def _first(problems) -> str | None:
 def document_problem(d: dict) -> str | None:
     """Why a model.json document cannot be trusted (wrong type, NaN, out of range, wrong length), or None."""
     fmt = d.get("format")
-    if not isinstance(fmt, int) or isinstance(fmt, bool):
-        return f"format {fmt!r}: expected an integer run format, got {type(fmt).__name__}"
+    if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
+        return f"format {fmt!r}: expected an integer run format (1 or more), got {type(fmt).__name__}"
     labels = d.get("labels")
     if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
         return f"labels {labels!r}: expected a non-empty list of label names"
     if not isinstance(d.get("task"), str):
         return f"task {d.get('task')!r}: expected a string"
-    return _first((_input_problem(d.get("input")), _numbers_problem(d, len(labels)), _point_problem(d)))
+    return _first(
+        (
+            _input_problem(d.get("input")),
+            _numbers_problem(d, len(labels)),
+            _point_problem(d),
+            _network_problem(
+                (d.get("model") or {}).get("config") if isinstance(d.get("model"), dict) else None
+            ),
+        )
+    )
+
+
+def _network_problem(config: Any) -> str | None:
+    if not isinstance(config, dict):
+        return f"model.config {config!r}: expected an object"
+    norm = config.get("input_norm")
+    if norm is not None and not (
+        isinstance(norm, list) and len(norm) == 2 and all(_finite(v) for v in norm) and float(norm[1]) > 0
+    ):
+        return f"model.config.input_norm {norm!r}: expected [mean, std] with std > 0"
+    return None
 
 
 def _input_problem(spec: Any) -> str | None:
@@ -67,21 +100,25 @@ def _input_problem(spec: Any) -> str | None:
         return f"input.channels {channels!r}: expected 1 (grey)"
     if not isinstance(spec.get("mode", "pad"), str) or not isinstance(spec.get("intensity", "none"), str):
         return f"input.mode/intensity {spec.get('mode')!r}/{spec.get('intensity')!r}: expected strings"
-    if not (isinstance(vr, list) and len(vr) == 2 and all(_is_number(v) and math.isfinite(v) for v in vr)):
+    if not (isinstance(vr, list) and len(vr) == 2 and all(_finite(v) for v in vr)):
         return f"input.value_range {vr!r}: expected two finite numbers"
     return None
 
 
 def _numbers_problem(d: dict, n_labels: int) -> str | None:
     temps = (d.get("calibration") or {}).get("temperatures")
-    if not isinstance(temps, list) or not all(_is_number(t) and math.isfinite(t) and t > 0 for t in temps):
-        return f"calibration.temperatures {temps!r}: expected positive finite numbers"
+    if not isinstance(temps, list) or not all(_finite(t) and 0 < t <= MAX_TEMPERATURE for t in temps):
+        return f"calibration.temperatures {temps!r}: expected numbers in (0, {MAX_TEMPERATURE:g}]"
     if len(temps) not in (1, n_labels):
         return f"calibration.temperatures: {len(temps)} values for {n_labels} labels"
     thresholds = d.get("thresholds")
     if not isinstance(thresholds, dict):
         return f"thresholds {thresholds!r}: expected an object of per-label lists"
     for rule, values in thresholds.items():
+        try:
+            parse_rule(rule)
+        except ValueError:
+            return f"thresholds.{rule}: not a threshold rule (e.g. 0.5, max_f1, youden, sensitivity:0.95)"
         if not isinstance(values, list) or len(values) != n_labels:
             return f"thresholds.{rule}: expected {n_labels} values, one per label, got {values!r}"
         problem = _first(_probability_problem(f"thresholds.{rule}[{j}]", v) for j, v in enumerate(values))
@@ -119,8 +156,10 @@ def weights_problem(pkg, ckpt: dict) -> str | None:
     config, stored_config = pkg.model_config, ckpt.get("model_config") or {}
     pairs += [(f"model.config.{k}", config.get(k), stored_config.get(k)) for k in NETWORK_FIELDS]
     for field, in_json, in_weights in pairs:
-        if in_weights is None or (in_json is None and field.startswith("model.config.")):
+        if in_weights is None:
             continue  # older checkpoints do not store every field
+        if in_json is None:  # deleted from model.json: the network would be built with a default
+            return f"model.json lacks {field}; the weights were trained with {in_weights!r}"
         if _plain(in_json) != _plain(in_weights):
             return (
                 f"model.json and best.pt disagree on {field}: model.json says {in_json!r}, "

@@ -62,6 +62,10 @@ def discard_unstarted(run_dir: Path, made: bool) -> None:
 
 def resumable(run_dir: Path) -> Path:
     """``run_dir`` when ``--resume`` can continue it; else one line saying what it is not."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise NotADirectoryError(
+            f"--resume {run_dir}: is a file, not a run folder (give the folder cxr train wrote)"
+        )
     if not run_dir.is_dir():
         raise FileNotFoundError(f"--resume {run_dir}: no such run folder")
     if not (run_dir / files.CONFIG).is_file():

@@ -48,6 +48,7 @@ def explain_images(
     device: str = "auto",
     log: Log = print,
     skipped: list[tuple[str, str]] | None = None,
+    accept_missing_modality: bool = False,
 ) -> list[Path]:
     """Write one overlay PNG per (image, label) and a grid.png; return the overlay paths.
 
@@ -61,7 +62,7 @@ def explain_images(
     [label_index(run.labels, name) for name in labels]  # unknown names fail before any decoding
     if not labels and top < 1:
         raise ValueError(f"top {top}: expected 1 or more findings to explain per image")
-    pred = run.prepare(images, keep_originals=True)
+    pred = run.prepare(images, keep_originals=True, accept_missing_modality=accept_missing_modality)
     for path, reason in pred.failures:
         log(f"NOT explained {printable(path)}: {reason}")
     if skipped is not None:

@@ -76,9 +76,10 @@ def triage(
         "source": source,
         "target_reached_on_validation": bool(point.reached),
         "images": len(s) + (0 if unscored is None else len(unscored)),
-        "scored": len(s),
+        "scored": int(np.isfinite(s).sum()),
         "flagged": flagged,
-        "not_scored": [] if unscored is None else unscored.drop(columns="reason").to_dict("records"),
+        "not_scored": ([] if unscored is None else unscored.drop(columns="reason").to_dict("records"))
+        + _no_score(meta, s),
     }
     log(
         f"operating point ({source}): {point.score} score >= {point.threshold:.6g} (validation sensitivity "
@@ -109,6 +110,22 @@ def _operating_point(run: RunModel, target, score, data, log: Log):
         val = predict_split(run, data, "val").val
         point, source = resolve_operating_point(run.package, target, score, val)
     return point, source, data
+
+
+def _no_score(meta, s: np.ndarray) -> list[dict]:
+    """Studies the model gave no finite score (a NaN network): listed with the unscored, never normal."""
+    rows = meta.iloc[np.flatnonzero(np.isnan(s))]
+    note = manual_read_note("not scored", "the model gave no finite score")
+    return [
+        {
+            "path": str(r.get("path", "")),
+            "image_id": str(r["image_id"]),
+            "patient_id": str(r.get("patient_id", "")),
+            "status": "not scored",
+            "note": note,
+        }
+        for _, r in rows.iterrows()
+    ]
 
 
 def _unscored(prepared, log: Log):
