@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import chest_like
 
 from cxrkit.data.transforms import tta_views
 
@@ -27,7 +28,7 @@ def test_a_run_averages_the_views_logits(phantom_run):
 
     run = RunModel.load(phantom_run, "cpu")
     assert run.tta == 0
-    imgs = np.random.default_rng(1).integers(0, 256, (4, 64, 64), dtype=np.uint8)
+    imgs = np.stack([chest_like(64, 64, seed=k) for k in range(4)])  # assessable: predict scores them
     expect = np.mean([run.logits(v, tta=0) for v in tta_views(imgs, 3)], axis=0)
     np.testing.assert_allclose(run.logits(imgs, tta=3), expect, rtol=1e-6)
     assert not np.allclose(run.logits(imgs, tta=3), run.logits(imgs))
