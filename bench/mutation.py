@@ -34,6 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
 
+FAST = ("-m", "not slow")  # pytest arguments: leave out the tests that train the shared phantom model
 # (module file under src/cxrkit, functions to mutate or None for all, tests that guard it: the
 # module's own tests first, so most mutants die in the first file)
 TARGETS: list[tuple[str, tuple[str, ...] | None, tuple[str, ...]]] = [
@@ -49,6 +50,18 @@ TARGETS: list[tuple[str, tuple[str, ...] | None, tuple[str, ...]]] = [
     ("data/base.py", ("fingerprint",), ("tests/data/test_cache.py",)),  # the key's file part
     ("training/losses.py", None, ("tests/training/test_losses.py",)),
     ("explain/boxes.py", None, ("tests/explain/test_boxes.py",)),
+    # decision logic outside the pure core: input checks, packaging, triage ordering, batching
+    ("data/assess.py", None, ("tests/data/test_assess.py",)),
+    ("run/inputs.py", ("split_array", "min_side", "prepare_items"), ("tests/run/test_input_shapes.py",)),
+    ("run/package_check.py", None, ("tests/run/test_package_check.py",)),
+    (
+        "run/package.py",
+        ("package_problem", "choose_operating_point", "degenerate_point_warnings"),
+        ("tests/run/test_package.py", "tests/run/test_package_check.py"),
+    ),
+    ("serve/batcher.py", None, ("tests/serve/test_batcher.py",)),
+    ("workflows/predict.py", ("predict_files", "summary_line"), (*FAST, "tests/workflows/test_unscored.py")),
+    ("workflows/triage.py", ("triage", "_no_score"), (*FAST, "tests/cli/test_cli_refusals.py")),
 ]
 
 COMPARE = {
