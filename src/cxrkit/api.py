@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from cxrkit.config import EvalConfig, RunConfig, build_run_config, load_yaml
+from cxrkit.outputs import read_json
 from cxrkit.run import files
 from cxrkit.run.inputs import Input
 from cxrkit.run.model import RunModel
@@ -28,26 +29,24 @@ class Run(RunModel):
 
         ``options``: any ``EvalConfig`` field (threshold, beta, target_sensitivity, n_boot, ...).
         """
-        import json
 
         from cxrkit.workflows.evaluate import evaluate_run
 
         options.setdefault("device", self.device.type)
         out = evaluate_run(self.path, EvalConfig(split=split, **options), log=log)
-        return json.loads((out / files.METRICS).read_text())
+        return read_json(out / files.METRICS)
 
     def robustness(self, split: str = "test", log: Callable[[str], None] = print, **options: Any) -> dict:
         """Score ``split`` under acquisition shifts (writes RUN/robustness-SPLIT/); return robustness.json.
 
         ``options``: any ``RobustnessConfig`` field (shifts, severities, seed, chunk, out).
         """
-        import json
 
         from cxrkit.workflows.robustness import SUMMARY, RobustnessConfig, robustness_run
 
         options.setdefault("device", self.device.type)
         out = robustness_run(self.path, RobustnessConfig(split=split, **options), log=log)
-        return json.loads((out / SUMMARY).read_text())
+        return read_json(out / SUMMARY)
 
     def triage(
         self,

@@ -124,6 +124,19 @@ def write_json(path: str | Path, obj: Any, null_reason: str | None = NULL_REASON
     return write_text(path, json.dumps(safe, indent=1, allow_nan=False) + "\n")
 
 
+def read_json(path: str | Path) -> Any:
+    """A JSON file cxrkit wrote, as Python; one clear error naming the file when it is missing or broken."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise ValueError(f"{path}: not readable JSON ({type(err).__name__}: {err})") from None
+
+
 def _formula_like(value: str) -> bool:
     """Text a spreadsheet would run as a formula, once any leading ``'`` are taken away."""
     return value.lstrip("'").startswith(FORMULA_START)

@@ -107,3 +107,12 @@ def test_max_fbeta_on_overlapping_rare_positives_matches_sklearn(beta):
             best = np.nanmax((1 + b2) * precision * recall / (b2 * precision + recall))
         t = choose_threshold(y, s, f"max_f{beta:g}")
         assert fbeta_score(y, s >= t, beta=beta) == pytest.approx(best, rel=1e-12), seed
+
+
+def test_reached_means_at_or_above_the_target_up_to_float_rounding():
+    from cxrkit.evaluate.thresholds import SENSITIVITY_SLACK, reaches
+
+    assert reaches(0.95, 0.95) and reaches(0.96, 0.95)
+    assert reaches(0.95 - SENSITIVITY_SLACK / 2, 0.95)  # rounding in n_hit / n_pos
+    assert not reaches(0.94, 0.95) and not reaches(0.95 - 2 * SENSITIVITY_SLACK, 0.95)
+    assert not reaches(float("nan"), 0.95)  # no abnormal study in validation: nothing was reached

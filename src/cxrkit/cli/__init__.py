@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     from cxrkit.cli.explain import add_explain_commands
     from cxrkit.cli.export import add_export_commands
     from cxrkit.cli.predict import add_predict_commands
+    from cxrkit.cli.serve import add_serve_commands
     from cxrkit.cli.train import add_train_commands
 
     parser = argparse.ArgumentParser(prog="cxr", description="cxrkit: chest X-ray classification toolkit")
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_commands(sub)
     add_explain_commands(sub)
     add_export_commands(sub)
+    add_serve_commands(sub)
     return parser
 
 

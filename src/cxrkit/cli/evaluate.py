@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from cxrkit.cli.export import add_modality_argument
+from cxrkit.cli.options import add_command, add_device_argument, add_modality_argument, given, with_default
 from cxrkit.cli.predict import add_tta_argument
+from cxrkit.config import EvalConfig
+from cxrkit.outputs import read_json
+from cxrkit.run import files
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -28,37 +30,35 @@ def _check_out(out: str | None) -> None:
         make_out_dir(out)
 
 
-def _eval_config(args: argparse.Namespace):
-    from cxrkit.config import EvalConfig
+EVAL_FLAGS = {  # EvalConfig field -> flag attribute
+    "split": "split",
+    "threshold": "threshold",
+    "beta": "beta",
+    "target_sensitivity": "target_sensitivity",
+    "triage_score": "triage_score",
+    "n_boot": "bootstrap",
+    "seed": "seed",
+    "device": "device",
+    "out": "out",
+}
 
-    return EvalConfig(
-        split=args.split,
-        threshold=args.threshold,
-        beta=args.beta,
-        target_sensitivity=args.target_sensitivity,
-        triage_score=args.triage_score,
-        n_boot=args.bootstrap,
-        seed=args.seed,
-        device=args.device,
-        out=getattr(args, "out", None),
-    )
+
+def _eval_config(args: argparse.Namespace) -> EvalConfig:
+    """The EvalConfig of the flags given (the others keep EvalConfig's defaults)."""
+    return EvalConfig(**given(args, **EVAL_FLAGS))
 
 
 def cmd_triage(args: argparse.Namespace) -> int:
     """A worklist, most urgent first, at the threshold giving the target sensitivity on validation."""
     from cxrkit.workflows.triage import triage
 
-    folder = triage(
-        args.run,
-        args.images or None,
-        split=args.split,
-        target=args.target_sensitivity,
-        score=args.triage_score,
-        out=args.out,
-        device=args.device,
-        accept_missing_modality=args.accept_missing_modality,
+    opts = given(
+        args, split="split", target="target_sensitivity", score="triage_score", out="out", device="device"
     )
-    summary = json.loads((folder / "triage.json").read_text())
+    folder = triage(
+        args.run, args.images or None, accept_missing_modality=args.accept_missing_modality, **opts
+    )
+    summary = read_json(folder / files.TRIAGE)
     return 1 if summary.get("not_scored") else 0  # studies to read manually: not a clean success
 
 
@@ -70,7 +70,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     cfg = _eval_config(argparse.Namespace(**{**vars(args), "out": None}))
     frame, out = compare_runs(
         args.runs,
-        args.split,
+        cfg.split,
         args.out,
         evaluate=lambda r: evaluate_run(r, cfg),
         log=lambda m: print(f"cxr compare: {m}", file=sys.stderr),
@@ -90,12 +90,8 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     from cxrkit.workflows.robustness import RobustnessConfig, robustness_run
 
     cfg = RobustnessConfig(
-        split=args.split,
         shifts=args.shifts or (),
-        seed=args.seed,
-        device=args.device,
-        out=args.out,
-        tta=args.tta,
+        **given(args, split="split", seed="seed", device="device", out="out", tta="tta"),
     )
     _check_out(args.out)
     robustness_run(args.run, cfg)
@@ -103,7 +99,9 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to score")
+    p.add_argument(
+        "--split", choices=("train", "val", "test"), help=with_default("split to score", EvalConfig, "split")
+    )
     p.add_argument(
         "--target-sensitivity",
         type=float,
@@ -117,34 +115,40 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         help="abnormality score (default: the run's; auto: 1 - P(No Finding) if the model has it, "
         "else noisy-OR)",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_device_argument(p)
 
 
 def _add_metric_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threshold",
-        default="max_f1",
-        help="per-label threshold rule, tuned on val: 0.5, 0.2, max_f1, max_f3, youden, sensitivity:0.9",
+        help=with_default(
+            "per-label threshold rule, tuned on val: 0.5, 0.2, max_f1, max_f3, youden, sensitivity:0.9",
+            EvalConfig,
+            "threshold",
+        ),
     )
-    p.add_argument("--beta", type=float, default=3.0, help="beta of the F-beta score reported beside F1")
-    p.add_argument("--bootstrap", type=int, default=1000, help="patient-bootstrap replicates (0: no CIs)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument(
+        "--beta", type=float, help=with_default("beta of the F-beta beside F1", EvalConfig, "beta")
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        help=with_default("patient-bootstrap replicates (0: no CIs)", EvalConfig, "n_boot"),
+    )
+    p.add_argument("--seed", type=int, help=with_default("bootstrap seed", EvalConfig, "seed"))
 
 
 def add_eval_commands(sub) -> None:
     """Register evaluate, triage, compare and robustness on the ``cxr`` subparsers."""
     from cxrkit.data.shifts import SHIFTS
 
-    p = sub.add_parser(
-        "evaluate", help="metrics with CIs + HTML report for a run", description=cmd_evaluate.__doc__
-    )
+    p = add_command(sub, "evaluate", cmd_evaluate, "metrics with CIs + HTML report for a run")
     p.add_argument("run", help="run folder (from cxr train)")
     _add_common(p)
     _add_metric_options(p)
     p.add_argument("--out", help="output folder (default RUN/eval-SPLIT)")
-    p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("triage", help="worklist of likely-abnormal studies", description=cmd_triage.__doc__)
+    p = add_command(sub, "triage", cmd_triage, "worklist of likely-abnormal studies")
     p.add_argument("run", help="run folder (from cxr train)")
     p.add_argument(
         "images", nargs="*", help="new PNG/JPEG/DICOM files or folders (default: the run's --split)"
@@ -152,29 +156,26 @@ def add_eval_commands(sub) -> None:
     _add_common(p)
     p.add_argument("--out", help="output folder (default RUN/triage-SPLIT or RUN/triage-images)")
     add_modality_argument(p)
-    p.set_defaults(func=cmd_triage)
 
-    p = sub.add_parser("compare", help="several runs side by side", description=cmd_compare.__doc__)
+    p = add_command(sub, "compare", cmd_compare, "several runs side by side")
     p.add_argument("runs", nargs="+", help="run folders")
     _add_common(p)
     _add_metric_options(p)
     p.add_argument("--out", help="output folder (default: the runs' common parent folder/comparison-SPLIT)")
-    p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser(
-        "robustness",
-        help="AUC and triage under acquisition shifts (severities 1..5)",
-        description=cmd_robustness.__doc__,
+    p = add_command(
+        sub, "robustness", cmd_robustness, "AUC and triage under acquisition shifts (severities 1..5)"
     )
     p.add_argument("run", help="run folder (from cxr train)")
-    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to score")
+    p.add_argument(
+        "--split", choices=("train", "val", "test"), help="split to score (default: the test split)"
+    )
     p.add_argument(
         "--shifts",
         metavar="NAME[,NAME...]",
         help=f"comma-separated shifts (default: all): {', '.join(SHIFTS)}",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the random shifts (noise, offsets)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--seed", type=int, help="seed of the random shifts (noise, offsets; default: 0)")
+    add_device_argument(p)
     p.add_argument("--out", help="output folder (default RUN/robustness-SPLIT, RUN/robustness-SPLIT-ttaN)")
     add_tta_argument(p)
-    p.set_defaults(func=cmd_robustness)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cxrkit.cli.export import add_modality_argument
+from cxrkit.cli.options import add_device_argument, add_modality_argument, given
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -16,12 +16,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         args.run,
         args.images,
         labels=args.label or (),
-        top=args.top,
-        method=args.method,
         frac=args.frac,
         out=args.out,
-        device=args.device,
         skipped=skipped,
+        **given(args, top="top", method="method", device="device"),
         accept_missing_modality=args.accept_missing_modality,
     )
     return 1 if skipped else 0  # images that could not be explained: not a clean success
@@ -31,15 +29,8 @@ def cmd_localize(args: argparse.Namespace) -> int:
     """Score heatmap boxes against ground-truth boxes (IoBB/IoU table) on the run's boxed images."""
     from cxrkit.workflows.localize import localize_run
 
-    table, out = localize_run(
-        args.run,
-        boxes_csv=args.boxes,
-        split=args.split,
-        frac=args.frac,
-        method=args.method,
-        max_boxes=args.max_boxes,
-        device=args.device,
-    )
+    opts = given(args, split="split", method="method", max_boxes="max_boxes", device="device")
+    table, out = localize_run(args.run, boxes_csv=args.boxes, frac=args.frac, **opts)
     print(table.to_string(float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {out}/table.csv, scores.csv, report.html (and the table into the run's evaluation reports)")
     return 0
@@ -52,11 +43,11 @@ def add_explain_commands(sub) -> None:
     p.add_argument("run", help="run folder (from cxr train)")
     p.add_argument("images", nargs="+", help="PNG/JPEG/DICOM files or folders")
     p.add_argument("--label", action="append", help="label to explain (repeatable); default: --top findings")
-    p.add_argument("--top", type=int, default=3, help="explain each image's K most probable findings")
-    p.add_argument("--method", default="gradcam", choices=methods, help="cam needs a model with hidden=0")
+    p.add_argument("--top", type=int, help="explain each image's K most probable findings (default: 3)")
+    p.add_argument("--method", choices=methods, help="cam needs a model with hidden=0 (default: gradcam)")
     p.add_argument("--frac", type=float, help="box threshold, fraction of heatmap max (default: localize's)")
     p.add_argument("--out", help="output folder (default RUN/explain)")
-    p.add_argument("--device", default="auto")
+    add_device_argument(p)
     add_modality_argument(p)
     p.set_defaults(func=cmd_explain)
 
@@ -67,12 +58,11 @@ def add_explain_commands(sub) -> None:
     p.add_argument("--boxes", help="BBox_List_2017.csv (default: the boxes the run's data carries)")
     p.add_argument(
         "--split",
-        default="auto",
         choices=("auto", "train", "val", "test", "all"),
         help="boxed images to score (auto: test if it has any, else all)",
     )
     p.add_argument("--frac", type=float, help="box threshold (default: chosen on validation boxes, else 0.5)")
-    p.add_argument("--method", default="gradcam", choices=methods)
-    p.add_argument("--max-boxes", type=int, default=1, help="boxes per heatmap (largest components)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--method", choices=methods, help="(default: gradcam)")
+    p.add_argument("--max-boxes", type=int, help="boxes per heatmap, the largest components (default: 1)")
+    add_device_argument(p)
     p.set_defaults(func=cmd_localize)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cxrkit.cli.export import add_modality_argument
+from cxrkit.cli.options import add_device_argument, add_modality_argument, given
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -17,12 +17,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         args.paths,
         out=args.out,
         heatmaps=args.heatmaps,
-        batch_size=args.batch_size,
-        device=args.device,
         progress=not args.quiet,
-        engine=args.engine,
         tta=args.tta,
         accept_missing_modality=args.accept_missing_modality,
+        **given(args, batch_size="batch_size", device="device", engine="engine"),
     )
     for row in table[table["error"] != ""].itertuples():
         print(f"  {printable(row.source)}: {row.error}")
@@ -46,7 +44,7 @@ def add_tta_argument(p: argparse.ArgumentParser) -> None:
 
 
 def add_predict_commands(sub) -> None:
-    """Register predict on the ``cxr`` subparsers."""
+    """Register predict on the ``cxr`` subparsers (building the parser imports no workflow: no torch)."""
     p = sub.add_parser(
         "predict",
         help="per-image predictions for new files and folders (CSV)",
@@ -56,9 +54,12 @@ def add_predict_commands(sub) -> None:
     p.add_argument("paths", nargs="+", help="PNG/JPEG/DICOM files or folders (searched recursively)")
     p.add_argument("--out", default="predictions.csv", help="output CSV (default predictions.csv)")
     p.add_argument("--heatmaps", help="folder for Grad-CAM overlays of each image's top findings")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--engine", default="torch", help="torch, onnx, onnx-int8 (files from cxr export) or auto")
+    p.add_argument("--batch-size", type=int, help="images per forward pass (default: 32)")
+    add_device_argument(p)
+    p.add_argument(
+        "--engine",
+        help="torch, onnx, onnx-int8 (files from cxr export) or auto (default: torch)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_tta_argument(p)
     add_modality_argument(p)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from cxrkit.cli.options import add_command, add_device_argument, given
 from cxrkit.config import load_yaml
 
 
@@ -74,7 +75,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "train.epochs": args.epochs,
     }
     cfg = demo_config(args.out, {k: v for k, v in over.items() if v is not None})
-    run_demo(cfg, args.out, n_boot=args.bootstrap)
+    run_demo(cfg, args.out, **given(args, n_boot="bootstrap"))
     return 0
 
 
@@ -83,28 +84,21 @@ def cmd_package(args: argparse.Namespace) -> int:
     from cxrkit.config import parse_overrides
     from cxrkit.workflows.package import package_run
 
-    package_run(args.run, parse_overrides(args.overrides), device=args.device)
+    package_run(args.run, parse_overrides(args.overrides), **given(args, device="device"))
     return 0
 
 
 def add_train_commands(sub) -> None:
     """Register demo, train, experiments, package and models on the ``cxr`` subparsers."""
-    p = sub.add_parser(
-        "demo", help="run the embedded default end to end (phantoms, offline)", description=cmd_demo.__doc__
-    )
+    p = add_command(sub, "demo", cmd_demo, "run the embedded default end to end (phantoms, offline)")
     p.add_argument("--out", default="cxr-out/demo", help="output folder")
     p.add_argument("--n", type=int, help="number of phantom images (recipe: 2000)")
     p.add_argument("--image-size", type=int, help="phantom image size (recipe: 64)")
     p.add_argument("--epochs", type=int, help="training epochs (recipe: 8)")
     p.add_argument("--seed", type=int, help="seed of the data, split and training (recipe: 0)")
-    p.add_argument("--bootstrap", type=int, default=500, help="patient-bootstrap replicates for the CIs")
-    p.set_defaults(func=cmd_demo)
+    p.add_argument("--bootstrap", type=int, help="patient-bootstrap replicates for the CIs (default: 500)")
 
-    p = sub.add_parser(
-        "train",
-        help="train a model (config YAML + overrides), or resume a run",
-        description=cmd_train.__doc__,
-    )
+    p = add_command(sub, "train", cmd_train, "train a model (config YAML + overrides), or resume a run")
     p.add_argument("--config", help="run config YAML (sections data, prepare, split, model, train)")
     p.add_argument(
         "overrides", nargs="*", metavar="SECTION.KEY=VALUE", help="e.g. train.epochs=5 model.name=resnet18"
@@ -112,29 +106,19 @@ def add_train_commands(sub) -> None:
     p.add_argument("--resume", help="run folder to continue from its last.pt")
     p.add_argument("--out", help="parent folder of run folders (default runs/)")
     p.add_argument("--name", help="run folder name (default: time and model)")
-    p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser(
-        "experiments",
-        help="run a grid of configs and compare them in one table",
-        description=cmd_experiments.__doc__,
+    p = add_command(
+        sub, "experiments", cmd_experiments, "run a grid of configs and compare them in one table"
     )
     p.add_argument("grid", help="grid YAML (base config + runs with overrides)")
     p.add_argument("overrides", nargs="*", metavar="SECTION.KEY=VALUE", help="applied to every run")
     p.add_argument("--out", help="output folder (default: the grid's out, else runs/GRID)")
-    p.set_defaults(func=cmd_experiments)
 
-    p = sub.add_parser(
-        "package",
-        help="(re)write a run's model.json from its validation split",
-        description=cmd_package.__doc__,
-    )
+    p = add_command(sub, "package", cmd_package, "(re)write a run's model.json from its validation split")
     p.add_argument("run", help="run folder (from cxr train)")
     p.add_argument(
         "overrides", nargs="*", metavar="SECTION.KEY=VALUE", help="e.g. triage.target_sensitivity=0.9"
     )
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.set_defaults(func=cmd_package)
+    add_device_argument(p)
 
-    p = sub.add_parser("models", help="list registered models", description=cmd_models.__doc__)
-    p.set_defaults(func=cmd_models)
+    p = add_command(sub, "models", cmd_models, "list registered models")

@@ -239,6 +239,18 @@ def nanmean(values: np.ndarray) -> float:
     return float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
 
 
+# the summary figures at thresholds, in the order tables show them (a subset of summary_metrics' keys)
+THRESHOLD_METRICS = (
+    "macro_precision",
+    "macro_recall",
+    "macro_specificity",
+    "macro_f1",
+    "macro_fbeta",
+    "micro_f1",
+)
+RANKING_METRICS = ("macro_auc", "micro_auc", "macro_ap", "micro_ap")
+
+
 def summary_metrics(
     y_true: np.ndarray,
     scores: np.ndarray,

@@ -25,6 +25,7 @@ from torch import nn
 
 from cxrkit.models.net import DEFAULT_HEAD, CXRNet, HeadSpec
 from cxrkit.models.weights import PretrainedWeightsError
+from cxrkit.outputs import read_json
 
 REPO = "microsoft/rad-dino"
 PREPROCESSOR = "preprocessor_config.json"
@@ -106,7 +107,7 @@ def _load_pretrained(timeout: float) -> tuple[nn.Module, dict]:
     if local:
         try:
             encoder = tf.Dinov2Model.from_pretrained(local)
-            return encoder, json.loads((Path(local) / PREPROCESSOR).read_text())
+            return encoder, read_json(Path(local) / PREPROCESSOR)
         except OSError as err:
             raise PretrainedWeightsError(
                 f"CXRKIT_RAD_DINO={local}: {str(err).splitlines()[0]} (the folder needs config.json, "

@@ -9,23 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cxrkit.evaluate.metrics import RANKING_METRICS, THRESHOLD_METRICS
 from cxrkit.report.html import Section, fig_tag, figure, render_page, table_html
 
-COLUMNS = (
-    "macro_auc",
-    "micro_auc",
-    "macro_ap",
-    "micro_ap",
-    "macro_precision",
-    "macro_recall",
-    "macro_specificity",
-    "macro_f1",
-    "macro_fbeta",
-    "micro_f1",
-    "binary_accuracy",
-    "subset_accuracy",
-    "hamming_loss",
-)
+COLUMNS = (*RANKING_METRICS, *THRESHOLD_METRICS, "binary_accuracy", "subset_accuracy", "hamming_loss")
 
 
 def run_names(runs: Sequence[str | Path]) -> list[str]:

@@ -37,11 +37,25 @@ EXPLAIN_DIR = "explain"
 ONNX = "model.onnx"  # cxr export: the network as ONNX (float32), read by the onnx engine
 ONNX_INT8 = "model.int8.onnx"  # cxr export --int8: statically quantized copy
 EXPORT = "export.json"  # cxr export's parity and int8 AUC report
+CV = "cv.json"  # a K-fold parent's cross-validated AUC (mean, sd, pooled out of fold)
+ROBUSTNESS_SUMMARY = "robustness.json"  # cxr robustness, in robustness-SPLIT/
+ROBUSTNESS_TABLE = "robustness.csv"
+ROBUSTNESS_PLOT = "robustness.png"
+LOCALIZATION_SCORES = "scores.csv"  # cxr localize, in localization/: per image and label
+LOCALIZATION_TABLE = "table.csv"  # the IoBB/IoU accuracy table
+LOCALIZATION_OVERLAYS = "overlays.png"
+COMPARISON_CSV = "comparison.csv"  # cxr compare and cxr experiments, in their output folder
+COMPARISON_HTML = "comparison.html"
 
 
 def eval_dir(run_dir: Path, split: str) -> Path:
     """Where ``cxr evaluate RUN --split SPLIT`` writes (metrics.json, CSVs, report.html)."""
     return Path(run_dir) / f"eval-{split}"
+
+
+def robustness_dir(run_dir: str | Path, split: str) -> Path:
+    """Where ``cxr robustness RUN --split SPLIT`` writes by default (read by the evaluation report)."""
+    return Path(run_dir) / f"robustness-{split}"
 
 
 def triage_dir(run_dir: Path, split: str | None) -> Path:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from cxrkit.models.net import CXRNet
-from cxrkit.outputs import write_bytes
+from cxrkit.outputs import read_json, write_bytes
 from cxrkit.run import files
 
 ENGINES = ("torch", "onnx", "onnx-int8", "auto")
@@ -52,12 +52,11 @@ def weights_digest(run_dir: Path) -> str:
     retraining any fold changes it.
     """
     import hashlib
-    import json
 
     run_dir = Path(run_dir)
     h = hashlib.sha256()
     if not (run_dir / files.BEST).is_file() and (run_dir / files.PACKAGE).is_file():
-        members = json.loads((run_dir / files.PACKAGE).read_text())["model"]["config"].get("ensemble")
+        members = read_json(run_dir / files.PACKAGE)["model"]["config"].get("ensemble")
         if members:
             for name in members:
                 h.update(f"{name}:{weights_digest(run_dir / name)};".encode())
@@ -70,7 +69,6 @@ def weights_digest(run_dir: Path) -> str:
 
 def export_problem(run_dir: Path, engine: str) -> str | None:
     """Why ``engine`` cannot be used for this run (missing file, stale or foreign export), or None."""
-    import json
 
     run_dir = Path(run_dir)
     flag = " --int8" if engine == "onnx-int8" else ""
@@ -79,7 +77,7 @@ def export_problem(run_dir: Path, engine: str) -> str | None:
             f"{run_dir}: no {engine_file(run_dir, engine).name}; create it with `cxr export {run_dir}{flag}`"
         )
     try:
-        stamp = json.loads((run_dir / files.EXPORT).read_text()).get("weights_sha256")
+        stamp = read_json(run_dir / files.EXPORT).get("weights_sha256")
     except (OSError, ValueError):
         stamp = None
     if stamp != weights_digest(run_dir):

@@ -13,7 +13,6 @@ average logits. ``--resume PARENT`` finishes unfinished folds and rebuilds the p
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +21,13 @@ from cxrkit.config import RunConfig
 from cxrkit.data.splits import save_split_manifest
 from cxrkit.evaluate.calibration import logits_to_probs
 from cxrkit.evaluate.metrics import summary_metrics
-from cxrkit.outputs import write_json, write_text
+from cxrkit.outputs import read_json, write_json, write_text
 from cxrkit.run import files
 from cxrkit.run.data import Log, TrainData, absolute_paths, prepare_data
 from cxrkit.run.model import RunModel, split_logits
 from cxrkit.run.package import build_package, write_package
 
-CV = "cv.json"
+CV = files.CV
 
 
 def fold_name(k: int) -> str:
@@ -94,7 +93,7 @@ def write_parent(cfg: RunConfig, parent: Path, log: Log, device: str = "auto") -
     )
     write_package(parent, pkg)
     oof = summary_metrics(data.targets[idx], logits_to_probs(logits, data.task), 0.5, labels=data.labels)
-    summaries = [json.loads((parent / m / files.SUMMARY).read_text()) for m in members]
+    summaries = [read_json(parent / m / files.SUMMARY) for m in members]
     aucs = [s["val"].get("macro_auc", float("nan")) for s in summaries]
     monitored = [s["best_value"] if s["best_value"] is not None else float("nan") for s in summaries]
     cv = cv_summary(aucs, monitored, cfg.train.monitor, float(oof["macro_auc"]))

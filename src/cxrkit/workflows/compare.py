@@ -118,6 +118,6 @@ def compare_runs(
         evaluate(r)
         rows[r] = _row(_checked_evaluation(r, split, log), names[r], r, split)
     frame = pd.DataFrame([rows[r] for r in paths]).astype(object).where(lambda d: d.notna(), np.nan)
-    write_csv(out / "comparison.csv", frame, index=False)
-    write_text(out / "comparison.html", comparison_page(frame, split))
+    write_csv(out / files.COMPARISON_CSV, frame, index=False)
+    write_text(out / files.COMPARISON_HTML, comparison_page(frame, split))
     return frame, out

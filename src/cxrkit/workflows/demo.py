@@ -5,7 +5,6 @@ The recipe is ``configs/demo.yaml`` (shipped inside the package as ``cxrkit/reci
 
 from __future__ import annotations
 
-import json
 import time
 from importlib import resources
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from cxrkit.config import EvalConfig, RunConfig, build_run_config
+from cxrkit.outputs import read_json
 from cxrkit.run import files
 from cxrkit.run.data import Log
 
@@ -39,7 +39,7 @@ def run_demo(cfg: RunConfig, out: str | Path, n_boot: int = 500, log: Log = prin
     log(f"1/3 data: {ds.summary()} (synthetic phantoms, {cfg.data.size}px); EDA report: {report}")
     log(f"2/3 training {cfg.model.name} for {cfg.train.epochs} epochs on a patient-grouped split:")
     run = fit(cfg, log=lambda msg: log("    " + msg))
-    val = json.loads((run / files.SUMMARY).read_text())["val"]
+    val = read_json(run / files.SUMMARY)["val"]
     log(
         f"validation: macro ROC-AUC {val['macro_auc']:.3f} over {int(val['macro_labels'])} findings, "
         f"micro {val['micro_auc']:.3f}, No Finding {val.get('no_finding_auc', float('nan')):.3f}"

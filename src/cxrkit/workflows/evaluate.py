@@ -10,7 +10,6 @@ Evaluating ``val`` itself is allowed and the report says its thresholds were tun
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -29,7 +28,7 @@ from cxrkit.evaluate.calibration import (
     reliability_table,
 )
 from cxrkit.evaluate.fairness import subgroup_label_auc, subgroup_table
-from cxrkit.evaluate.metrics import confusion_counts, summary_metrics, threshold_metrics
+from cxrkit.evaluate.metrics import THRESHOLD_METRICS, confusion_counts, summary_metrics, threshold_metrics
 from cxrkit.evaluate.thresholds import parse_rule
 from cxrkit.evaluate.triage import (
     abnormal_truth,
@@ -40,7 +39,7 @@ from cxrkit.evaluate.triage import (
     triage_sweep,
 )
 from cxrkit.labels import NO_FINDING, finding_columns
-from cxrkit.outputs import make_out_dir, read_csv, write_csv, write_json
+from cxrkit.outputs import make_out_dir, read_csv, read_json, write_csv, write_json
 from cxrkit.run import files
 from cxrkit.run.data import Log, TrainData, load_run_data
 from cxrkit.run.model import RunModel, SplitPredictions, predict_split
@@ -51,15 +50,7 @@ if TYPE_CHECKING:
     from cxrkit.report.evaluation import EvalFigures
 
 FIXED_RULES = ("0.5", "0.2", "max_f1", "youden")
-RULE_COLUMNS = (
-    "macro_precision",
-    "macro_recall",
-    "macro_specificity",
-    "macro_f1",
-    "macro_fbeta",
-    "micro_f1",
-    "subset_accuracy",
-)
+RULE_COLUMNS = (*THRESHOLD_METRICS, "subset_accuracy")
 
 __all__ = ["EvalConfig", "evaluate_run"]
 
@@ -295,7 +286,7 @@ def write_evaluation_report(run_dir: Path, out: Path, data: TrainData, samples: 
     from cxrkit.report.evaluation import write_eval_report
     from cxrkit.workflows.robustness import load_robustness
 
-    m = json.loads((out / files.METRICS).read_text())
+    m = read_json(out / files.METRICS)
     figures = evaluation_figures(run_dir, out, data, m["labels"])
     figures.robustness = load_robustness(run_dir, m["split"])
     n = m["config"]["samples"] if samples is None else samples
@@ -329,7 +320,7 @@ def evaluation_figures(run_dir: Path, out: Path, data: TrainData, labels: list[s
         image=lambda i: np.asarray(data.cache.images[int(rows[i])]),
         sweep=read_csv(out / files.SWEEP),
         worklist=read_worklist(out / files.WORKLIST),
-        localization=json.loads(loc.read_text()) if loc.is_file() else None,
+        localization=read_json(loc) if loc.is_file() else None,
     )
 
 

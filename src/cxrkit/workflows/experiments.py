@@ -11,14 +11,13 @@ A grid YAML names a ``base`` config (path relative to the grid file) and ``runs`
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from cxrkit.config import build_run_config, load_yaml
 from cxrkit.config_check import coerce_value
-from cxrkit.outputs import make_out_dir, write_csv, write_text
+from cxrkit.outputs import make_out_dir, read_json, write_csv, write_text
 from cxrkit.report.html import Section, render_page, table_html, write_page
 from cxrkit.run import files
 
@@ -86,7 +85,7 @@ def _slug(name: str) -> str:
 
 def comparison_row(name: str, model: str, changes: dict, run_dir: Path) -> dict:
     """One table row from a run folder's summary.json."""
-    s = json.loads((run_dir / files.SUMMARY).read_text())
+    s = read_json(run_dir / files.SUMMARY)
     row = {
         "name": name,
         "model": model,
@@ -117,14 +116,14 @@ def write_comparison(frame: pd.DataFrame, root: Path) -> None:
     make_out_dir(root)
     cols = [c for c in COLUMNS if c in frame.columns] + ["run"]
     frame = frame[cols]
-    write_csv(root / "comparison.csv", frame, index=False)
+    write_csv(root / files.COMPARISON_CSV, frame, index=False)
     write_text(root / "comparison.md", to_markdown(frame.drop(columns="run")))
     note = (
         "Validation metrics of each run's best epoch; precision, recall and F1 at the run's threshold "
         "(train.threshold, 0.5 by default). Binary accuracy is label-wise."
     )
     write_page(
-        root / "comparison.html",
+        root / files.COMPARISON_HTML,
         render_page(
             "cxrkit experiment comparison",
             [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from cxrkit.explain.boxes import Box, heatmap_boxes
 from cxrkit.explain.gradcam import compute_heatmaps, label_index
 from cxrkit.explain.overlay import heatmap_to_source, render_overlay, save_grid
 from cxrkit.labels import NO_FINDING
-from cxrkit.outputs import make_out_dir, printable, unique_stems, write_with
+from cxrkit.outputs import make_out_dir, printable, read_json, unique_stems, write_with
 from cxrkit.run import files
 from cxrkit.run.data import Log
 from cxrkit.run.inputs import Input, PreparedInputs
@@ -97,7 +96,7 @@ def explain_prepared(
         )
     if frac is None:
         saved = run.path / files.LOCALIZATION
-        frac = float(json.loads(saved.read_text())["fraction"]) if saved.is_file() else 0.5
+        frac = float(read_json(saved)["fraction"]) if saved.is_file() else 0.5
     meta = pred.rows_frame()
     folder = make_out_dir(folder)
     sources = [str(p) for p in meta["path"]]

@@ -163,7 +163,7 @@ def write_box_overlays(
                 np.asarray(data.cache.images[r]), h, heatmap_boxes(h, frac, max_boxes), true, caption
             )
         )
-    return save_grid(tiles, out / "overlays.png") if tiles else None
+    return save_grid(tiles, out / files.LOCALIZATION_OVERLAYS) if tiles else None
 
 
 def localize_run(
@@ -206,8 +206,8 @@ def localize_run(
     base_table = localization_table(baseline)
     out = run.path / files.LOCALIZATION_DIR
     out = make_out_dir(out)
-    write_csv(out / "scores.csv", scores, index=False)
-    write_csv(out / "table.csv", table)
+    write_csv(out / files.LOCALIZATION_SCORES, scores, index=False)
+    write_csv(out / files.LOCALIZATION_TABLE, table)
     result = {
         "method": method,
         "fraction": frac,
@@ -227,7 +227,7 @@ def localize_run(
     from cxrkit.report.localization import localization_page
     from cxrkit.workflows.evaluate import write_evaluation_report
 
-    write_page(out / "report.html", localization_page(run.path.name, result))
+    write_page(out / files.REPORT, localization_page(run.path.name, result))
     for folder in files.eval_dirs(run.path):  # compose each evaluation report anew
         write_evaluation_report(run.path, folder, data)
     log(

@@ -13,7 +13,6 @@ never edited: re-run ``cxr evaluate`` to include the results there.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -28,24 +27,18 @@ from cxrkit.data.shifts import SEVERITIES, SHIFTS, apply_shift
 from cxrkit.evaluate.metrics import summary_metrics
 from cxrkit.evaluate.robustness import CLEAN, robustness_summary
 from cxrkit.evaluate.triage import abnormal_truth, abnormality_score, is_flagged, triage_counts
-from cxrkit.outputs import make_out_dir, read_csv, write_bytes, write_csv, write_json
+from cxrkit.outputs import make_out_dir, read_csv, read_json, write_bytes, write_csv, write_json
 from cxrkit.run import files
 from cxrkit.run.data import Log, TrainData, load_run_data
 from cxrkit.run.model import RunModel, Scorer, split_scorers
 from cxrkit.run.onnx import weights_digest
 
-SUMMARY = "robustness.json"
-TABLE = "robustness.csv"
-PLOT = "robustness.png"
+SUMMARY, TABLE, PLOT = files.ROBUSTNESS_SUMMARY, files.ROBUSTNESS_TABLE, files.ROBUSTNESS_PLOT
+robustness_dir = files.robustness_dir  # kept importable from here
 SPLITS = ("train", "val", "test")
 Transform = Callable[[np.ndarray, int], np.ndarray]  # (chunk of images, its first position) -> images
 
 __all__ = ["RobustnessConfig", "load_robustness", "robustness_dir", "robustness_run"]
-
-
-def robustness_dir(run_dir: str | Path, split: str) -> Path:
-    """Where ``cxr robustness RUN --split SPLIT`` writes by default (read by the evaluation report)."""
-    return Path(run_dir) / f"robustness-{split}"
 
 
 @dataclass(frozen=True)
@@ -281,7 +274,7 @@ def load_robustness(run_dir: str | Path, split: str) -> tuple[dict, pd.DataFrame
     folder = robustness_dir(run_dir, split)
     if not (folder / SUMMARY).is_file() or not (folder / TABLE).is_file():
         return None
-    summary = json.loads((folder / SUMMARY).read_text())
+    summary = read_json(folder / SUMMARY)
     table = read_csv(folder / TABLE, text=["shift", "kind"])
     png = (folder / PLOT).read_bytes() if (folder / PLOT).is_file() else None
     return summary, table, png
