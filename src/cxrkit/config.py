@@ -40,7 +40,18 @@ from cxrkit.config_check import load_yaml as load_yaml  # re-exported: callers r
 T = TypeVar("T")
 
 INTENSITY = ("none", "standardize", "equalize")  # per-image input standardization (models.net.intensity_op)
-SOURCES = ("nih", "chestmnist", "tfrecord", "folder", "files", "phantom", "cache")
+SCORE_METHODS = ("auto", "no_finding", "noisy_or", "max")  # triage abnormality scores (evaluate.triage)
+# THE table of data sources: name -> "module:function" building it from a DataConfig, in the source's
+# own file (imported only when used). Adding a source is its file plus one line here.
+SOURCES: dict[str, str] = {
+    "nih": "cxrkit.data.nih:from_config",
+    "chestmnist": "cxrkit.data.chestmnist:from_config",
+    "tfrecord": "cxrkit.data.tfrecord:from_config",
+    "folder": "cxrkit.data.folder:labelled_from_config",
+    "files": "cxrkit.data.folder:files_from_config",
+    "phantom": "cxrkit.data.synthetic:from_config",
+    "cache": "cxrkit.data.cache:from_config",
+}
 
 _TOP = ("out", "name", "cache_dir")  # RunConfig's keys outside the sections
 _PHANTOM_KEYS = frozenset({"n", "size", "seed", "images_per_patient"})  # meaningful without a source
@@ -327,7 +338,7 @@ class TriageConfig:
             raise ValueError(
                 f"triage.target_sensitivity {self.target_sensitivity}: expected a value in (0, 1]"
             )
-        if self.score not in ("auto", "no_finding", "noisy_or", "max"):
+        if self.score not in SCORE_METHODS:
             raise ValueError(f"triage.score {self.score!r}: expected auto, no_finding, noisy_or or max")
 
 

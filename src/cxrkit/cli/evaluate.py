@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cxrkit.cli.options import add_command, add_device_argument, add_modality_argument, given, with_default
 from cxrkit.cli.predict import add_tta_argument
-from cxrkit.config import EvalConfig
+from cxrkit.config import SCORE_METHODS, EvalConfig
 from cxrkit.outputs import read_json
 from cxrkit.run import files
 
@@ -111,7 +111,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--triage-score",
-        choices=("auto", "no_finding", "noisy_or", "max"),
+        choices=SCORE_METHODS,
         help="abnormality score (default: the run's; auto: 1 - P(No Finding) if the model has it, "
         "else noisy-OR)",
     )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cxrkit.config import DataConfig, merge
+from cxrkit.config import SOURCES, DataConfig, merge
 from cxrkit.data.base import XRayDataset
 
 
@@ -38,52 +39,15 @@ def detect_source(path: str | Path) -> str:
 def build_dataset(cfg: DataConfig | Mapping[str, Any]) -> XRayDataset:
     """Construct the dataset a DataConfig (or a mapping like a config's ``data:`` section) describes.
 
-    Imports only the source it needs.
+    Imports only the source it needs: each source's ``from_config`` in its own file, found through
+    ``cxrkit.config.SOURCES``.
     """
     if not isinstance(cfg, DataConfig):
         cfg = merge(DataConfig(), cfg)
-    src = cfg.source
-    if src == "phantom":
-        from cxrkit.data.synthetic import PhantomDataset
-
-        return PhantomDataset(
-            n=cfg.n, size=cfg.size, seed=cfg.seed, images_per_patient=cfg.images_per_patient
-        )
-    if src == "nih":
-        from cxrkit.data.nih import NIHDataset
-
-        return NIHDataset(cfg.path, csv=cfg.csv, bbox_csv=cfg.bbox_csv, views=cfg.views or None)
-    if cfg.path is None and src != "chestmnist":
-        raise ValueError(f"data source {src!r} needs a path")
-    if src == "chestmnist":
-        from cxrkit.data.chestmnist import ChestMNISTDataset
-
-        p = Path(cfg.path or ".")
-        if p.suffix == ".npz":
-            return ChestMNISTDataset(p, split=cfg.split)
-        return ChestMNISTDataset(root=p, size=cfg.size, split=cfg.split, download=cfg.download)
-    if src == "tfrecord":
-        from cxrkit.data.nih import NIHDataset
-        from cxrkit.data.tfrecord import TFRecordDataset
-
-        try:
-            meta = NIHDataset(csv=cfg.csv).meta
-        except (FileNotFoundError, ValueError):
-            meta = None
-        return TFRecordDataset(cfg.path, metadata=meta)  # type: ignore[arg-type]
-    if src == "folder":
-        from cxrkit.data.folder import LabelledFolderDataset
-
-        return LabelledFolderDataset(cfg.path)  # type: ignore[arg-type]
-    if src == "files":
-        from cxrkit.data.folder import ImageFilesDataset
-
-        return ImageFilesDataset(cfg.path)  # type: ignore[arg-type]
-    if src == "cache":
-        from cxrkit.data.cache import CachedDataset
-
-        return CachedDataset(cfg.path)  # type: ignore[arg-type]
-    raise ValueError(f"unknown data source {src!r}")
+    if cfg.source not in SOURCES:
+        raise ValueError(f"unknown data source {cfg.source!r}")
+    module, function = SOURCES[cfg.source].split(":")
+    return getattr(importlib.import_module(module), function)(cfg)
 
 
 __all__ = ["XRayDataset", "build_dataset", "detect_source"]

@@ -157,3 +157,10 @@ def file_fingerprint(path: str | Path | None) -> str:
         return "-"
     st = os.stat(path)
     return f"{Path(path).name}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def require_path(cfg) -> str:
+    """``cfg.path`` of a DataConfig, or the error a source that reads files gives without one."""
+    if cfg.path is None:
+        raise ValueError(f"data source {cfg.source!r} needs a path")
+    return cfg.path

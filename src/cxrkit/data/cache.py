@@ -523,3 +523,10 @@ class CachedDataset(XRayDataset):
 
     def fingerprint(self) -> str:
         return self.manifest["key"]
+
+
+def from_config(cfg) -> CachedDataset:
+    """``data.source: cache``: a folder ``cxr prepare`` wrote."""
+    from cxrkit.data.base import require_path
+
+    return CachedDataset(require_path(cfg))

@@ -139,3 +139,11 @@ class ChestMNISTDataset(XRayDataset):
 
     def fingerprint(self) -> str:
         return super().fingerprint() + file_fingerprint(self.path)
+
+
+def from_config(cfg) -> ChestMNISTDataset:
+    """``data.source: chestmnist``: a .npz file, or a folder holding (or downloading) one of ``cfg.size``."""
+    p = Path(cfg.path or ".")
+    if p.suffix == ".npz":
+        return ChestMNISTDataset(p, split=cfg.split)
+    return ChestMNISTDataset(root=p, size=cfg.size, split=cfg.split, download=cfg.download)

@@ -253,3 +253,17 @@ class ImageFilesDataset(_FileDataset):
             [str(p) for p in files], patients, path=[str(p) for p in files], patient_source=patient_source
         )
         super().__init__(meta, (), task="unlabelled")
+
+
+def labelled_from_config(cfg) -> LabelledFolderDataset:
+    """``data.source: folder``: ``root/<CLASS>/*.png|jpg|dcm``."""
+    from cxrkit.data.base import require_path
+
+    return LabelledFolderDataset(require_path(cfg))
+
+
+def files_from_config(cfg) -> ImageFilesDataset:
+    """``data.source: files``: unlabelled image files or folders."""
+    from cxrkit.data.base import require_path
+
+    return ImageFilesDataset(require_path(cfg))

@@ -221,3 +221,8 @@ class NIHDataset(XRayDataset):
     def fingerprint(self) -> str:
         extra = f"{file_fingerprint(self.csv_path)}|{file_fingerprint(self.bbox_path)}"
         return super().fingerprint() + re.sub(r"\s", "", extra)
+
+
+def from_config(cfg) -> NIHDataset:
+    """``data.source: nih`` (the table: ``cxrkit.config.SOURCES``); metadata only without a path."""
+    return NIHDataset(cfg.path, csv=cfg.csv, bbox_csv=cfg.bbox_csv, views=cfg.views or None)

@@ -28,105 +28,22 @@ from PIL import Image
 
 @dataclass(frozen=True)
 class Shift:
-    """One acquisition shift: name, kind, what it stands for, and its parameter at severities 1..5."""
+    """One acquisition shift: name, kind, what it stands for, its parameter at severities 1..5, the
+    function that applies it, and whether it draws random numbers (then seeded per image).
+
+    Adding a shift is one entry in ``SHIFTS`` (and its function): every list here derives from it.
+    """
 
     name: str
     kind: str  # "photometric", "resolution", "noise", "geometric" or "artifact"
     simulates: str
     levels: tuple[float, ...]
+    function: Callable[..., np.ndarray]  # (images (N, H, W) uint8, severity, generators) -> images
+    random: bool = False
 
 
 SEVERITIES = (1, 2, 3, 4, 5)
 
-SHIFTS: dict[str, Shift] = {
-    s.name: s
-    for s in (
-        Shift(
-            "gamma",
-            "photometric",
-            "another site's post-processing LUT, out = 255*(x/255)**g, alternating sides of 1 (levels: g)",
-            (0.8, 1.3, 0.65, 1.6, 0.5),
-        ),
-        Shift(
-            "contrast",
-            "photometric",
-            "a wider window (flatter contrast), out = mean + c*(x - mean) per image (levels: c)",
-            (0.8, 0.65, 0.5, 0.4, 0.3),
-        ),
-        Shift(
-            "brightness",
-            "photometric",
-            "another window level or exposure, a +/- offset with sign per image (levels: grey levels)",
-            (10.0, 20.0, 32.0, 45.0, 60.0),
-        ),
-        Shift(
-            "gaussian_noise",
-            "noise",
-            "detector electronic noise, additive N(0, sigma) (levels: sigma in grey levels)",
-            (4.0, 8.0, 12.0, 18.0, 24.0),
-        ),
-        Shift(
-            "poisson_noise",
-            "noise",
-            "a lower dose: quantum noise with lam photons per pixel at full white (levels: lam)",
-            (400.0, 200.0, 100.0, 50.0, 25.0),
-        ),
-        Shift(
-            "blur",
-            "resolution",
-            "detector / focal-spot unsharpness, Gaussian blur (levels: sigma in px at 128 px, scaled)",
-            (0.6, 1.0, 1.5, 2.0, 2.5),
-        ),
-        Shift(
-            "downsample",
-            "resolution",
-            "a coarser detector, area-reduced by a factor then bilinear back up (levels: factor)",
-            (1.5, 2.0, 2.5, 3.0, 4.0),
-        ),
-        Shift(
-            "jpeg",
-            "resolution",
-            "lossy re-compression (teleradiology, web export) (levels: JPEG quality)",
-            (60.0, 40.0, 25.0, 15.0, 10.0),
-        ),
-        Shift(
-            "rotate",
-            "geometric",
-            "patient positioning, rotation with sign per image, edge fill (levels: degrees)",
-            (2.0, 4.0, 6.0, 8.0, 10.0),
-        ),
-        Shift(
-            "translate",
-            "geometric",
-            "off-centre positioning, shift in a per-image direction, edge fill (levels: fraction of side)",
-            (0.02, 0.04, 0.06, 0.08, 0.10),
-        ),
-        Shift(
-            "crop",
-            "geometric",
-            "tighter collimation / electronic shutters, black borders of 50-100% of the level on each side "
-            "(levels: fraction of side)",
-            (0.03, 0.06, 0.09, 0.12, 0.15),
-        ),
-        Shift(
-            "text",
-            "artifact",
-            "burned-in L/R marker and annotations in 1, 2, 3, 4, 4 corners (levels: text height / side)",
-            (0.06, 0.08, 0.10, 0.12, 0.14),
-        ),
-    )
-}
-PHOTOMETRIC: tuple[str, ...] = (
-    "gamma",
-    "contrast",
-    "brightness",
-    "gaussian_noise",
-    "poisson_noise",
-    "blur",
-    "downsample",
-    "jpeg",
-)
-_RANDOM = frozenset({"brightness", "gaussian_noise", "poisson_noise", "rotate", "translate", "crop", "text"})
 _MIXED_TAG = 1000  # seeds mixed_shift's per-image choice, apart from the shifts' own indices 0..11
 _CHUNK_PIXELS = 1 << 19  # batch-vectorised shifts work on chunks of about this many pixels (bounded memory)
 
@@ -420,20 +337,113 @@ def _text(x: np.ndarray, severity: int, gens: list[np.random.Generator]) -> np.n
     return out
 
 
-_FUNCS: dict[str, Callable[..., np.ndarray]] = {
-    "gamma": _gamma,
-    "contrast": _contrast,
-    "brightness": _brightness,
-    "gaussian_noise": _gaussian_noise,
-    "poisson_noise": _poisson_noise,
-    "blur": _blur,
-    "downsample": _downsample,
-    "jpeg": _jpeg,
-    "rotate": _rotate,
-    "translate": _translate,
-    "crop": _crop,
-    "text": _text,
+SHIFTS: dict[str, Shift] = {
+    s.name: s
+    for s in (
+        Shift(
+            "gamma",
+            "photometric",
+            "another site's post-processing LUT, out = 255*(x/255)**g, alternating sides of 1 (levels: g)",
+            (0.8, 1.3, 0.65, 1.6, 0.5),
+            _gamma,
+            False,
+        ),
+        Shift(
+            "contrast",
+            "photometric",
+            "a wider window (flatter contrast), out = mean + c*(x - mean) per image (levels: c)",
+            (0.8, 0.65, 0.5, 0.4, 0.3),
+            _contrast,
+            False,
+        ),
+        Shift(
+            "brightness",
+            "photometric",
+            "another window level or exposure, a +/- offset with sign per image (levels: grey levels)",
+            (10.0, 20.0, 32.0, 45.0, 60.0),
+            _brightness,
+            True,
+        ),
+        Shift(
+            "gaussian_noise",
+            "noise",
+            "detector electronic noise, additive N(0, sigma) (levels: sigma in grey levels)",
+            (4.0, 8.0, 12.0, 18.0, 24.0),
+            _gaussian_noise,
+            True,
+        ),
+        Shift(
+            "poisson_noise",
+            "noise",
+            "a lower dose: quantum noise with lam photons per pixel at full white (levels: lam)",
+            (400.0, 200.0, 100.0, 50.0, 25.0),
+            _poisson_noise,
+            True,
+        ),
+        Shift(
+            "blur",
+            "resolution",
+            "detector / focal-spot unsharpness, Gaussian blur (levels: sigma in px at 128 px, scaled)",
+            (0.6, 1.0, 1.5, 2.0, 2.5),
+            _blur,
+            False,
+        ),
+        Shift(
+            "downsample",
+            "resolution",
+            "a coarser detector, area-reduced by a factor then bilinear back up (levels: factor)",
+            (1.5, 2.0, 2.5, 3.0, 4.0),
+            _downsample,
+            False,
+        ),
+        Shift(
+            "jpeg",
+            "resolution",
+            "lossy re-compression (teleradiology, web export) (levels: JPEG quality)",
+            (60.0, 40.0, 25.0, 15.0, 10.0),
+            _jpeg,
+            False,
+        ),
+        Shift(
+            "rotate",
+            "geometric",
+            "patient positioning, rotation with sign per image, edge fill (levels: degrees)",
+            (2.0, 4.0, 6.0, 8.0, 10.0),
+            _rotate,
+            True,
+        ),
+        Shift(
+            "translate",
+            "geometric",
+            "off-centre positioning, shift in a per-image direction, edge fill (levels: fraction of side)",
+            (0.02, 0.04, 0.06, 0.08, 0.10),
+            _translate,
+            True,
+        ),
+        Shift(
+            "crop",
+            "geometric",
+            "tighter collimation / electronic shutters, black borders of 50-100% of the level on each side "
+            "(levels: fraction of side)",
+            (0.03, 0.06, 0.09, 0.12, 0.15),
+            _crop,
+            True,
+        ),
+        Shift(
+            "text",
+            "artifact",
+            "burned-in L/R marker and annotations in 1, 2, 3, 4, 4 corners (levels: text height / side)",
+            (0.06, 0.08, 0.10, 0.12, 0.14),
+            _text,
+            True,
+        ),
+    )
 }
+PHOTOMETRIC: tuple[str, ...] = tuple(
+    n for n, x in SHIFTS.items() if x.kind in ("photometric", "noise", "resolution")
+)
+_RANDOM = frozenset(n for n, x in SHIFTS.items() if x.random)
+_FUNCS: dict[str, Callable[..., np.ndarray]] = {n: x.function for n, x in SHIFTS.items()}
 _INDEX = {name: i for i, name in enumerate(SHIFTS)}
 
 # ----------------------------------------------------------------------------------------------- public

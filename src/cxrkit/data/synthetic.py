@@ -343,3 +343,8 @@ class PhantomDataset(XRayDataset):
 
     def fingerprint(self) -> str:
         return f"phantom-v{PHANTOM_VERSION}-{len(self)}-{self.size}-{self.seed}-{self.prevalence}"
+
+
+def from_config(cfg) -> PhantomDataset:
+    """``data.source: phantom`` (the table: ``cxrkit.config.SOURCES``)."""
+    return PhantomDataset(n=cfg.n, size=cfg.size, seed=cfg.seed, images_per_patient=cfg.images_per_patient)

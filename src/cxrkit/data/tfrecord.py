@@ -223,3 +223,16 @@ def _shard_files(paths: str | Path | Sequence[str | Path]) -> list[Path]:
     if not files:
         raise FileNotFoundError(f"no *.tfrec / *.tfrecord files in {items}")
     return files
+
+
+def from_config(cfg) -> TFRecordDataset:
+    """``data.source: tfrecord``: Kaggle shards, patient/age/sex/view joined from the NIH metadata."""
+    from cxrkit.data.base import require_path
+    from cxrkit.data.nih import NIHDataset
+
+    path = require_path(cfg)
+    try:
+        meta = NIHDataset(csv=cfg.csv).meta
+    except (FileNotFoundError, ValueError):
+        meta = None
+    return TFRecordDataset(path, metadata=meta)

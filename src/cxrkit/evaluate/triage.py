@@ -23,10 +23,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from cxrkit.config import SCORE_METHODS  # the one list, re-exported here
 from cxrkit.evaluate.thresholds import ThresholdRule, choose_threshold
 from cxrkit.labels import NO_FINDING
-
-SCORE_METHODS = ("auto", "no_finding", "noisy_or", "max")
 
 
 def resolve_score_method(labels: Sequence[str], method: str = "auto") -> str:

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-INTENSITY_MODES = ("none", "standardize", "equalize")
+from cxrkit.config import INTENSITY
+
+INTENSITY_MODES = INTENSITY  # the one list lives in cxrkit.config
 
 
 def intensity_op(x: torch.Tensor, mode: str) -> torch.Tensor:

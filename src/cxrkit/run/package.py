@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from cxrkit import __version__
+from cxrkit.config import INTENSITY
 from cxrkit.data.transforms import InputSpec
 from cxrkit.evaluate.calibration import (
     expected_calibration_error,
@@ -232,7 +233,7 @@ def package_problem(pkg: ModelPackage) -> str | None:
     spec = pkg.input
     if not 8 <= spec.size <= 4096 or spec.mode not in ("pad", "crop"):
         return f"input {spec.size} px, mode {spec.mode!r}: expected 8..4096 px, pad or crop"
-    if spec.intensity not in ("none", "standardize", "equalize"):
+    if spec.intensity not in INTENSITY:
         return f"input intensity {spec.intensity!r}: expected none, standardize or equalize"
     if spec.intensity != pkg.model_config.get("intensity", "none"):
         return f"intensity {spec.intensity!r} differs from the network's ({pkg.model_config['intensity']})"
