@@ -1,6 +1,7 @@
 """Splits: no patient in two splits, ever; stratified; official; manifests round-trip."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import nih_meta_frame, shared_path
 from hypothesis import given, settings
@@ -217,3 +218,60 @@ def test_fold_split_trains_on_the_other_folds_and_the_parent_validates_out_of_fo
     parent = fold_split(folds, 0)
     assert parent["val"].tolist() == [1, 2, 3, 4, 5, 6] and "train" not in parent
     assert "test" not in fold_split(np.array([1, 2, 1, 2]), 1)
+
+
+def test_kfold_takes_two_folds_and_seed_zero_by_default():
+    ids = [f"p{k}" for k in range(12)]
+    y = np.zeros((12, 1))
+    assert sorted(set(kfold_folds(ids, y, 2))) == [1, 2]
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        kfold_folds(ids, y, 1)
+    assert np.array_equal(kfold_folds(ids, y, 3), kfold_folds(ids, y, 3, test=0.0, seed=0))
+    assert 0 not in kfold_folds(ids, y, 3)  # no test share unless asked
+
+
+def test_leak_message_names_five_patients_then_counts_the_rest():
+    split = {"train": np.arange(7), "val": np.arange(7, 14)}
+    ids = np.array([f"p{k}" for k in range(7)] * 2)
+    with pytest.raises(PatientLeakError, match=r"^7 patients are in two splits: .* and 2 more$"):
+        check_no_patient_leak(ids, split)
+    with pytest.raises(PatientLeakError) as five:
+        check_no_patient_leak(
+            ids[[0, 1, 2, 3, 4, 7, 8, 9, 10, 11]], {"train": np.arange(5), "val": np.arange(5, 10)}
+        )
+    assert str(five.value).startswith("5 patients") and "more" not in str(five.value)
+
+
+def test_split_changes_are_counted_and_said_in_one_line():
+    from cxrkit.data.splits import SplitChanges, compare_manifest
+
+    assert not SplitChanges() and SplitChanges().message().endswith(": ")
+    meta = pd.DataFrame({"image_id": ["a", "b", "c", "new"], "patient_id": ["p1", "p2", "p9", "p4"]})
+    man = pd.DataFrame({"image_id": ["a", "b", "c", "gone"], "patient_id": ["p1", "p2", "p3", "p5"]})
+    changes, rows = compare_manifest(man, meta)
+    assert (changes.added, changes.removed, changes.altered, changes.rekeyed) == (1, 1, 0, 1)
+    assert rows.tolist() == [0, 1, 2, -1]
+    assert changes.message() == (
+        "data changed since the run was split: 1 image added (in no split), 1 image removed (left out), "
+        "1 image with another patient key now"
+    )
+    two = SplitChanges(added=2, altered=3)
+    assert two and two.message().endswith(
+        "2 images added (in no split), 3 images altered (kept in its split)"
+    )
+
+
+def test_altered_images_are_found_by_their_pixel_digests():
+    from cxrkit.data.splits import DIGEST, compare_manifest, pixel_digests
+
+    images = np.arange(3 * 4 * 4, dtype=np.uint8).reshape(3, 4, 4)
+    meta = pd.DataFrame({"image_id": ["a", "b", "c"], "patient_id": ["p1", "p2", "p3"]})
+    man = meta.assign(**{DIGEST: list(pixel_digests(images, np.arange(3)))})
+    assert not compare_manifest(man, meta, images)[0]
+    changed = images.copy()
+    changed[1, 0, 0] += 1
+    assert compare_manifest(man, meta, changed)[0].altered == 1
+    man.loc[1, DIGEST] = ""  # no digest saved for b: not checked
+    assert compare_manifest(man, meta, changed)[0].altered == 0
+    assert compare_manifest(man.drop(columns=DIGEST), meta, changed)[0].altered == 0
+    assert compare_manifest(man, meta)[0].altered == 0  # no images given: not checked

@@ -7,6 +7,7 @@ import pytest
 from cxrkit.evaluate.triage import (
     abnormal_truth,
     abnormality_score,
+    add_unscored,
     build_worklist,
     operating_point,
     top_findings,
@@ -121,3 +122,32 @@ def test_ties_sort_by_image_id_and_no_known_truth_gives_an_empty_sweep():
     assert list(w["image_id"]) == ["b", "a", "c"]  # equal scores: image ID order, reproducible
     sweep = triage_sweep(np.array([np.nan, np.nan]), np.array([0.2, 0.8]))
     assert len(sweep) == 0
+
+
+def test_unscored_studies_head_the_worklist_ranked_from_one():
+    meta = pd.DataFrame({"image_id": ["a", "b"], "patient_id": ["p", "q"], "path": ["/x/a", "/x/b"]})
+    probs = np.array([[0.9, 0.1, 0.1], [0.1, 0.1, 0.9]])
+    score = np.array([0.9, 0.1])
+    worklist = build_worklist(meta, probs, LABELS, score, 0.5)
+    unscored = pd.DataFrame(
+        {
+            "image_id": ["c"],
+            "patient_id": ["r"],
+            "status": ["unreadable"],
+            "note": ["unreadable: x — read manually"],
+        }
+    )
+    out = add_unscored(worklist, unscored)
+    assert out["rank"].tolist() == [1, 2, 3]
+    assert out["image_id"].tolist() == ["c", "a", "b"] and out["flag"].tolist() == [
+        "unreadable",
+        "abnormal",
+        "normal",
+    ]
+    assert out["path"].tolist() == ["", "/x/a", "/x/b"]  # the worklist has paths, the unscored study none
+    assert np.isnan(out["score"].iloc[0]) and out["top_findings"].iloc[0].startswith("unreadable")
+    no_paths = add_unscored(build_worklist(meta.drop(columns="path"), probs, LABELS, score, 0.5), unscored)
+    assert "path" not in no_paths
+    with_path = add_unscored(worklist.drop(columns="path"), unscored.assign(path=["/y/c"]))
+    assert with_path["path"].tolist()[0] == "/y/c"
+    assert add_unscored(worklist, unscored.iloc[:0]) is worklist
