@@ -29,7 +29,7 @@ import dataclasses
 import difflib
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from typing import Any, TypeVar
 
 import yaml
@@ -350,14 +350,18 @@ class EvalConfig:
     threshold: str = "max_f1"  # per-label rule, chosen on val: 0.5, 0.2, max_f1, max_f<beta>, youden, ...
     beta: float = 3.0  # F-beta reported beside F1 (3: recall weighs 9x precision, as triage wants)
     target_sensitivity: float | None = None  # None: the run's stored operating point
-    triage_score: str | None = None  # None: the run's stored score (auto, no_finding, noisy_or, max)
+    score_method: str | None = None  # None: the run's stored abnormality score (one of SCORE_METHODS)
     n_boot: int = 1000
     seed: int = 0
     device: str = "auto"
     samples: int = 12  # images in the prediction grid
     out: str | None = None  # default: <run>/eval-<split>
+    # the old name of score_method ("triage_score" is also the numeric column of every table): accepted
+    triage_score: InitVar[str | None] = None
 
-    def __post_init__(self) -> None:  # the threshold rule is parsed by evaluate_run before any work
+    def __post_init__(self, triage_score: str | None) -> None:  # the rule is parsed by evaluate_run
+        if triage_score is not None and self.score_method is None:
+            object.__setattr__(self, "score_method", triage_score)
         type_check(self, "eval")
         if self.split not in ("train", "val", "test"):
             raise ValueError(f"split {self.split!r}: expected train, val or test")

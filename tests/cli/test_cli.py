@@ -60,7 +60,7 @@ def test_demo_runs_offline_and_writes_its_outputs(tmp_path, capsys):
     assert "EDA report" in out and "validation: macro ROC-AUC" in out and "epoch 2/2" in out
     run = tmp_path / "d" / "runs" / "phantom-cnn"
     assert "triage (no_finding)" in out and "reads saved" in out
-    for f in ("split.csv", "config.yaml", "metrics.csv", "best.pt", "model.json", "eval-test/report.html"):
+    for f in ("split.csv", "config.yaml", "history.csv", "best.pt", "model.json", "eval-test/report.html"):
         assert (run / f).exists()
     assert (tmp_path / "d" / "eda.html").exists()
 
@@ -147,7 +147,7 @@ def test_overrides_may_come_before_between_and_after_options(tmp_path, capsys):
     saved = yaml.safe_load((tmp_path / "r" / "x" / "config.yaml").read_text())
     assert saved["data"]["n"] == 60 and saved["data"]["size"] == 32 and saved["prepare"]["size"] == 32
     assert saved["train"]["epochs"] == 1 and saved["model"]["name"] == "cnn2_64_128_bn"
-    assert len(pd.read_csv(tmp_path / "r" / "x" / "metrics.csv")) == 1  # one epoch trained, as asked
+    assert len(pd.read_csv(tmp_path / "r" / "x" / "history.csv")) == 1  # one epoch trained, as asked
     with pytest.raises(SystemExit):
         main(["eda", "--bogus"])
     with pytest.raises(SystemExit):  # an option it does not know is not taken for an override

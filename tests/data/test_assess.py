@@ -146,3 +146,94 @@ def test_synthetic_phantoms_are_assessable():
 
     ds = PhantomDataset(n=20, size=128, seed=0)
     assert all(assessment_problem(ds.load_image(i)) is None for i in range(20))
+
+
+def _shaped(values: np.ndarray, side: int = 200) -> np.ndarray:
+    """``values`` (side*side of them) placed on a smooth, non-planar field by rank: the same histogram,
+    neighbours correlated and relief left after a plane (so only the histogram limit is tested)."""
+    field = chest_like(side, side, seed=7).astype(np.float64) + np.linspace(0, 1e-3, side * side).reshape(
+        side, side
+    )
+    out = np.empty(side * side, dtype=np.uint8)
+    out[np.argsort(field.ravel(), kind="stable")] = np.sort(values)
+    return out.reshape(side, side)
+
+
+def _spread(lo: int, hi: int, n: int = 40_000, tail: float = 0.02) -> np.ndarray:
+    """n values: ``tail`` of them at lo, ``tail`` at hi, the rest evenly between: p1 = lo, p99 = hi."""
+    k = int(n * tail)
+    return np.r_[np.full(k, lo), np.linspace(lo, hi, n - 2 * k).round(), np.full(k, hi)].astype(np.uint8)
+
+
+def test_span_mode_and_levels_limits_are_exact():
+    at = _shaped(_spread(100, 100 + MIN_SPAN))
+    assert compute_content_stats(at).span == MIN_SPAN and assessment_problem(at) is None
+    below = _shaped(_spread(100, 100 + MIN_SPAN - 1))
+    assert compute_content_stats(below).span == MIN_SPAN - 1 and "nearly constant" in assessment_problem(
+        below
+    )
+    # the outlier wording from a full range of exactly 4x the span
+    values = _spread(100, 100 + 20)
+    values[0] = 100 + 80  # one pixel: full range 80 = 4 x 20
+    assert "outliers span 80" in assessment_problem(_shaped(values))
+    values[0] = 100 + 79
+    assert "nearly constant" in assessment_problem(_shaped(values))
+    # mode share: exactly the limit is blank, just under is not
+    n, k = 40_000, int(40_000 * MAX_MODE_SHARE)
+    blank = np.r_[np.full(k, 50), np.linspace(60, 250, n - k).round()].astype(np.uint8)
+    assert compute_content_stats(_shaped(blank)).mode_share == MAX_MODE_SHARE
+    assert "one grey value" in assessment_problem(_shaped(blank))
+    blank[0] = 51
+    assert "one grey value" not in (assessment_problem(_shaped(blank)) or "")
+    # levels: exactly MIN_LEVELS pass, one fewer fails
+    for count, ok in ((MIN_LEVELS, True), (MIN_LEVELS - 1, False)):
+        steps = np.linspace(0, 230, count).round().astype(np.uint8)
+        poster = _shaped(np.repeat(steps, -(-40_000 // count))[:40_000])
+        assert compute_content_stats(poster).levels == count
+        assert (assessment_problem(poster) is None) == ok, (count, assessment_problem(poster))
+
+
+def test_correlation_matches_an_independent_computation():
+    from cxrkit.data.assess import _neighbour_correlation
+
+    rng = np.random.default_rng(2)
+    for img in (
+        chest_like(60, 90, seed=1),
+        rng.integers(0, 256, (40, 50)).astype(np.uint8),
+        chest_like(2, 30),
+    ):
+        c = img.astype(np.float64) - img.mean()
+        across = (c[:, 1:] * c[:, :-1]).mean() / (c * c).mean()
+        down = (c[1:, :] * c[:-1, :]).mean() / (c * c).mean()
+        assert _neighbour_correlation(img) == pytest.approx(min(across, down), abs=1e-12)
+    assert _neighbour_correlation(np.full((40, 40), 9, np.uint8)) == 0.0  # flat: no correlation at all
+    assert _neighbour_correlation(chest_like(1, 40)) == 0.0  # one row: no vertical neighbours
+
+
+def test_relief_is_what_a_plane_leaves_of_the_thumbnail():
+    from cxrkit.data.assess import THUMB, _relief
+
+    side = THUMB * 10
+    y, x = np.mgrid[0:side, 0:side]
+    plane = 60 + 0.1 * x + 0.05 * y
+    assert _relief(np.round(plane).astype(np.uint8)) < 0.6  # a plane (rounded): nothing left
+    checker = np.where(((y // 10) + (x // 10)) % 2 == 0, 7.0, -7.0)  # +-7 on THUMB x THUMB blocks
+    img = (np.round(plane) + checker).astype(np.uint8)
+    assert _relief(img) == pytest.approx(14.0, abs=0.6)  # p5..p95 of +-7 after the plane
+
+
+def test_the_two_structure_limits_compare_as_documented(monkeypatch):
+    import dataclasses
+
+    from cxrkit.data import assess
+
+    base = assess.compute_content_stats(chest_like(128, 128))
+    for field, limit, words in (
+        ("correlation", MIN_CORRELATION, "uncorrelated"),
+        ("relief", MIN_RELIEF, "gradient"),
+    ):
+        for value, ok in ((limit, True), (limit - 1e-9, False)):
+            stats = dataclasses.replace(base, **{field: value})
+            monkeypatch.setattr(assess, "compute_content_stats", lambda _img, s=stats: s)
+            problem = assessment_problem(chest_like(128, 128))
+            assert (problem is None) == ok and (ok or words in problem), (field, value, problem)

@@ -47,6 +47,6 @@ def test_two_process_ddp_on_gloo_writes_one_run_folder(tmp_path):
     runs = list((tmp_path / "runs").iterdir())
     assert [r.name for r in runs] == ["ddp"]
     assert "2 process(es)" in out.stdout and out.stdout.count("epoch 2/2") == 1  # rank 0 logs alone
-    assert len(pd.read_csv(runs[0] / "metrics.csv")) == 2
+    assert len(pd.read_csv(runs[0] / "history.csv")) == 2
     ck = load_checkpoint(runs[0] / "last.pt")
     assert not any(k.startswith("module.") for k in ck["model_state"])  # plain state dict, loads without DDP

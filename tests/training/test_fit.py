@@ -31,14 +31,14 @@ def tiny(tmp_path, **train) -> object:
 
 
 def metrics(run) -> pd.DataFrame:
-    return pd.read_csv(run / "metrics.csv").drop(columns=TIMING)
+    return pd.read_csv(run / "history.csv").drop(columns=TIMING)
 
 
 def test_run_folder_holds_everything(tmp_path):
     run = fit(tiny(tmp_path), log=lambda m: None)
-    for f in ("config.yaml", "split.csv", "metrics.csv", "curves.png", "best.pt", "last.pt", "summary.json"):
+    for f in ("config.yaml", "split.csv", "history.csv", "curves.png", "best.pt", "last.pt", "summary.json"):
         assert (run / f).exists(), f
-    assert len(pd.read_csv(run / "metrics.csv")) == 2
+    assert len(pd.read_csv(run / "history.csv")) == 2
     ck = load_checkpoint(run / "best.pt")
     assert ck["model_name"] == "cnn2_64_128_bn" and len(ck["labels"]) == 15 and "train:" in ck["config_yaml"]
     split = pd.read_csv(run / "split.csv", dtype=str)
@@ -69,7 +69,7 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, monkeypatch):
         fit(tiny(tmp_path, epochs=3, schedule="cosine"), log=lambda m: None)
     monkeypatch.setattr(loop, "train_one_epoch", real)
     interrupted = sorted((tmp_path / "runs").iterdir())[-1]
-    assert len(pd.read_csv(interrupted / "metrics.csv")) == 2
+    assert len(pd.read_csv(interrupted / "history.csv")) == 2
     msgs = []
     fit(resume=interrupted, log=msgs.append)
     assert any("resuming" in m and "epoch 3/3" in m for m in msgs)
@@ -100,7 +100,7 @@ def test_two_stage_bottleneck_then_fine_tune_last_block(tmp_path):
     run = fit(tiny(tmp_path, epochs=1, bottleneck_epochs=20, unfreeze_last=1), log=lambda m: None)
     feats = np.load(run / "bottleneck.npz")
     assert feats["train"].shape[1] == 128 and len(feats["val"]) > 0
-    hist = pd.read_csv(run / "metrics.csv")
+    hist = pd.read_csv(run / "history.csv")
     assert (hist["stage"] == "head").sum() == 20 and (hist["stage"] == "train").sum() == 1
     state = load_checkpoint(run / "last.pt")["model_state"]
     first = [k for k in state if k.startswith("backbone.0.")]
@@ -139,7 +139,7 @@ def test_single_label_folder_trains_with_softmax_ce(tmp_path, pneumonia_folder):
     run = fit(cfg, log=lambda m: None)
     ck = load_checkpoint(run / "best.pt")
     assert ck["labels"] == ["No Finding", "Pneumonia"] and ck["task"] == "binary"
-    assert pd.read_csv(run / "metrics.csv")["macro_auc"].max() > 0.8
+    assert pd.read_csv(run / "history.csv")["macro_auc"].max() > 0.8
 
 
 def test_label_subset_and_unknown_label(tmp_path):
@@ -176,7 +176,7 @@ def test_bad_config_values_are_named():
 )
 def test_every_recipe_option_trains(tmp_path, train):
     run = fit(tiny(tmp_path, **train), log=lambda m: None)
-    hist = pd.read_csv(run / "metrics.csv")
+    hist = pd.read_csv(run / "history.csv")
     assert len(hist) == 2 and np.isfinite(hist["train_loss"]).all()
     if train.get("schedule") == "exponential":
         assert np.isclose(hist["lr"].iloc[1], 2e-3 * 0.1)  # lr0 * 0.1 ** (epoch / 1)

@@ -78,10 +78,10 @@ def test_kfold_run_trains_each_fold_and_reports_mean_and_sd(kfold_run):
     folds = [parent / f"fold-{k}" for k in (1, 2, 3)]
     assert all((f / "model.json").is_file() and (f / "best.pt").is_file() for f in folds)
     cv = json.loads((parent / "cv.json").read_text())
-    # each fold's clean validation AUC at its best epoch, read from its own metrics.csv
+    # each fold's clean validation AUC at its best epoch, read from its own history.csv
     best = []
     for f in folds:
-        hist = pd.read_csv(f / "metrics.csv")
+        hist = pd.read_csv(f / "history.csv")
         best.append(hist.loc[hist["macro_auc"].idxmax(), "macro_auc"])  # monitor macro_auc: best = max
     assert cv["per_fold"] == pytest.approx(best) and cv["monitor"] == "macro_auc"
     assert cv["mean"] == pytest.approx(np.mean(best)) and cv["sd"] == pytest.approx(np.std(best, ddof=1))
@@ -184,7 +184,7 @@ def test_a_fold_cut_short_before_its_first_checkpoint_is_started_again(kfold_run
 
     parent = tmp_path / "cv"
     shutil.copytree(kfold_run[0], parent)
-    for name in ("best.pt", "last.pt", "model.json", "summary.json", "metrics.csv"):
+    for name in ("best.pt", "last.pt", "model.json", "summary.json", "history.csv"):
         (parent / "fold-2" / name).unlink(missing_ok=True)  # config.yaml and split.csv stay
     (parent / "model.json").unlink()
     fit(resume=parent, log=lambda m: None)

@@ -44,7 +44,7 @@ def test_photometric_change_draws_per_batch_and_is_off_at_zero(tmp_path):
 def test_corrupted_validation_selects_on_corrupt_auc(tmp_path):
     lines: list[str] = []
     run = fit(tiny(tmp_path, epochs=2, monitor="corrupt_auc"), log=lines.append)
-    hist = pd.read_csv(run / "metrics.csv")
+    hist = pd.read_csv(run / "history.csv")
     assert "corrupt_auc" in hist and hist["corrupt_auc"].notna().all()
     assert not np.allclose(hist["corrupt_auc"], hist["macro_auc"])
     summary = json.loads((run / "summary.json").read_text())

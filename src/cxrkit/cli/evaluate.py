@@ -35,7 +35,7 @@ EVAL_FLAGS = {  # EvalConfig field -> flag attribute
     "threshold": "threshold",
     "beta": "beta",
     "target_sensitivity": "target_sensitivity",
-    "triage_score": "triage_score",
+    "score_method": "score_method",
     "n_boot": "bootstrap",
     "seed": "seed",
     "device": "device",
@@ -53,7 +53,7 @@ def cmd_triage(args: argparse.Namespace) -> int:
     from cxrkit.workflows.triage import triage
 
     opts = given(
-        args, split="split", target="target_sensitivity", score="triage_score", out="out", device="device"
+        args, split="split", target="target_sensitivity", score="score_method", out="out", device="device"
     )
     folder = triage(
         args.run, args.images or None, accept_missing_modality=args.accept_missing_modality, **opts
@@ -110,7 +110,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "otherwise; another value is chosen on validation now, which needs the run's data)",
     )
     p.add_argument(
-        "--triage-score",
+        "--score-method",
+        "--triage-score",  # the old spelling, still accepted
+        dest="score_method",
         choices=SCORE_METHODS,
         help="abnormality score (default: the run's; auto: 1 - P(No Finding) if the model has it, "
         "else noisy-OR)",

@@ -11,7 +11,7 @@ from cxrkit.report.html import figure, figure_png
 
 
 def plot_training_curves(history: pd.DataFrame, path: str | Path) -> Path:
-    """Write a two-panel PNG of a run's metrics.csv rows (image-training stage)."""
+    """Write a two-panel PNG of a run's history.csv rows (image-training stage)."""
     h = history[history.get("stage", "train") == "train"] if "stage" in history else history
     fig = figure(9, 3.4)
     ax1, ax2 = fig.subplots(1, 2)

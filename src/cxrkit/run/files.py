@@ -24,7 +24,7 @@ def package_format(model_config: dict, intensity: str) -> int:
 
 CONFIG = "config.yaml"  # the resolved RunConfig
 SPLIT = "split.csv"  # image -> train/val/test, as trained
-HISTORY = "metrics.csv"  # one row per epoch
+HISTORY = "history.csv"  # one row per epoch; older runs: metrics.csv (never read: "metrics" is metrics.json)
 CURVES = "curves.png"
 BEST = "best.pt"  # weights of the best epoch (what prediction loads)
 LAST = "last.pt"  # weights + optimiser state of the last epoch (what --resume loads)

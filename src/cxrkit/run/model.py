@@ -292,9 +292,11 @@ class SplitPredictions:
         return np.asarray(self.data.cache.images[self.index[i]])
 
     @property
-    def val(self) -> tuple[np.ndarray, np.ndarray]:
+    def truth_and_probs(self) -> tuple[np.ndarray, np.ndarray]:
         """(targets, calibrated probabilities): what thresholds and operating points are chosen from."""
         return self.targets, self.probs
+
+    val = truth_and_probs  # the old name (``val.val`` read as the validation split twice)
 
 
 Scorer = Callable[[np.ndarray], np.ndarray]  # prepared uint8 images (N, S, S) -> logits (N, L)

@@ -106,7 +106,7 @@ def build_package(
     val_logits: np.ndarray,
     val_targets: np.ndarray,
     target_sensitivity: float = 0.95,
-    triage_score: str = "auto",
+    score_method: str = "auto",
     rules: Sequence[str] = THRESHOLD_RULES,
 ) -> ModelPackage:
     """Fit calibration, thresholds and the operating point on validation logits and targets."""
@@ -126,7 +126,7 @@ def build_package(
         warnings.simplefilter("always", RuntimeWarning)
         thresholds = {r: tuple(float(t) for t in choose_thresholds(y, cal, r, labels)) for r in rules}
         summary = summary_metrics(y, cal, 0.5, labels=labels)
-        point = choose_operating_point(labels, y, cal, target_sensitivity, triage_score)
+        point = choose_operating_point(labels, y, cal, target_sensitivity, score_method)
     validation = {
         "images": len(y),
         "macro_auc": summary["macro_auc"],

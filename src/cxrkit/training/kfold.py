@@ -89,7 +89,7 @@ def write_parent(cfg: RunConfig, parent: Path, log: Log, device: str = "auto") -
         val_logits=logits,
         val_targets=data.targets[idx],
         target_sensitivity=cfg.triage.target_sensitivity,
-        triage_score=cfg.triage.score,
+        score_method=cfg.triage.score,
     )
     write_package(parent, pkg)
     oof = summary_metrics(data.targets[idx], logits_to_probs(logits, data.task), 0.5, labels=data.labels)

@@ -1,7 +1,7 @@
 """``fit(RunConfig) -> run folder``: data, split, model, optimiser, epochs, checkpoints, in that order.
 
 A run folder (its file names: ``cxrkit.run.files``) holds ``config.yaml`` (resolved, data paths
-absolute), ``split.csv``, ``metrics.csv`` (one row per epoch), ``curves.png``, ``best.pt``,
+absolute), ``split.csv``, ``history.csv`` (one row per epoch), ``curves.png``, ``best.pt``,
 ``last.pt``, ``summary.json`` and, written last from the validation split, ``model.json``
 (calibration, thresholds, triage operating point: what prediction needs). Every random draw of
 epoch ``e`` comes from seeds derived from (seed, e), so a run is repeatable and a resumed run
@@ -427,7 +427,7 @@ def _save_epoch(
     meta: dict,
     last_plot: float,
 ) -> float:
-    """best.pt (when the epoch improved), last.pt, metrics.csv and now and then curves.png; the plot time."""
+    """best.pt (when the epoch improved), last.pt, history.csv and now and then curves.png; the plot time."""
     if best_state is not None:
         save_checkpoint(run_dir / files.BEST, model_state=best_state, epoch=epoch, **meta)
     save_checkpoint(
@@ -454,7 +454,7 @@ def _finish(
     """The best weights restored, then best.pt, history, summary and model.json; a diverged run refused."""
     t = cfg.train
     if not any(math.isfinite(r.get("val_loss", math.nan)) for r in history):
-        if info.main:  # the record stays for debugging (metrics.csv, summary.json, last.pt); no model.json
+        if info.main:  # the record stays for debugging (history.csv, summary.json, last.pt); no model.json
             write_history(run_dir, history)
             write_summary(run_dir, history, stop, t, model, diverged=True)
         ddp.barrier(info)

@@ -1,4 +1,4 @@
-"""What training leaves in the run folder: metrics.csv, curves.png, summary.json and model.json."""
+"""What training leaves in the run folder: history.csv, curves.png, summary.json and model.json."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def write_model_package(
         val_logits=logits,
         val_targets=data.targets[idx],
         target_sensitivity=cfg.triage.target_sensitivity,
-        triage_score=cfg.triage.score,
+        score_method=cfg.triage.score,
     )
     write_package(run_dir, pkg)
     for warning in pkg.validation["warnings"]:
@@ -57,7 +57,7 @@ def write_model_package(
 
 
 def write_history(run_dir: Path, history: list[dict], curves: bool = True) -> None:
-    """metrics.csv (every epoch) and, when ``curves``, curves.png from the per-epoch rows."""
+    """history.csv (every epoch) and, when ``curves``, curves.png from the per-epoch rows."""
     frame = pd.DataFrame(history)
     write_csv(run_dir / files.HISTORY, frame, index=False)
     if not curves:

@@ -90,7 +90,7 @@ def _rule_table(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         for rule in rules:
-            th, source = resolve_thresholds(run.package, rule, val.val)
+            th, source = resolve_thresholds(run.package, rule, val.truth_and_probs)
             m = summary_metrics(ev.targets, ev.probs, th, cfg.beta, labels=run.labels)
             rows.append({"rule": rule, "thresholds": source, **{k: m[k] for k in RULE_COLUMNS}})
     return pd.DataFrame(rows)
@@ -137,9 +137,9 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, log: Log = 
     cols = finding_columns(labels)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
-        thresholds, th_source = resolve_thresholds(run.package, cfg.threshold, val.val)
+        thresholds, th_source = resolve_thresholds(run.package, cfg.threshold, val.truth_and_probs)
         point, point_source = resolve_operating_point(
-            run.package, cfg.target_sensitivity, cfg.triage_score, val.val
+            run.package, cfg.target_sensitivity, cfg.score_method, val.truth_and_probs
         )
         groups = ev.meta["patient_id"].astype(str).to_numpy()
         cis = ranking_cis(ev.targets, ev.probs, groups, cfg.n_boot, cfg.seed, average=cols)

@@ -107,7 +107,7 @@ def _operating_point(run: RunModel, target, score, data, log: Log):
             data = data or load_run_data(run.path, log)
         except FileNotFoundError:
             raise err from None
-        val = predict_split(run, data, "val").val
+        val = predict_split(run, data, "val").truth_and_probs
         point, source = resolve_operating_point(run.package, target, score, val)
     return point, source, data
 
