@@ -61,7 +61,11 @@ TARGETS: list[tuple[str, tuple[str, ...] | None, tuple[str, ...]]] = [
     ),
     ("serve/batcher.py", None, ("tests/serve/test_batcher.py",)),
     ("workflows/predict.py", ("predict_files", "summary_line"), (*FAST, "tests/workflows/test_unscored.py")),
-    ("workflows/triage.py", ("triage", "_no_score"), (*FAST, "tests/cli/test_cli_refusals.py")),
+    (
+        "workflows/triage.py",
+        ("triage", "_no_score"),
+        (*FAST, "tests/workflows/test_unscored.py", "tests/cli/test_cli_refusals.py"),
+    ),
 ]
 
 COMPARE = {

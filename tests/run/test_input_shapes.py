@@ -154,3 +154,52 @@ def test_rows_equal_inputs_and_no_constant_image_reads_normal(run, specs):
         if kind in ("nan", "tiny"):
             assert flags[k] != "normal"
         k += 2 if kind == "stack" else 1
+
+
+def test_channel_layouts_give_the_grey_images_probabilities(run):
+    grey = chest_like(64, 64, seed=4)
+    alpha = np.full_like(grey, 255)
+    layouts = [
+        grey,
+        grey[..., None],
+        np.dstack([grey, alpha]),
+        np.dstack([grey] * 3),
+        np.dstack([grey] * 3 + [alpha]),
+    ]
+    stacks = [
+        grey[None],
+        grey[None, ..., None],
+        np.dstack([grey, alpha])[None],
+        np.stack([np.dstack([grey] * 3)]),
+    ]
+    table = run.predict(layouts + stacks)
+    probs = table[list(LABELS)].to_numpy()
+    assert len(table) == 9 and (table["error"] == "").all()
+    np.testing.assert_allclose(probs, np.repeat(probs[:1], 9, axis=0), atol=1e-6)
+
+
+def test_prepare_items_rows_say_what_each_input_is(run, tmp_path):
+    import pydicom
+
+    from cxrkit.run.inputs import prepare_inputs
+
+    (tmp_path / "empty").mkdir()
+    dcm = write_dicom(tmp_path / "p.dcm", chest_like(64, 64).astype(np.uint16))
+    ds = pydicom.dcmread(dcm)
+    ds.PatientID = "PAT-3"
+    ds.save_as(dcm)
+    nomod = write_dicom(tmp_path / "m.dcm", chest_like(64, 64, seed=2).astype(np.uint16))
+    ds = pydicom.dcmread(nomod)
+    del ds.Modality
+    ds.save_as(nomod)
+    prepared = prepare_inputs([tmp_path / "empty", dcm, nomod], run.spec)
+    rows = {Path(r["source"]).name: r for r in prepared.rows}
+    assert "no PNG/JPEG/DICOM files" in rows["empty"]["error"] and rows["empty"]["status"] == "unreadable"
+    assert rows["p.dcm"]["patient_id"] == "PAT-3" and rows["p.dcm"]["status"] == "ok"
+    assert rows["m.dcm"]["status"] == "not assessable"  # no Modality: refused unless accepted
+    assert prepared.originals is None and prepared.ok.tolist() == [1] and prepared.images.shape == (1, 32, 32)
+    kept = prepare_inputs([nomod], run.spec, keep_originals=True, accept_missing_modality=True)
+    assert kept.rows[0]["status"] == "ok" and kept.originals[0].shape == (64, 64)
+    none = prepare_inputs([tmp_path / "empty"], run.spec)
+    assert none.images.shape == (0, 32, 32) and none.ok.dtype == np.int64 and len(none.ok) == 0
+    assert none.rows_frame().empty and none.failures == [(str(tmp_path / "empty"), none.rows[0]["error"])]

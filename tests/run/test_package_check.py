@@ -145,3 +145,86 @@ def test_cxr_export_on_a_tampered_run_gives_the_same_message(run_dir, capsys):
 def test_written_model_json_is_strict_json(run_dir):
     text = (run_dir / files.PACKAGE).read_text()
     json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in model.json"))
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (lambda d: d["thresholds"]["max_f1"].__setitem__(1, None), "got NoneType"),  # null only for rates
+        (lambda d: d["model"]["config"].update(input_norm=[0.5, 0.0]), "expected [mean, std] with std > 0"),
+        (lambda d: d["model"]["config"].update(input_norm=[0.5]), "model.config.input_norm"),
+        (lambda d: d["input"].update(channels=3), "input.channels 3"),
+        (lambda d: d["input"].update(channels=True), "input.channels True"),
+        (lambda d: d["input"].update(mode=5), "input.mode/intensity 5"),
+        (lambda d: d["input"].update(intensity=["none"]), "expected strings"),
+        (lambda d: d["input"].update(value_range=[0, 1, 2]), "input.value_range"),
+        (lambda d: d["input"].update(value_range="01"), "input.value_range"),
+        (lambda d: d["calibration"].update(temperatures=[0.0, 1.0, 1.0]), "calibration.temperatures"),
+        (lambda d: d["operating_point"].update(val_images=-1), "operating_point.val_images -1"),
+        (lambda d: d["operating_point"].update(val_images=True), "operating_point.val_images True"),
+        (lambda d: d["operating_point"].update(val_images=2.5), "operating_point.val_images 2.5"),
+        (lambda d: d["operating_point"].update(score=3), "operating_point.score 3"),
+        (lambda d: d["operating_point"].update(target_sensitivity=0.0), "target_sensitivity 0.0"),
+        (lambda d: d.update(task="regression"), "task 'regression'"),
+        (lambda d: d.update(task=3), "task 3"),
+        (lambda d: d["input"].update(size=7), "input 7 px"),
+        (lambda d: d["input"].update(size=4097), "input 4097 px"),
+        (lambda d: d["input"].update(mode="fill"), "mode 'fill'"),
+        (lambda d: d["input"].update(intensity="sharpen"), "input intensity 'sharpen'"),
+        (lambda d: d["input"].update(intensity="equalize"), "differs from the network's (none)"),
+        (lambda d: d["model"]["config"].update(tta=6), "model.config.tta 6"),
+        (lambda d: d["model"]["config"].update(tta=-1), "model.config.tta -1"),
+        (lambda d: d["model"]["config"].update(tta=True), "model.config.tta True"),
+        (lambda d: d["model"]["config"].update(tta=2.0), "model.config.tta 2.0"),
+        (lambda d: d["model"]["config"].update(ensemble=[]), "model.config.ensemble []"),
+        (lambda d: d["model"]["config"].update(ensemble="fold-1"), "model.config.ensemble 'fold-1'"),
+        (lambda d: d["model"]["config"].update(ensemble=["fold-x"]), "model.config.ensemble"),
+        (lambda d: d["model"]["config"].update(ensemble=[1]), "model.config.ensemble [1]"),
+        (lambda d: d.update(model=[]), "model.config None"),
+        (lambda d: d.update(input=[]), "input []: expected an object"),
+        (lambda d: d.update(thresholds=[]), "thresholds []"),
+    ],
+)
+def test_every_check_of_the_document_refuses_on_its_own(run_dir, change, words):
+    from cxrkit.run.package import read_package
+
+    _tamper(run_dir, change)
+    with pytest.raises(ValueError) as info:
+        read_package(run_dir)
+    assert words in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d["thresholds"]["max_f1"].__setitem__(0, 0.0),  # the ends of [0, 1] are in range
+        lambda d: d["thresholds"]["max_f1"].__setitem__(0, 1.0),
+        lambda d: d["operating_point"].update(threshold=1.0, target_sensitivity=1.0),
+        lambda d: d["calibration"].update(temperatures=[1000.0, 0.001, 2.0]),
+        lambda d: d["calibration"].update(temperatures=[1.2]),  # one temperature for every label
+        lambda d: d["input"].pop("channels"),  # older files: grey by default
+        lambda d: d["input"].pop("value_range"),
+        lambda d: d["operating_point"].pop("reached"),  # older files: reached
+        lambda d: d["operating_point"].update(val_images=0),
+        lambda d: d["input"].update(size=8),
+        lambda d: d["input"].update(size=4096),
+        lambda d: d["input"].update(mode="crop"),
+        lambda d: (
+            d["input"].update(intensity="equalize"),
+            d["model"]["config"].update(intensity="equalize"),
+        ),
+        lambda d: d["model"]["config"].update(tta=5),
+        lambda d: d["model"]["config"].update(tta=0),
+        lambda d: d["model"]["config"].update(ensemble=["fold-1", "fold-12"]),
+    ],
+)
+def test_values_at_the_edges_of_their_range_are_accepted(run_dir, change):
+    from cxrkit.run.package import read_package
+
+    _tamper(run_dir, change)
+    read_package(run_dir)  # no error
+
+
+def test_a_single_temperature_run_loads_against_its_weights(run_dir):
+    _tamper(run_dir, lambda d: d["calibration"].update(temperatures=[1.2]))
+    assert RunModel.load(run_dir, "cpu").package.temperatures == (1.2,)

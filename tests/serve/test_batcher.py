@@ -75,3 +75,29 @@ def test_a_heatmap_job_met_while_batching_runs_next_not_last():
         f.result(5)
     assert order == ["score1", "score2", "heatmap", "score4"]  # the heatmap kept its place in line
     pool.close()
+
+
+def test_a_batch_stops_at_max_batch_images_and_the_defaults_are_the_services():
+    from cxrkit.config import ServeConfig
+
+    batches = []
+    gate = threading.Event()
+
+    def score(images):
+        gate.wait(5)
+        batches.append(len(images))
+        return np.zeros((len(images), 1))
+
+    pool = Batcher(score, workers=1, queue=10, max_batch=3)
+    first = pool.submit(np.zeros((1, 2, 2)))  # occupies the worker
+    time.sleep(0.05)
+    rest = [pool.submit(np.zeros((1, 2, 2))) for _ in range(4)]
+    gate.set()
+    for f in [first, *rest]:
+        f.result(5)
+    assert batches == [1, 3, 1]  # never more than max_batch images in one forward pass
+    pool.close()
+    default = Batcher(score)
+    cfg = ServeConfig()
+    assert (default.max_batch, default.limit) == (cfg.max_batch, cfg.queue + cfg.workers)
+    default.close()

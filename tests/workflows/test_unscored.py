@@ -121,3 +121,60 @@ def test_predict_lists_unscored_rows_first_then_the_rest_in_input_order(tmp_path
     order = ["b-blank.png", "d-empty.png", "a-good.png", "c-good.png", "e-good.png"]
     assert table["image_id"].tolist() == order
     assert table["triage_flag"].tolist()[:2] == ["not assessable", "unreadable"]
+
+
+def test_predict_files_writes_the_table_and_sums_it_up(tmp_path):
+    """Fast checks of predict_files: the CSV it writes, its index, its summary line, the modality default."""
+    import pydicom
+    from conftest import make_untrained_run
+
+    from cxrkit.outputs import read_csv
+    from cxrkit.workflows.predict import predict_files, summary_line
+
+    run = make_untrained_run(tmp_path / "run")
+    for k in range(3):
+        (tmp_path / f"g{k}.png").write_bytes(png_bytes(chest_like(64, 64, seed=k)))
+    dcm = write_dicom(tmp_path / "m.dcm", chest_like(64, 64).astype(np.uint16))
+    ds = pydicom.dcmread(dcm)
+    del ds.Modality
+    ds.save_as(dcm)
+    paths = [tmp_path / "g0.png", dcm, tmp_path / "g1.png", tmp_path / "g2.png"]
+    out = tmp_path / "sub" / "p.csv"
+    table = predict_files(run, paths, out=out, progress=False, chunk=3, log=lambda m: None)
+    assert table.index.tolist() == [0, 1, 2, 3] and table["image_id"].tolist()[0] == "m.dcm"
+    written = read_csv(out, text=("source", "image_id", "error", "triage_flag", "top_findings"))
+    assert written["image_id"].tolist() == table["image_id"].tolist()
+    np.testing.assert_allclose(
+        written["triage_score"].to_numpy()[1:], table["triage_score"].to_numpy()[1:], rtol=1e-8
+    )
+    flagged = int((table["triage_flag"] == "abnormal").sum())
+    assert summary_line(table) == (
+        f"3 of 4 images scored, {flagged:,} flagged abnormal; 1 NOT scored (unreadable or not assessable: "
+        "read them manually; see the error column)"
+    )
+    assert summary_line(table.iloc[1:]) == f"3 of 3 images scored, {flagged:,} flagged abnormal"
+    accepted = predict_files(run, [dcm], progress=False, accept_missing_modality=True, log=lambda m: None)
+    assert accepted["error"].tolist() == [""]
+
+
+def test_triage_of_new_images_counts_what_it_scored_and_what_it_did_not(tmp_path):
+    from conftest import make_untrained_run
+
+    from cxrkit.workflows.triage import triage
+
+    run = make_untrained_run(tmp_path / "run")
+    (tmp_path / "good.png").write_bytes(png_bytes(chest_like(64, 64)))
+    (tmp_path / "blank.png").write_bytes(png_bytes(np.zeros((64, 64), np.uint8)))
+    for bad in (0.0, 1.01, -0.5):
+        with pytest.raises(ValueError, match="expected a value in"):
+            triage(run, [tmp_path / "good.png"], target=bad, out=tmp_path / "never", log=lambda m: None)
+    assert not (tmp_path / "never").exists()
+    logs: list[str] = []
+    folder = triage(run, [tmp_path / "good.png", tmp_path / "blank.png"], out=tmp_path / "t", log=logs.append)
+    summary = json.loads((folder / "triage.json").read_text())
+    assert (summary["images"], summary["scored"]) == (2, 1) and len(summary["not_scored"]) == 1
+    assert summary["flagged"] in (0, 1) and summary["target_reached_on_validation"] is True
+    assert any("1 studies NOT scored" in line for line in logs)
+    clean = triage(run, [tmp_path / "good.png"], target=0.95, out=tmp_path / "c", log=logs.append)
+    assert json.loads((clean / "triage.json").read_text())["images"] == 1
+    assert pd.read_csv(clean / "worklist.csv")["rank"].tolist() == [1]

@@ -219,15 +219,11 @@ def read_package(run_dir: Path) -> ModelPackage:
 
 
 def package_problem(pkg: ModelPackage) -> str | None:
-    """Why a model package is unsafe to predict with (a NaN threshold reads every study normal), or None."""
-    op = pkg.operating_point
-    if not isinstance(op.threshold, (int, float)) or not 0.0 <= op.threshold <= 1.0 + 1e-9:
-        return f"operating_point.threshold {op.threshold!r}: expected a number in [0, 1]"
-    if not isinstance(op.target_sensitivity, (int, float)) or not 0.0 < op.target_sensitivity <= 1.0:
-        return f"operating_point.target_sensitivity {op.target_sensitivity!r}: expected a value in (0, 1]"
-    temps = np.asarray(pkg.temperatures, dtype=np.float64)
-    if temps.size not in (1, len(pkg.labels)) or not (np.isfinite(temps).all() and (temps > 0).all()):
-        return f"calibration.temperatures {list(pkg.temperatures)}: expected positive numbers, one per label"
+    """Why a model package is unsafe to predict with, beyond the types and ranges that
+    ``package_check.document_problem`` already refused (a NaN threshold, a bad temperature), or None."""
+    target = pkg.operating_point.target_sensitivity
+    if not 0.0 < target <= 1.0:
+        return f"operating_point.target_sensitivity {target!r}: expected a value in (0, 1]"
     if pkg.task not in ("multilabel", "binary", "multiclass"):
         return f"task {pkg.task!r}: expected multilabel, binary or multiclass"
     spec = pkg.input

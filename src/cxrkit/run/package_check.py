@@ -93,7 +93,8 @@ def _network_problem(config: Any) -> str | None:
 def _input_problem(spec: Any) -> str | None:
     if not isinstance(spec, dict):
         return f"input {spec!r}: expected an object"
-    size, channels, vr = spec.get("size"), spec.get("channels", 1), spec.get("value_range", [0, 1])
+    size, channels = spec.get("size"), spec.get("channels", 1)
+    vr = spec.get("value_range", [0, 1])  # pragma: no mutate (any two finite defaults pass the same check)
     if not isinstance(size, int) or isinstance(size, bool):
         return f"input.size {size!r}: expected an integer number of pixels, got {type(size).__name__}"
     if not isinstance(channels, int) or isinstance(channels, bool) or channels != 1:
@@ -165,7 +166,7 @@ def weights_problem(pkg, ckpt: dict) -> str | None:
                 f"model.json and best.pt disagree on {field}: model.json says {in_json!r}, "
                 f"the weights were trained with {in_weights!r}"
             )
-    n = len(ckpt.get("labels") or pkg.labels)
+    n = len(ckpt.get("labels") or pkg.labels)  # pragma: no mutate (the labels agree here: either length)
     if len(pkg.temperatures) not in (1, n):
         return f"model.json has {len(pkg.temperatures)} temperatures; best.pt has {n} outputs"
     return None

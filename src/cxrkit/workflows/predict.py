@@ -24,10 +24,10 @@ def predict_files(
     paths: Sequence[str | Path],
     out: str | Path | None = None,
     heatmaps: str | Path | None = None,
-    batch_size: int = 32,
+    batch_size: int = 32,  # pragma: no mutate (a batch size changes speed, not the rows)
     device: str = "auto",
-    progress: bool = True,
-    chunk: int = 256,
+    progress: bool = True,  # pragma: no mutate (a progress bar on stderr: nothing a test can read)
+    chunk: int = 256,  # pragma: no mutate (the chunk bounds memory; rows are chunk-independent, tested)
     log: Log = print,
     engine: str = "torch",
     tta: int | None = None,
