@@ -72,6 +72,7 @@ class DataConfig:
     seed: int = 0
     split: str = "all"  # ChestMNIST: all, train, val or test
     download: bool = False  # ChestMNIST: download when missing
+    accept_missing_modality: bool = False  # DICOMs without a Modality tag are read (else skipped, listed)
 
     def __post_init__(self) -> None:
         type_check(self, "data")

@@ -203,3 +203,26 @@ def test_explain_takes_the_modality_opt_in_and_triage_out_on_proc_is_not_writabl
     (tmp_path / "cfg.yaml").write_text("x: 1\n")
     assert main(["train", "--resume", str(tmp_path / "cfg.yaml")]) == 2
     assert "is a file, not a run folder" in capsys.readouterr().err
+
+
+def test_training_data_reads_modality_less_dicoms_only_when_the_config_says_so(tmp_path, capsys):
+    from cxrkit.config import DataConfig
+    from cxrkit.data import build_dataset
+    from cxrkit.data.cache import prepare_cache
+
+    for cls in ("NORMAL", "PNEUMONIA"):
+        (tmp_path / "d" / cls).mkdir(parents=True)
+        for k in range(2):
+            _no_modality(tmp_path / "d" / cls / f"{cls}{k}.dcm")
+        (tmp_path / "d" / cls / "ok.png").write_bytes(png_bytes(chest_like(64, 64)))
+    def cache(accept: bool):
+        cfg = DataConfig(source="folder", path=str(tmp_path / "d"), accept_missing_modality=accept)
+        return prepare_cache(build_dataset(cfg), tmp_path / "c", size=32, progress=False)
+
+    strict = cache(False)
+    assert strict.n_images == 2 and all("no Modality tag" in why for _, why in strict.failures)
+    lenient = cache(True)
+    assert not lenient.reused and lenient.n_images == 6  # another cache: the option is in its key
+    dcm = tmp_path / "d" / "NORMAL" / "NORMAL0.dcm"
+    assert main(["inspect", str(dcm)]) == 1 and "no Modality tag" in capsys.readouterr().out
+    assert main(["inspect", str(dcm), "--accept-missing-modality"]) == 0

@@ -21,7 +21,7 @@ def _image16() -> np.ndarray:
 
 def test_pixels_beyond_bits_stored_are_unreadable_not_masked(tmp_path):
     path = write_dicom(tmp_path / "liar.dcm", _image16(), bits_stored=8)  # 12-bit values, header says 8
-    with pytest.raises(ImageReadError, match=r"exceed BitsStored 8 \(0\.\.255\)") as info:
+    with pytest.raises(ImageReadError, match=r"use bits above BitsStored 8 \(4,0\d\d pixels") as info:
         read_image(path)
     assert not isinstance(info.value, NotAssessableError) and str(info.value).startswith(str(path))
     # the same pixels with an honest header decode as the 12-bit image they are
@@ -40,8 +40,24 @@ def test_signed_pixels_are_checked_in_their_signed_range(tmp_path):
     assert read_image(path).shape == (64, 64)
     ds.PixelData = (img * 4).astype("<i2").tobytes()  # -512..508: over 8 signed bits
     ds.save_as(path)
-    with pytest.raises(ImageReadError, match=r"exceed BitsStored 8 \(-128\.\.127\)"):
+    with pytest.raises(ImageReadError, match=r"use bits above BitsStored 8"):
         read_image(path)
+    # -1..-128 stored without sign extension (0x00FF for -1) is legal: pydicom extends it
+    ds.PixelData = (img.astype("<i2") & 0xFF).astype("<u2").tobytes()
+    ds.save_as(path)
+    assert np.array_equal(read_image(path), read_image(write_dicom(tmp_path / "ref.dcm", img + 128)))
+
+
+def test_overlay_planes_in_the_high_bits_are_not_a_contradiction(tmp_path):
+    """Old CR files kept overlays in the bits above BitsStored, announced by an overlay group (60xx)."""
+    low = chest_like(64, 64).astype(np.uint16) * 16  # 12-bit values
+    path = write_dicom(tmp_path / "ov.dcm", low | np.uint16(1 << 15), bits_stored=12)
+    with pytest.raises(ImageReadError, match="use bits above BitsStored 12"):
+        read_image(path)
+    ds = pydicom.dcmread(path)
+    ds.add_new(0x60000102, "US", 15)  # OverlayBitPosition: the overlay lives in bit 15
+    ds.save_as(path)
+    assert read_image(path).shape == (64, 64)
 
 
 def test_a_dicom_without_modality_is_not_assessable_unless_accepted(tmp_path):

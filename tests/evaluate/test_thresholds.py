@@ -114,5 +114,6 @@ def test_reached_means_at_or_above_the_target_up_to_float_rounding():
 
     assert reaches(0.95, 0.95) and reaches(0.96, 0.95)
     assert reaches(0.95 - SENSITIVITY_SLACK / 2, 0.95)  # rounding in n_hit / n_pos
+    assert reaches(0.95 - SENSITIVITY_SLACK, 0.95)  # the slack itself is still reached
     assert not reaches(0.94, 0.95) and not reaches(0.95 - 2 * SENSITIVITY_SLACK, 0.95)
     assert not reaches(float("nan"), 0.95)  # no abnormal study in validation: nothing was reached

@@ -151,3 +151,10 @@ def test_unscored_studies_head_the_worklist_ranked_from_one():
     with_path = add_unscored(worklist.drop(columns="path"), unscored.assign(path=["/y/c"]))
     assert with_path["path"].tolist()[0] == "/y/c"
     assert add_unscored(worklist, unscored.iloc[:0]) is worklist
+
+
+def test_a_study_without_a_score_is_never_a_read_saved_or_a_miss():
+    c = triage_counts([0, 1, 0, 1, np.nan], [np.nan, np.nan, 0.2, 0.9, np.nan], 0.5)
+    assert c["not_scored"] == 2 and c["images"] == 2  # the unknown-truth row is in neither count
+    assert (c["reads_saved"], c["missed"], c["flagged"]) == (1, 0, 1)
+    assert c["sensitivity"] == 1.0 and c["specificity"] == 1.0

@@ -73,6 +73,7 @@ def test_array_shapes_give_one_row_per_image(run, shape, rows):
         (np.array(0.5), "is not an image"),
         (np.zeros((2, 3, 64, 80, 1)), "is not an image"),
         (np.zeros((2, 64, 80, 5)), "is not an image"),
+        (np.zeros((64, 64, 5)), "looks like one image with 5 channels"),  # never 64 rows
     ],
 )
 def test_shapes_that_are_no_image_are_one_clear_error(run, arr, words):

@@ -104,7 +104,9 @@ def test_a_prediction_changing_mismatch_is_refused_naming_field_and_values(
         (lambda d: d["thresholds"].update(bogus=[0.5] * 3), "thresholds.bogus: not a threshold rule"),
         (lambda d: d["operating_point"].update(threshold=10**400), "operating_point.threshold 1000"),
         (lambda d: d["calibration"].update(temperatures=[10**400] * 3), "calibration.temperatures"),
-        (lambda d: d["calibration"].update(temperatures=[1e300] * 3), "expected numbers in (0, 1000]"),
+        (lambda d: d["calibration"].update(temperatures=[1e300] * 3), "expected numbers in [0.25, 20]"),
+        (lambda d: d["calibration"].update(temperatures=[999.0] * 3), "expected numbers in [0.25, 20]"),
+        (lambda d: d["calibration"].update(temperatures=[0.1] * 3), "expected numbers in [0.25, 20]"),
         (lambda d: d["model"]["config"].update(input_norm=[0.5, 10**400]), "model.config.input_norm"),
         (lambda d: d.update(format=0), "format 0: expected an integer run format"),
         (lambda d: d.update(validation=[[[[[]]]]]), None),  # unused sections may hold anything
@@ -200,7 +202,7 @@ def test_every_check_of_the_document_refuses_on_its_own(run_dir, change, words):
         lambda d: d["thresholds"]["max_f1"].__setitem__(0, 0.0),  # the ends of [0, 1] are in range
         lambda d: d["thresholds"]["max_f1"].__setitem__(0, 1.0),
         lambda d: d["operating_point"].update(threshold=1.0, target_sensitivity=1.0),
-        lambda d: d["calibration"].update(temperatures=[1000.0, 0.001, 2.0]),
+        lambda d: d["calibration"].update(temperatures=[20.0, 0.25, 2.0]),  # the fitter's bounds
         lambda d: d["calibration"].update(temperatures=[1.2]),  # one temperature for every label
         lambda d: d["input"].pop("channels"),  # older files: grey by default
         lambda d: d["input"].pop("value_range"),

@@ -392,6 +392,14 @@ def test_not_assessable_uploads_say_so_and_missing_modality_can_be_accepted(run)
     assert lenient.decode(_dicom_without("Modality"), "m.dcm", "application/dicom").ndim == 2
 
 
+def test_a_model_that_gives_no_score_answers_422_not_a_json_nan(run):
+    service = create_app(run, ServeConfig()).state.service
+    probs = np.full(len(run.labels), np.nan)
+    with pytest.raises(Exception) as info:
+        service.result(probs, "x.png", (64, 64), 3)
+    assert getattr(info.value, "status", None) == 422 and info.value.code == "not_scored"
+
+
 def test_an_unexpected_failure_is_a_counted_json_500_and_the_service_lives_on(run, monkeypatch):
     app = create_app(run, ServeConfig())
     service = app.state.service

@@ -87,3 +87,16 @@ def test_a_degenerate_operating_point_is_named():
     assert "degenerate" in warning and "specificity 0" in warning
     assert degenerate_point_warnings(OperatingPoint("no_finding", 0.95, 0.3, 0.96, 0.2, 40)) == []
     assert degenerate_point_warnings(OperatingPoint("no_finding", 0.95, 0.0, 0.5, 0.0, 40, False)) == []
+
+
+def test_a_monitor_that_is_nan_every_epoch_is_refused_not_shipped_as_the_start(tmp_path, monkeypatch):
+    """Finite validation loss, but macro_auc NaN in every epoch: no best epoch, so no model.json."""
+    real = loop.evaluate
+
+    def no_auc(*args, **kwargs):
+        return {**real(*args, **kwargs), "macro_auc": float("nan")}
+
+    monkeypatch.setattr(loop, "evaluate", no_auc)
+    with pytest.raises(TrainingDiverged, match="validation macro_auc was NaN"):
+        fit(_cfg(tmp_path, lr=1e-3, epochs=2), log=lambda m: None)
+    assert not (tmp_path / "runs" / "nan" / files.PACKAGE).exists()

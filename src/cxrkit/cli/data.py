@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+from cxrkit.cli.options import add_modality_argument
 from cxrkit.config import SOURCES, DataConfig, PrepareConfig, RunConfig, SplitConfig, load_yaml, merge
 
 
@@ -179,7 +180,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     bad = len(empty)
     for path in found:
         try:
-            img = read_image(path)
+            img = read_image(path, accept_missing_modality=args.accept_missing_modality)
             problem = assessment_problem(img)  # what predict, triage and the service would say
             bad += problem is not None
             print(
@@ -264,6 +265,7 @@ def add_data_commands(sub) -> None:
         "inspect", help="check that image files decode; one line per file", description=cmd_inspect.__doc__
     )
     p.add_argument("files", nargs="+", help="PNG/JPEG/DICOM files or folders")
+    add_modality_argument(p)
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("download", help="download a data set (ChestMNIST)", description=cmd_download.__doc__)

@@ -1,7 +1,7 @@
 """Is a decoded image a radiograph that can be assessed? The one rule, used by every path that scores.
 
 A study that fails it is flagged "not assessable" and put in front of a reader, never scored and
-never called normal: predict, triage, the service and the DICOM node all call ``check_assessable``.
+never called normal: predict, triage, explain, the API and the service all call ``check_assessable``.
 
 The content limits were set from the 6,221 real chest X-rays in ``../shared`` (NIH, Kermany, the
 samples), whose extremes were: p1..p99 span at least 85 grey levels, the commonest grey value at

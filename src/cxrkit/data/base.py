@@ -107,9 +107,13 @@ class XRayDataset:
             "index": i,
         }
 
+    accept_missing_modality = False  # read DICOMs without a Modality tag (set from DataConfig)
+
     def fingerprint(self) -> str:
         """A digest of everything the images and labels depend on (for cache keys)."""
         h = hashlib.sha256(self.source.encode())
+        if self.accept_missing_modality:  # more DICOMs are read: another cache (the default key unchanged)
+            h.update(b"|accept_missing_modality")
         h.update(pd.util.hash_pandas_object(self.meta, index=False).to_numpy().tobytes())
         if "path" in self.meta.columns:
             for p in self.meta["path"]:
@@ -134,6 +138,7 @@ class SubsetDataset(XRayDataset):
         self.parent = parent
         self.indices = indices
         self.source = parent.source
+        self.accept_missing_modality = parent.accept_missing_modality
         ids = set(parent.meta["image_id"].iloc[indices])
         super().__init__(
             parent.meta.iloc[indices],

@@ -199,7 +199,7 @@ def _is_image_file(path: Path) -> bool:
 
 class _FileDataset(XRayDataset):
     def load_image(self, i: int) -> np.ndarray:
-        return read_image(self.meta["path"].iat[i])
+        return read_image(self.meta["path"].iat[i], accept_missing_modality=self.accept_missing_modality)
 
 
 class LabelledFolderDataset(_FileDataset):
@@ -259,11 +259,15 @@ def labelled_from_config(cfg) -> LabelledFolderDataset:
     """``data.source: folder``: ``root/<CLASS>/*.png|jpg|dcm``."""
     from cxrkit.data.base import require_path
 
-    return LabelledFolderDataset(require_path(cfg))
+    ds = LabelledFolderDataset(require_path(cfg))
+    ds.accept_missing_modality = cfg.accept_missing_modality
+    return ds
 
 
 def files_from_config(cfg) -> ImageFilesDataset:
     """``data.source: files``: unlabelled image files or folders."""
     from cxrkit.data.base import require_path
 
-    return ImageFilesDataset(require_path(cfg))
+    ds = ImageFilesDataset(require_path(cfg))
+    ds.accept_missing_modality = cfg.accept_missing_modality
+    return ds

@@ -216,7 +216,7 @@ class NIHDataset(XRayDataset):
     def load_image(self, i: int) -> np.ndarray:
         if self.root is None:
             raise RuntimeError("metadata-only NIH dataset: pass the image folder to load images")
-        return read_image(self.meta["path"].iat[i])
+        return read_image(self.meta["path"].iat[i], accept_missing_modality=self.accept_missing_modality)
 
     def fingerprint(self) -> str:
         extra = f"{file_fingerprint(self.csv_path)}|{file_fingerprint(self.bbox_path)}"
@@ -225,4 +225,6 @@ class NIHDataset(XRayDataset):
 
 def from_config(cfg) -> NIHDataset:
     """``data.source: nih`` (the table: ``cxrkit.config.SOURCES``); metadata only without a path."""
-    return NIHDataset(cfg.path, csv=cfg.csv, bbox_csv=cfg.bbox_csv, views=cfg.views or None)
+    ds = NIHDataset(cfg.path, csv=cfg.csv, bbox_csv=cfg.bbox_csv, views=cfg.views or None)
+    ds.accept_missing_modality = cfg.accept_missing_modality
+    return ds

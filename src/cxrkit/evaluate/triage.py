@@ -90,10 +90,15 @@ def flag_names(score: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def triage_counts(y: np.ndarray, score: np.ndarray, threshold: float) -> dict[str, float]:
-    """Flagged / reads saved (TN) / missed (FN) and rates at one threshold (flag: ``is_flagged``)."""
+    """Flagged / reads saved (TN) / missed (FN) and rates at one threshold (flag: ``is_flagged``).
+
+    A study without a finite score was not assessed: it is counted in ``not_scored`` and in none of
+    the others (never as a read saved or a study missed).
+    """
     y = np.asarray(y, dtype=np.float64)
-    known = ~np.isnan(y)
-    pos, s = y[known] == 1, np.asarray(score, dtype=np.float64)[known]
+    scores = np.asarray(score, dtype=np.float64)
+    known, scored = ~np.isnan(y), ~np.isnan(scores)
+    pos, s = y[known & scored] == 1, scores[known & scored]
     flag = is_flagged(s, threshold)
     tp, fp = int((flag & pos).sum()), int((flag & ~pos).sum())
     tn, fn = int((~flag & ~pos).sum()), int((~flag & pos).sum())
@@ -110,6 +115,7 @@ def triage_counts(y: np.ndarray, score: np.ndarray, threshold: float) -> dict[st
         "reads_saved_share": _share(tn, n),
         "deferred_share": _share(tn + fn, n),
         "missed_share": _share(fn, tp + fn),
+        "not_scored": int((known & ~scored).sum()),
     }
 
 

@@ -84,7 +84,8 @@ def split_array(arr: np.ndarray) -> list[np.ndarray]:
     alpha as ``np.asarray`` gives an LA picture, RGB, RGBA: colour as luma unless the channels are
     equal; alpha dropped). (N, H, W): N grey images, except when N is 3 or 4,
     which could be one channels-first colour image: refused as ambiguous. (N, H, W, C): N images.
-    Anything else (0-d, 1-d, 5-d, C not 1/3/4) is refused: it must never become thousands of rows.
+    Anything else (0-d, 1-d, 5-d, (H, W, C) with 5 <= C < 8, C not 1-4 in a 4-D stack) is refused: it
+    must never become thousands of rows. A last side under 8 px is no image width (models take >= 8).
     """
     shape = tuple(arr.shape)
     if arr.ndim == 2:
@@ -96,6 +97,11 @@ def split_array(arr: np.ndarray) -> list[np.ndarray]:
             f"an array of shape {shape} is ambiguous: {shape[0]} grey images or one channels-first "
             f"colour image? Pass a list of 2-D arrays for several images, or "
             f"np.moveaxis(a, 0, -1) (shape {(*shape[1:], shape[0])}) for one colour image"
+        )
+    if arr.ndim == 3 and shape[-1] < 8:
+        raise ValueError(
+            f"an array of shape {shape} looks like one image with {shape[-1]} channels: expected 1, 2, 3 "
+            "or 4 channels (grey, grey+alpha, RGB, RGBA)"
         )
     if arr.ndim == 3:
         return list(arr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from cxrkit.evaluate.calibration import T_BOUNDS
 from cxrkit.evaluate.thresholds import parse_rule
 
 INPUT_FIELDS = ("size", "mode", "channels", "value_range", "intensity")
@@ -27,7 +28,9 @@ NETWORK_FIELDS = (
 )
 
 
-MAX_TEMPERATURE = 1e3  # a fitted temperature is about 0.3-10; beyond this every probability is ~0.5
+# what the calibration fitter can return (evaluate.calibration.T_BOUNDS), with rounding room: outside it a
+# hand-edited temperature would squash every probability towards 0.5 (one flag for every study)
+MIN_TEMPERATURE, MAX_TEMPERATURE = T_BOUNDS[0] * (1 - 1e-6), T_BOUNDS[1] * (1 + 1e-6)
 
 
 def _is_number(v: Any) -> bool:
@@ -108,8 +111,10 @@ def _input_problem(spec: Any) -> str | None:
 
 def _numbers_problem(d: dict, n_labels: int) -> str | None:
     temps = (d.get("calibration") or {}).get("temperatures")
-    if not isinstance(temps, list) or not all(_finite(t) and 0 < t <= MAX_TEMPERATURE for t in temps):
-        return f"calibration.temperatures {temps!r}: expected numbers in (0, {MAX_TEMPERATURE:g}]"
+    if not isinstance(temps, list) or not all(
+        _finite(t) and MIN_TEMPERATURE <= t <= MAX_TEMPERATURE for t in temps
+    ):
+        return f"calibration.temperatures {temps!r}: expected numbers in [{T_BOUNDS[0]:g}, {T_BOUNDS[1]:g}]"
     if len(temps) not in (1, n_labels):
         return f"calibration.temperatures: {len(temps)} values for {n_labels} labels"
     thresholds = d.get("thresholds")

@@ -128,8 +128,17 @@ async def predict_batch(
         except Overloaded as err:
             raise overloaded(str(err)) from None
         for (k, name, shape, _), p in zip(images, probs, strict=True):
-            results[k] = service.result(p, name, shape, top)
-            service.metrics.scored("ok")
+            try:
+                results[k] = service.result(p, name, shape, top)
+                service.metrics.scored("ok")
+            except ApiError as err:  # this file's answer only: the others in the batch stand
+                service.metrics.scored("error")
+                results[k] = {
+                    "filename": name,
+                    "error": err.code,
+                    "message": err.message,
+                    "status": err.status,
+                }
     return {"results": results}
 
 

@@ -172,6 +172,10 @@ class Service:
 
     def result(self, probs: np.ndarray, filename: str, shape: tuple[int, ...], top: int) -> dict:
         """The JSON answer for one image's calibrated probabilities."""
+        if not np.isfinite(probs).all():  # a network that gives NaN: never a flag, never a JSON NaN
+            raise ApiError(
+                422, "not_scored", f"{filename}: the model gave no finite score; read this study manually"
+            )
         labels = list(self.run.labels)
         point = self.run.package.operating_point
         score, _ = abnormality_score(probs[None], labels, point.score)

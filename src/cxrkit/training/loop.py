@@ -453,14 +453,20 @@ def _finish(
 ) -> Path:
     """The best weights restored, then best.pt, history, summary and model.json; a diverged run refused."""
     t = cfg.train
-    if not any(math.isfinite(r.get("val_loss", math.nan)) for r in history):
+    no_loss = not any(math.isfinite(r.get("val_loss", math.nan)) for r in history)
+    if no_loss or (t.epochs > 0 and stop.best is None):  # nothing finite to keep: the start is no model
         if info.main:  # the record stays for debugging (history.csv, summary.json, last.pt); no model.json
             write_history(run_dir, history)
             write_summary(run_dir, history, stop, t, model, diverged=True)
         ddp.barrier(info)
+        why = (
+            f"lower train.lr, now {t.lr:g}, or set train.grad_clip"
+            if no_loss
+            else f"every epoch's validation {t.monitor} was NaN (does validation hold both classes?)"
+        )
         raise TrainingDiverged(
             f"training diverged: no epoch gave a finite validation metric (run folder {run_dir}: no "
-            f"model.json written; lower train.lr, now {t.lr:g}, or set train.grad_clip)"
+            f"model.json written; {why}; start a new run: --resume would continue these weights)"
         )
     model.load_state_dict(best_state)  # restore the best epoch's weights
     # model.json's thresholds must come from the logits a loaded run computes, bit for bit: a loaded
