@@ -6,7 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from cxrkit.cli.options import add_command, add_device_argument, add_modality_argument, given, with_default
+from cxrkit.cli.options import (
+    Flag,
+    add_command,
+    add_config_flags,
+    add_device_argument,
+    add_modality_argument,
+    given,
+    with_default,
+)
 from cxrkit.cli.predict import add_tta_argument
 from cxrkit.config import SCORE_METHODS, EvalConfig
 from cxrkit.outputs import read_json
@@ -120,24 +128,21 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     add_device_argument(p)
 
 
-def _add_metric_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+METRIC_FLAGS: list[Flag] = [
+    (
         "--threshold",
-        help=with_default(
-            "per-label threshold rule, tuned on val: 0.5, 0.2, max_f1, max_f3, youden, sensitivity:0.9",
-            EvalConfig,
-            "threshold",
-        ),
-    )
-    p.add_argument(
-        "--beta", type=float, help=with_default("beta of the F-beta beside F1", EvalConfig, "beta")
-    )
-    p.add_argument(
-        "--bootstrap",
-        type=int,
-        help=with_default("patient-bootstrap replicates (0: no CIs)", EvalConfig, "n_boot"),
-    )
-    p.add_argument("--seed", type=int, help=with_default("bootstrap seed", EvalConfig, "seed"))
+        "threshold",
+        str,
+        "per-label rule, tuned on val: 0.5, 0.2, max_f1, max_f3, youden, sensitivity:0.9",
+    ),
+    ("--beta", "beta", float, "beta of the F-beta beside F1"),
+    ("--bootstrap", "n_boot", int, "patient-bootstrap replicates (0: no CIs)"),
+    ("--seed", "seed", int, "bootstrap seed"),
+]
+
+
+def _add_metric_options(p: argparse.ArgumentParser) -> None:
+    add_config_flags(p, EvalConfig, METRIC_FLAGS)
 
 
 def add_eval_commands(sub) -> None:

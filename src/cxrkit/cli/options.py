@@ -55,3 +55,17 @@ def add_command(sub, name: str, func: Callable, help: str) -> argparse.ArgumentP
     p = sub.add_parser(name, help=help, description=func.__doc__)
     p.set_defaults(func=func)
     return p
+
+
+Flag = tuple[str, str, type, str]  # (--flag, config field, value type, help text without its default)
+
+
+def add_config_flags(p: argparse.ArgumentParser, owner: type, flags: list[Flag]) -> None:
+    """One ``--flag`` per config field, None when not given, the field's default in its help text."""
+    for flag, field, kind, text in flags:
+        p.add_argument(flag, type=kind, help=with_default(text, owner, field))
+
+
+def fields_of(flags: list[Flag]) -> dict[str, str]:
+    """``{config field: argparse attribute}`` of ``flags`` (for ``given``)."""
+    return {field: flag.lstrip("-").replace("-", "_") for flag, field, _, _ in flags}
