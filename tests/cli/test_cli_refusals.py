@@ -215,6 +215,7 @@ def test_training_data_reads_modality_less_dicoms_only_when_the_config_says_so(t
         for k in range(2):
             _no_modality(tmp_path / "d" / cls / f"{cls}{k}.dcm")
         (tmp_path / "d" / cls / "ok.png").write_bytes(png_bytes(chest_like(64, 64)))
+
     def cache(accept: bool):
         cfg = DataConfig(source="folder", path=str(tmp_path / "d"), accept_missing_modality=accept)
         return prepare_cache(build_dataset(cfg), tmp_path / "c", size=32, progress=False)

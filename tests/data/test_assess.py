@@ -64,6 +64,8 @@ def test_each_limit_bites_exactly_at_its_documented_value():
     # aspect: 3:1 passes, just over fails
     assert assessment_problem(chest_like(64, int(64 * MAX_ASPECT))) is None
     assert "ratio" in assessment_problem(chest_like(64, int(64 * MAX_ASPECT) + 1))
+    assert assessment_problem(chest_like(64, 192)) is None  # 3:1, as documented
+    assert "ratio" in assessment_problem(chest_like(64, 193))
     # mode share: just under the limit passes the mode test
     img = chest_like(100, 100, seed=2).copy()
     flat = img.reshape(-1)
@@ -166,12 +168,10 @@ def _spread(lo: int, hi: int, n: int = 40_000, tail: float = 0.02) -> np.ndarray
 
 
 def test_span_mode_and_levels_limits_are_exact():
-    at = _shaped(_spread(100, 100 + MIN_SPAN))
-    assert compute_content_stats(at).span == MIN_SPAN and assessment_problem(at) is None
-    below = _shaped(_spread(100, 100 + MIN_SPAN - 1))
-    assert compute_content_stats(below).span == MIN_SPAN - 1 and "nearly constant" in assessment_problem(
-        below
-    )
+    at = _shaped(_spread(100, 148))  # literal limits, as documented: 48 levels, 90 %, 24 values
+    assert compute_content_stats(at).span == 48 and assessment_problem(at) is None
+    below = _shaped(_spread(100, 147))
+    assert compute_content_stats(below).span == 47 and "nearly constant" in assessment_problem(below)
     # the outlier wording from a full range of exactly 4x the span
     values = _spread(100, 100 + 20)
     values[0] = 100 + 80  # one pixel: full range 80 = 4 x 20
@@ -179,14 +179,14 @@ def test_span_mode_and_levels_limits_are_exact():
     values[0] = 100 + 79
     assert "nearly constant" in assessment_problem(_shaped(values))
     # mode share: exactly the limit is blank, just under is not
-    n, k = 40_000, int(40_000 * MAX_MODE_SHARE)
+    n, k = 40_000, 36_000  # 90 %
     blank = np.r_[np.full(k, 50), np.linspace(60, 250, n - k).round()].astype(np.uint8)
-    assert compute_content_stats(_shaped(blank)).mode_share == MAX_MODE_SHARE
+    assert compute_content_stats(_shaped(blank)).mode_share == 0.90
     assert "one grey value" in assessment_problem(_shaped(blank))
     blank[0] = 51
     assert "one grey value" not in (assessment_problem(_shaped(blank)) or "")
     # levels: exactly MIN_LEVELS pass, one fewer fails
-    for count, ok in ((MIN_LEVELS, True), (MIN_LEVELS - 1, False)):
+    for count, ok in ((24, True), (23, False)):
         steps = np.linspace(0, 230, count).round().astype(np.uint8)
         poster = _shaped(np.repeat(steps, -(-40_000 // count))[:40_000])
         assert compute_content_stats(poster).levels == count
@@ -211,9 +211,9 @@ def test_correlation_matches_an_independent_computation():
 
 
 def test_relief_is_what_a_plane_leaves_of_the_thumbnail():
-    from cxrkit.data.assess import THUMB, _relief
+    from cxrkit.data.assess import _relief
 
-    side = THUMB * 10
+    side = 64 * 10  # the thumbnail is 64 px: 10 px blocks are its pixels
     y, x = np.mgrid[0:side, 0:side]
     plane = 60 + 0.1 * x + 0.05 * y
     assert _relief(np.round(plane).astype(np.uint8)) < 0.6  # a plane (rounded): nothing left
@@ -229,8 +229,8 @@ def test_the_two_structure_limits_compare_as_documented(monkeypatch):
 
     base = assess.compute_content_stats(chest_like(128, 128))
     for field, limit, words in (
-        ("correlation", MIN_CORRELATION, "uncorrelated"),
-        ("relief", MIN_RELIEF, "gradient"),
+        ("correlation", 0.3, "uncorrelated"),
+        ("relief", 12.0, "gradient"),
     ):
         for value, ok in ((limit, True), (limit - 1e-9, False)):
             stats = dataclasses.replace(base, **{field: value})
