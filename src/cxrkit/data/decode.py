@@ -29,6 +29,20 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".dcm", ".dicom")  #
 OTHER_IMAGE_SUFFIXES = (".tif", ".tiff", ".bmp", ".gif", ".webp", ".jp2", ".j2k", ".heic", ".heif", ".avif")
 
 
+def is_dicom_file(path: str | Path) -> bool:
+    """A DICOM by its name, else (a name without an image suffix, ``IM0001``) by its first bytes.
+
+    PNG/JPEG names are never opened here: a folder of 100,000 PNGs costs no extra reads.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".dcm", ".dicom"):
+        return True
+    if suffix in IMAGE_SUFFIXES or suffix in OTHER_IMAGE_SUFFIXES or not path.is_file():
+        return False
+    return is_dicom(path)
+
+
 def has_image_magic(head: bytes) -> bool:
     """PNG, JPEG or DICOM by their first bytes (files without a suffix, as PACS exports name them)."""
     return head[:8] == b"\x89PNG\r\n\x1a\n" or head[:3] == b"\xff\xd8\xff" or head[128:132] == b"DICM"
@@ -399,10 +413,11 @@ def _check_stored_bits(ds, path: Path, bits: int) -> None:
         return  # overlay planes: old files may keep them in the bits above BitsStored, legitimately
     order = "<" if uid.is_little_endian else ">"
     data, width = ds.PixelData, bits // 8
-    raw = np.frombuffer(data[: len(data) // width * width], dtype=f"{order}u{width}").astype(np.uint64)
-    high = raw >> np.uint64(stored)
-    ones = np.uint64((1 << (bits - stored)) - 1)
-    negative = (raw >> np.uint64(stored - 1)) & np.uint64(1)
+    raw = np.frombuffer(data[: len(data) // width * width], dtype=f"{order}u{width}")  # a view: no copy
+    kind = raw.dtype.type
+    high = raw >> kind(stored)
+    ones = kind((1 << (bits - stored)) - 1)
+    negative = (raw >> kind(stored - 1)) & kind(1)
     # signed data may be sign-extended (high bits all ones for a negative value) or not (all zero)
     bad = (high != 0) & ~((high == ones) & (negative == 1)) if signed else high != 0
     if bad.any():

@@ -29,7 +29,7 @@ from cxrkit.data.decode import (
     OTHER_IMAGE_SUFFIXES,
     check_regular_file,
     has_image_magic,
-    is_dicom,
+    is_dicom_file,
     read_image,
 )
 from cxrkit.labels import try_canonical_label
@@ -120,7 +120,7 @@ def patient_keys(
     """(patient ID, rule used: ``dicom`` or ``file name``) of each file; see the module docstring."""
     ids, sources, fallback, n_dicom = [], [], 0, 0
     for p in paths:
-        pid, dicom = None, Path(p).is_file() and is_dicom(p)  # by content too: PACS names (IM0001)
+        pid, dicom = None, is_dicom_file(p)  # by name, else by content (PACS names: IM0001)
         if dicom:
             n_dicom += 1
             pid = dicom_patient(p)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cxrkit.data.assess import MIN_SIDE, check_assessable
-from cxrkit.data.decode import ImageReadError, NotAssessableError, array_to_grey, is_dicom, read_image
+from cxrkit.data.decode import ImageReadError, NotAssessableError, array_to_grey, is_dicom_file, read_image
 from cxrkit.data.folder import dicom_patient
 from cxrkit.data.transforms import InputSpec, prepare_image
 
@@ -186,7 +186,7 @@ def prepare_items(
         try:
             if isinstance(item, Path) and item.is_dir() and os.access(item, os.R_OK | os.X_OK):
                 raise ImageReadError(item, "a folder with no PNG/JPEG/DICOM files in it")
-            if isinstance(item, Path) and item.is_file() and is_dicom(item):  # by name or content
+            if isinstance(item, Path) and is_dicom_file(item):  # by name, else by content
                 row["patient_id"] = dicom_patient(item) or row["patient_id"]  # the PatientID tag
             img = (
                 read_image(item, accept_missing_modality=accept_missing_modality)

@@ -7,6 +7,7 @@ the API key when one is set), ``/`` and ``/static/{name}`` (the viewer's shipped
 # no ``from __future__ import annotations``: FastAPI reads the route signatures at runtime
 
 import asyncio
+import functools
 import hmac
 from importlib import resources
 from typing import Annotated
@@ -24,6 +25,12 @@ router = APIRouter()
 _key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 _STATIC = resources.files("cxrkit").joinpath("serve/static")
 _ASSETS = {"js": "text/javascript", "css": "text/css"}
+
+
+@functools.cache
+def _shipped_assets() -> frozenset[str]:
+    """The viewer's scripts and styles, listed once (not on every request)."""
+    return frozenset(f.name for f in _STATIC.iterdir() if f.name.endswith((".js", ".css")))
 
 
 def get_service(request: Request) -> Service:
@@ -151,7 +158,6 @@ def index():
 @router.get("/static/{name}", include_in_schema=False)
 def asset(name: str):
     """The viewer's shipped scripts and styles; client text never reaches the filesystem."""
-    shipped = {f.name for f in _STATIC.iterdir() if f.name.endswith((".js", ".css"))}
-    if name not in shipped:
+    if name not in _shipped_assets():
         raise ApiError(404, "not_found", "no such asset")
     return FileResponse(str(_STATIC.joinpath(name)), media_type=_ASSETS[name.rsplit(".", 1)[-1]])

@@ -172,13 +172,14 @@ class Service:
 
     def result(self, probs: np.ndarray, filename: str, shape: tuple[int, ...], top: int) -> dict:
         """The JSON answer for one image's calibrated probabilities."""
-        if not np.isfinite(probs).all():  # a network that gives NaN: never a flag, never a JSON NaN
-            raise ApiError(
-                422, "not_scored", f"{filename}: the model gave no finite score; read this study manually"
-            )
         labels = list(self.run.labels)
         point = self.run.package.operating_point
         score, _ = abnormality_score(probs[None], labels, point.score)
+        flag = str(flag_names(score, point.threshold)[0])  # the one decision, as every other path
+        if flag == "not scored" or not np.isfinite(probs).all():  # never a flag, never a JSON NaN
+            raise ApiError(
+                422, "not_scored", f"{filename}: the model gave no finite score; read this study manually"
+            )
         s = float(score[0])
         return {
             "filename": filename,
@@ -189,7 +190,7 @@ class Service:
             "top_findings": [f for f in top_findings(probs[None], labels, top)[0].split("; ") if f],
             "triage": {
                 "score": s,
-                "flag": str(flag_names(score, point.threshold)[0]),
+                "flag": flag,
                 "threshold": point.threshold,
                 "target_sensitivity": point.target_sensitivity,
                 "score_rule": point.score,
