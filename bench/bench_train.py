@@ -7,6 +7,9 @@ ratio to resnet18 at the same size, measured in the same run (the machine is noi
     python bench/bench_train.py --models cnn4_32_64_128_256_bn resnet18 --sizes 64 --steps 5
     python bench/bench_train.py --native --batch 4      # transformer and other timm families,
                                                         # xrv and Rad-DINO, each at its native size
+    python bench/bench_train.py --device cuda --precision --sizes 224 --batch 64
+                                                        # fp32 vs bf16 autocast vs bf16 + channels-last
+                                                        # (what train.amp and train.channels_last do)
 """
 
 from __future__ import annotations
@@ -39,18 +42,27 @@ NATIVE = {
 }
 
 
-def images_per_second(name: str, size: int, batch: int, steps: int, device: torch.device) -> float:
-    """Median-free simple rate: ``steps`` timed training steps after one warm-up step."""
+def images_per_second(
+    name: str, size: int, batch: int, steps: int, device: torch.device, amp: bool = False, cl: bool = False
+) -> float:
+    """Simple rate: ``steps`` timed training steps after one warm-up step (``amp``: bf16 autocast as
+    train.amp does; ``cl``: channels-last memory format as train.channels_last does)."""
     torch.manual_seed(0)
     model = create_model(name, 15).to(device).train()
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.rand(batch, 1, size, size, device=device)
+    if cl:
+        x = x.contiguous(memory_format=torch.channels_last)
     y = (torch.rand(batch, 15, device=device) < 0.1).float()
     loss_fn = torch.nn.BCEWithLogitsLoss()
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = loss_fn(model(x).float(), y)
+        loss.backward()
         opt.step()
 
     step()
@@ -72,10 +84,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--native", action="store_true", help="the NATIVE families at their own input sizes")
+    ap.add_argument("--precision", action="store_true", help="each model in fp32, bf16, bf16 + channels-last")
     args = ap.parse_args()
     device = torch.device(args.device)
     if args.native:
         native(args.batch, args.steps, device)
+        return
+    if args.precision:
+        precision(args.models or list_models(), args.sizes, args.batch, args.steps, device)
         return
     names = args.models or list_models()
     names = [PEER, *(n for n in names if n != PEER)]  # the peer is measured first
@@ -103,6 +119,27 @@ def main() -> None:
         print(f"{name:24s}{cells}", flush=True)
 
 
+def precision(names: list[str], sizes: list[int], batch: int, steps: int, device: torch.device) -> None:
+    """Each model's fp32 rate, and bf16 autocast (+ channels-last) as ratios to it, in the same run."""
+    print(f"training img/s by precision, batch {batch}, {steps} steps after 1 warm-up, {_where(device)}")
+    print(f"{'model':24s}{'size':>6s}{'fp32 img/s':>12s}{'bf16':>8s}{'bf16+CL':>9s}")
+    for name in names:
+        for s in sizes:
+            try:
+                base = images_per_second(name, s, batch, steps, device)
+                bf = images_per_second(name, s, batch, steps, device, amp=True)
+                cl = images_per_second(name, s, batch, steps, device, amp=True, cl=True)
+            except RuntimeError as err:
+                print(f"  {name} at {s}px: {str(err).splitlines()[0][:80]}")
+                continue
+            print(f"{name:24s}{s:6d}{base:12.1f}{bf / base:7.2f}x{cl / base:8.2f}x", flush=True)
+
+
+def _where(device: torch.device) -> str:
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"{platform.machine()} CPU"
+    return f"{name}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
 def native(batch: int, steps: int, device: torch.device) -> None:
     """One model per family at its native size, each against resnet18 at that size in this run."""
     print(f"training img/s at native size, batch {batch}, {steps} steps after 1 warm-up, {device}")
@@ -111,7 +148,11 @@ def native(batch: int, steps: int, device: torch.device) -> None:
     for name, size in NATIVE.items():
         if size not in peer:
             peer[size] = images_per_second(PEER, size, batch, steps, device)
-        r = images_per_second(name, size, batch, steps, device)
+        try:
+            r = images_per_second(name, size, batch, steps, device)
+        except Exception as err:  # weights that cannot be fetched offline (xrv, rad-dino): say so, go on
+            print(f"{name:36s}{size:6d}  not measured: {str(err).splitlines()[0][:90]}", flush=True)
+            continue
         print(f"{name:36s}{size:6d}{r:9.2f}{peer[size]:15.2f}{r / peer[size]:7.2f}x", flush=True)
 
 

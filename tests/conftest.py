@@ -236,7 +236,7 @@ def phantom_run(tmp_path_factory) -> Path:
         {
             "data": {"source": "phantom", "n": 1500, "size": 64, "images_per_patient": 2},
             "prepare": {"size": 64},
-            "split": {"train": 0.6, "val": 0.2, "test": 0.2},
+            "partition": {"train": 0.6, "val": 0.2, "test": 0.2},
             "model": {"name": "cnn4_32_64_128_256_bn"},
             "train": {
                 "epochs": 10,

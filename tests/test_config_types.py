@@ -37,7 +37,7 @@ def test_yaml_quirks_are_coerced_to_the_field_types(tmp_path):
     """YAML 1.1 reads 1e-3 (no dot) as a string and "32" stays a string: both become numbers."""
     text = PHANTOM + (
         'train: {lr: 1e-3, batch_size: "32", epochs: 3, rotate: 0, hflip: "no", amp: "On", labels: "A, B"}\n'
-        "split: {train: 1, val: 0, test: 0, method: official}\n"
+        "partition: {train: 1, val: 0, test: 0, method: official}\n"
         'model: {dropout: "0.25", hidden: null}\nname: 2024\n'
     )
     cfg = _build(tmp_path, text)
@@ -46,7 +46,7 @@ def test_yaml_quirks_are_coerced_to_the_field_types(tmp_path):
     assert t.batch_size == 32 and isinstance(t.batch_size, int)
     assert t.rotate == 0.0 and isinstance(t.rotate, float)
     assert t.hflip is False and t.amp is True and t.labels == ("A", "B")
-    assert cfg.split.train == 1.0 and cfg.model.dropout == 0.25 and cfg.model.hidden is None
+    assert cfg.partition.train == 1.0 and cfg.model.dropout == 0.25 and cfg.model.hidden is None
     assert cfg.name == "2024"
 
 
@@ -87,8 +87,8 @@ def test_a_quoted_yes_is_true(tmp_path, word):
         ("train: [1, 2]", "train: [1, 2] is not a section"),
         ("train: {epoch: 3}", "unknown TrainConfig key(s) ['epoch']"),
         ("train: {patience: -1}", "train.patience -1: expected >= 0"),
-        ("split: {train: 0.9, val: 0.1, test: 0.2}", "sum to 1.2: expected train + val + test = 1"),
-        ("split: {train: 1.5, val: -0.5, test: 0}", "expected values in [0, 1]"),
+        ("partition: {train: 0.9, val: 0.1, test: 0.2}", "sum to 1.2: expected train + val + test = 1"),
+        ("partition: {train: 1.5, val: -0.5, test: 0}", "expected values in [0, 1]"),
         ("name: [a]", "name: ['a'] is not a string"),
     ],
 )
@@ -178,7 +178,7 @@ def test_a_saved_config_loads_back_equal(tmp_path):
     cfg = build_run_config(
         {
             "data": {"source": "nih", "path": "/data/nih", "views": ["PA", "AP"], "size": 128},
-            "split": {"train": 0.6, "val": 0.2, "test": 0.2},
+            "partition": {"train": 0.6, "val": 0.2, "test": 0.2},
             "model": {"name": "resnet18", "dropout": 0.3, "hidden": 0},
             "train": {"lr": "3e-5", "rotate": 0, "labels": ["Effusion", "no"], "focal_alpha": 0.25},
             "name": "no",
@@ -296,3 +296,18 @@ def test_a_path_as_run_name_is_refused_by_the_cli_before_training(tmp_path, caps
     assert not (tmp_path / "escape").exists()
     rc, err = _train_cli(tmp_path, capsys, PHANTOM, "--name", "..")
     assert rc == 2 and "override name: '..' names the output folder itself or its parent" in err
+
+
+def test_the_old_section_name_split_still_loads():
+    """Runs saved before the rename wrote ``split:``; it and ``split.KEY=`` overrides mean ``partition``."""
+    old = {
+        "data": {"source": "phantom"},
+        "split": {"method": "patient", "train": 0.6, "val": 0.2, "test": 0.2},
+    }
+    cfg = build_run_config(old, {"split.seed": 3})
+    assert cfg.partition.train == 0.6 and cfg.partition.seed == 3
+    assert "partition:" in cfg.to_yaml() and "\nsplit:" not in cfg.to_yaml()
+    with pytest.raises(ValueError, match="'split' and 'partition' both given"):
+        build_run_config({**old, "partition": {"seed": 1}})
+    with pytest.raises(ValueError, match=r"override 'split.seed' and 'partition.seed' both given"):
+        build_run_config(old, {"split.seed": 3, "partition.seed": 4})

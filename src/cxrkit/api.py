@@ -25,7 +25,7 @@ class Run(RunModel):
     """A trained run: ``predict`` needs only the folder; ``evaluate`` re-scores a split (needs its data)."""
 
     def evaluate(self, split: str = "test", log: Callable[[str], None] = print, **options: Any) -> dict:
-        """Evaluate on ``split`` (writes RUN/eval-SPLIT/ with report.html); returns metrics.json's content.
+        """Evaluate on ``split`` (writes RUN/eval-SPLIT/ with report.html); returns evaluation.json's content.
 
         ``options``: any ``EvalConfig`` field (threshold, beta, target_sensitivity, n_boot, ...).
         """
@@ -34,7 +34,7 @@ class Run(RunModel):
 
         options.setdefault("device", self.device.type)
         out = evaluate_run(self.path, EvalConfig(split=split, **options), log=log)
-        return read_json(out / files.METRICS)
+        return read_json(files.evaluation_file(out))
 
     def robustness(self, split: str = "test", log: Callable[[str], None] = print, **options: Any) -> dict:
         """Score ``split`` under acquisition shifts (writes RUN/robustness-SPLIT/); return robustness.json.

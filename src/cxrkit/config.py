@@ -112,13 +112,14 @@ class PrepareConfig:
 
 
 @dataclass(frozen=True)
-class SplitConfig:
-    """How to split: by patient (stratified), the source's official split, or patient-grouped K folds.
+class PartitionConfig:
+    """How to split the rows into train/val/test (the partition; "split" names one part, as in
+    ``--split test``): by patient (stratified), the source's official split, or patient-grouped K folds.
 
     ``kfold``: ``test`` of the patients are held out, the rest fall into ``folds`` folds; training
     makes one run per fold (validating on that fold) and a parent run that predicts with the folds'
     average, its thresholds fitted on the out-of-fold predictions. ``fold`` (set by training) picks
-    one fold's split: 0 means the parent.
+    one fold's partition: 0 means the parent. A run's YAML may still call this section ``split``.
     """
 
     method: str = "patient"  # patient, official or kfold
@@ -130,28 +131,30 @@ class SplitConfig:
     fold: int = 0  # kfold: this run's fold (1..folds), 0: the parent (all folds)
 
     def __post_init__(self) -> None:
-        type_check(self, "split")
+        type_check(self, "partition")
         if self.method not in ("patient", "official", "kfold"):
-            raise ValueError(f"split.method {self.method!r}: expected patient, official or kfold")
+            raise ValueError(f"partition.method {self.method!r}: expected patient, official or kfold")
         if self.method == "kfold" and not (2 <= self.folds <= 20 and 0 <= self.fold <= self.folds):
             raise ValueError(
-                f"split.folds {self.folds}, split.fold {self.fold}: expected 2..20 folds and a fold in "
-                f"0..folds (0: all)"
+                f"partition.folds {self.folds}, partition.fold {self.fold}: expected 2..20 folds and a fold "
+                f"in 0..folds (0: all)"
             )
         if self.method == "kfold" and not 0.0 <= self.test < 1.0:
-            raise ValueError(f"split.test {self.test}: expected a held-out share in [0, 1) for kfold")
+            raise ValueError(f"partition.test {self.test}: expected a held-out share in [0, 1) for kfold")
         if self.method == "kfold":
             return  # train and val come from the folds
         fractions = self.fractions()
         bad = {k: v for k, v in fractions.items() if not 0.0 <= v <= 1.0}
         if bad:
-            raise ValueError(f"split fractions {bad}: expected values in [0, 1]")
+            raise ValueError(f"partition fractions {bad}: expected values in [0, 1]")
         total = sum(fractions.values())
         if total > 1 + 1e-6 or (self.method == "patient" and abs(total - 1) > 1e-6):
-            raise ValueError(f"split fractions {fractions} sum to {total:g}: expected train + val + test = 1")
+            raise ValueError(
+                f"partition fractions {fractions} sum to {total:g}: expected train + val + test = 1"
+            )
 
     def fractions(self) -> dict[str, float]:
-        """The split fractions as a mapping."""
+        """The train/val/test fractions as a mapping."""
         return {"train": self.train, "val": self.val, "test": self.test}
 
 
@@ -401,11 +404,11 @@ class ServeConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One training run: data, preprocessing, split, model and training, plus where it goes."""
+    """One training run: data, preprocessing, partition, model and training, plus where it goes."""
 
     data: DataConfig = DataConfig()
     prepare: PrepareConfig = PrepareConfig()
-    split: SplitConfig = SplitConfig()
+    partition: PartitionConfig = PartitionConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     triage: TriageConfig = TriageConfig()
@@ -444,10 +447,13 @@ def check_run_name(name: str) -> None:
         )
 
 
+SplitConfig = PartitionConfig  # its old name, for code written against it
+OLD_SECTIONS = {"split": "partition"}  # old section name -> new: saved configs and runs still load
+
 _SECTIONS = {
     "data": DataConfig,
     "prepare": PrepareConfig,
-    "split": SplitConfig,
+    "partition": PartitionConfig,
     "model": ModelConfig,
     "train": TrainConfig,
     "triage": TriageConfig,
@@ -465,6 +471,7 @@ def build_run_config(
     where = f"{source}: " if source else ""
     if not isinstance(doc, Mapping):
         raise ValueError(f"{where}expected a mapping of sections {sorted(_SECTIONS)}, got {short_repr(doc)}")
+    doc, overrides = _renamed(doc, where), _renamed(overrides or {}, "override ", dotted=True)
     unknown = sorted(str(k) for k in doc if k not in _SECTIONS and k not in _TOP)
     if unknown:
         raise ValueError(
@@ -499,6 +506,18 @@ def build_run_config(
         except ValueError as err:
             raise ValueError(f"{origin}{err}") from None
     return RunConfig(**parts, **top)  # type: ignore[arg-type]
+
+
+def _renamed(doc: Mapping[str, Any], where: str, dotted: bool = False) -> dict[str, Any]:
+    """``doc`` with old section names (``split``) under their new ones; both given is refused."""
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        section, dot, rest = str(key).partition(".") if dotted else (key, "", "")
+        new = f"{OLD_SECTIONS.get(section, section)}{dot}{rest}" if isinstance(section, str) else key
+        if new in out or (new != key and new in doc):
+            raise ValueError(f"{where}{key!r} and {new!r} both given: {key} is the old name of {new}")
+        out[new] = value
+    return out
 
 
 def _section(value: Any, name: str, where: str) -> dict[str, Any]:

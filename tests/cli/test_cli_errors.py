@@ -150,7 +150,7 @@ def test_truncated_cache_array_is_rebuilt_or_named(run, tmp_path, capsys):
         fh.truncate(size // 2)
     rc = main(["evaluate", str(run), "--bootstrap", "0"])
     if rc == 0:  # rebuilt from the source data: whole again
-        assert images.stat().st_size == size and (run / "eval-test" / "metrics.json").is_file()
+        assert images.stat().st_size == size and (run / "eval-test" / "evaluation.json").is_file()
         capsys.readouterr()
     else:
         error_line(capsys, rc, images.parent)
@@ -219,7 +219,7 @@ def sha256(path: Path) -> str:
 
 
 def test_evaluation_records_the_checkpoint_it_scored(phantom_run, phantom_eval):
-    m = json.loads((phantom_eval / "metrics.json").read_text())
+    m = json.loads((phantom_eval / "evaluation.json").read_text())
     assert m["weights_sha256"] == sha256(phantom_run / "best.pt")
 
 
@@ -231,7 +231,7 @@ def test_compare_refuses_a_run_retrained_after_its_evaluation(phantom_run, phant
     ckpt = load_checkpoint(b / "best.pt")
     state = ckpt["model_state"]
     first = next(k for k, v in state.items() if v.is_floating_point())
-    state[first] = state[first] + 0.01  # new weights, old eval-test/metrics.json
+    state[first] = state[first] + 0.01  # new weights, old eval-test/evaluation.json
     save_checkpoint(
         b / "best.pt", **{k: v for k, v in ckpt.items() if k not in ("cxrkit_version", "run_format")}
     )
@@ -246,7 +246,7 @@ def test_compare_refuses_a_run_retrained_after_its_evaluation(phantom_run, phant
 def test_compare_names_a_damaged_saved_evaluation(damage, phantom_run, phantom_eval, tmp_path, capsys):
     a = copy_run(phantom_run, tmp_path / "a", keep_eval=True)
     b = copy_run(phantom_run, tmp_path / "b", keep_eval=True)
-    metrics = b / "eval-test" / "metrics.json"
+    metrics = b / "eval-test" / "evaluation.json"
     if damage == "garbage":
         metrics.write_bytes(b"\x00\xff{not json")
     else:
@@ -262,7 +262,7 @@ def test_compare_names_a_damaged_saved_evaluation(damage, phantom_run, phantom_e
 def test_compare_warns_about_an_evaluation_without_fingerprint(phantom_run, phantom_eval, tmp_path, capsys):
     a = copy_run(phantom_run, tmp_path / "a", keep_eval=True)
     b = copy_run(phantom_run, tmp_path / "b", keep_eval=True)
-    metrics = b / "eval-test" / "metrics.json"
+    metrics = b / "eval-test" / "evaluation.json"
     m = json.loads(metrics.read_text())
     del m["weights_sha256"]  # as written by an older cxrkit
     metrics.write_text(json.dumps(m))

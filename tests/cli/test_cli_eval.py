@@ -23,7 +23,7 @@ def test_evaluate_cli_with_options(phantom_run, tmp_path, capsys):
         "0",
     ]
     assert main([*args, "--out", str(out)]) == 0
-    m = json.loads((out / "metrics.json").read_text())
+    m = json.loads((out / "evaluation.json").read_text())
     assert m["split"] == "val" and m["config"]["threshold"] == "sensitivity:0.9"
     recalls = [r["recall"] for r in m["per_label"] if r["recall"] is not None and r["positives"] > 0]
     assert min(recalls) >= 0.9  # evaluated on val itself, the rule's promise holds exactly
@@ -78,7 +78,7 @@ def test_compare_two_runs(phantom_run, phantom_eval, tmp_path, capsys):
     out = tmp_path / "cmp"
     assert main(["compare", str(phantom_run), str(other), "--bootstrap", "50", "--out", str(out)]) == 0
     frame = pd.read_csv(out / "comparison.csv")
-    assert list(frame["run"]) == ["phantom", "other"] and (other / "eval-test" / "metrics.json").is_file()
+    assert list(frame["run"]) == ["phantom", "other"] and (other / "eval-test" / "evaluation.json").is_file()
     assert np.isclose(frame["macro_auc"][0], frame["macro_auc"][1])  # same weights, same images
     assert "auc:Effusion" in frame and "triage_sensitivity" in frame
     assert "Comparison of 2 runs" in (out / "comparison.html").read_text()

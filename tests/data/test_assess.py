@@ -237,3 +237,22 @@ def test_the_two_structure_limits_compare_as_documented(monkeypatch):
             monkeypatch.setattr(assess, "compute_content_stats", lambda _img, s=stats: s)
             problem = assessment_problem(chest_like(128, 128))
             assert (problem is None) == ok and (ok or words in problem), (field, value, problem)
+
+
+def test_relief_is_the_5th_to_95th_percentile_of_what_the_plane_leaves():
+    """A bowl symmetric about the centre is orthogonal to every plane: the residual is the bowl itself,
+    so the relief is its 5th-95th percentile range, computed here without fitting anything."""
+    from cxrkit.data.assess import THUMB, _relief
+
+    y, x = np.mgrid[0:THUMB, 0:THUMB]
+    bowl = np.round(((x - (THUMB - 1) / 2) ** 2 + (y - (THUMB - 1) / 2) ** 2) / 20)
+    img = (20 + x + bowl).astype(np.uint8)  # a tilt plus the bowl, one thumbnail pixel per pixel
+    lo, hi = np.percentile(bowl, [5, 95])
+    assert _relief(img) == pytest.approx(hi - lo, abs=1e-6)
+
+
+def test_content_stats_of_degenerate_shapes_and_the_full_grey_range():
+    one = compute_content_stats(np.full((1, 1), 7, np.uint8))
+    assert (one.mode_share, one.levels, one.aspect, one.full_range, one.span) == (1.0, 1, 1.0, 0, 0)
+    line = compute_content_stats(np.array([[0, 10, 200, 10, 10]], np.uint8))
+    assert line.aspect == 5.0 and line.full_range == 200 and line.mode_share == pytest.approx(0.6)

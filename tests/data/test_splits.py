@@ -233,8 +233,13 @@ def test_kfold_takes_two_folds_and_seed_zero_by_default():
 def test_leak_message_names_five_patients_then_counts_the_rest():
     split = {"train": np.arange(7), "val": np.arange(7, 14)}
     ids = np.array([f"p{k}" for k in range(7)] * 2)
-    with pytest.raises(PatientLeakError, match=r"^7 patients are in two splits: .* and 2 more$"):
+    with pytest.raises(PatientLeakError, match=r"^7 patients are in two splits: .* and 2 more$") as seven:
         check_no_patient_leak(ids, split)
+    assert str(seven.value).count("patient p") == 5  # five named, the rest counted
+    with pytest.raises(PatientLeakError, match=r"^6 patients are in two splits: .* and 1 more$"):
+        check_no_patient_leak(
+            ids[[0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]], {"train": np.arange(6), "val": np.arange(6, 12)}
+        )
     with pytest.raises(PatientLeakError) as five:
         check_no_patient_leak(
             ids[[0, 1, 2, 3, 4, 7, 8, 9, 10, 11]], {"train": np.arange(5), "val": np.arange(5, 10)}
@@ -275,3 +280,54 @@ def test_altered_images_are_found_by_their_pixel_digests():
     assert compare_manifest(man, meta, changed)[0].altered == 0
     assert compare_manifest(man.drop(columns=DIGEST), meta, changed)[0].altered == 0
     assert compare_manifest(man, meta)[0].altered == 0  # no images given: not checked
+
+
+def _manifest(tmp_path, rows: list[tuple[str, str, str]]):
+    path = tmp_path / "split.csv"
+    pd.DataFrame(rows, columns=["image_id", "patient_id", "split"]).to_csv(path, index=False)
+    return path
+
+
+def test_manifest_ids_that_look_missing_are_read_as_written(tmp_path):
+    """Image ids such as "NA", "null" or "nan" are names, not missing values, in a split file."""
+    names = ["NA", "null", "nan", "None", "n/a"]
+    meta = pd.DataFrame({"image_id": names, "patient_id": ["NaN", "p2", "p3", "p4", "p5"]})
+    path = save_split_manifest(tmp_path / "split.csv", meta, {"train": np.arange(3), "val": np.arange(3, 5)})
+    back = load_split_manifest(path, meta, report=pytest.fail)  # nothing "changed"
+    assert back["train"].tolist() == [0, 1, 2] and back["val"].tolist() == [3, 4]
+
+
+def test_an_image_listed_twice_is_named_with_its_splits(tmp_path):
+    path = _manifest(
+        tmp_path,
+        [
+            ("a", "p1", "train"),
+            ("b", "p2", "val"),
+            ("b", "p2", "test"),
+            ("c", "p3", "val"),
+            ("c", "p3", "val"),
+        ],
+    )
+    meta = pd.DataFrame({"image_id": ["a", "b", "c"], "patient_id": ["p1", "p2", "p3"]})
+    with pytest.raises(
+        ValueError, match=r"2 image\(s\) listed twice, e\.g\. 'b' in \['test', 'val'\]; expected once"
+    ):
+        load_split_manifest(path, meta)
+
+
+def test_a_patient_in_two_splits_of_the_file_is_named_in_file_order(tmp_path):
+    path = _manifest(tmp_path, [("a", "p1", "val"), ("b", "p2", "val"), ("c", "p1", "train")])
+    meta = pd.DataFrame({"image_id": ["a", "b", "c"], "patient_id": ["p1", "p2", "p1"]})
+    with pytest.raises(PatientLeakError, match=r"patient p1 is in both 'val' and 'train'"):
+        load_split_manifest(path, meta)
+
+
+def test_a_split_whose_only_known_image_is_the_first_row_is_kept(tmp_path):
+    """Row 0 is a real row: a split holding only it (the rest removed) is not "gone"."""
+    path = _manifest(tmp_path, [("a", "p1", "test"), ("gone", "p9", "test"), ("b", "p2", "train")])
+    meta = pd.DataFrame({"image_id": ["a", "b"], "patient_id": ["p1", "p2"]})
+    back = load_split_manifest(path, meta, report=lambda _m: None)
+    assert back["test"].tolist() == [0] and back["train"].tolist() == [1]
+    path = _manifest(tmp_path, [("gone", "p9", "test"), ("b", "p2", "train")])
+    with pytest.raises(ValueError, match=r"none of the 1 images of split 'test' is in the data any more"):
+        load_split_manifest(path, meta, report=lambda _m: None)

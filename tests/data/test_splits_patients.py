@@ -227,7 +227,7 @@ def test_resume_and_evaluation_use_the_saved_split_of_changed_data(dicom_folder,
     msgs.clear()
     data = load_run_data(run, msgs.append)
     assert any(m.endswith(change) for m in msgs)
-    placed = {data.cache.meta["image_id"].iat[i]: name for name, idx in data.split.items() for i in idx}
+    placed = {data.cache.meta["image_id"].iat[i]: name for name, idx in data.partition.items() for i in idx}
     assert placed == {i: s for i, s in saved["split"].items() if i not in removed}  # new images: nowhere
 
 

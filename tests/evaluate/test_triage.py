@@ -138,7 +138,8 @@ def test_unscored_studies_head_the_worklist_ranked_from_one():
         }
     )
     out = add_unscored(worklist, unscored)
-    assert out["rank"].tolist() == [1, 2, 3]
+    assert out["rank"].tolist() == [1, 2, 3] and out.columns[0] == "rank"
+    assert out.index.tolist() == [0, 1, 2]  # a fresh index: row k is rank k + 1
     assert out["image_id"].tolist() == ["c", "a", "b"] and out["flag"].tolist() == [
         "unreadable",
         "abnormal",
@@ -154,7 +155,7 @@ def test_unscored_studies_head_the_worklist_ranked_from_one():
 
 
 def test_a_study_without_a_score_is_never_a_read_saved_or_a_miss():
-    c = triage_counts([0, 1, 0, 1, np.nan], [np.nan, np.nan, 0.2, 0.9, np.nan], 0.5)
-    assert c["not_scored"] == 2 and c["images"] == 2  # the unknown-truth row is in neither count
-    assert (c["reads_saved"], c["missed"], c["flagged"]) == (1, 0, 1)
+    c = triage_counts([0, 1, 0, 1, np.nan, 0], [np.nan, np.nan, 0.2, 0.9, np.nan, 0.1], 0.5)
+    assert c["not_scored"] == 2 and c["images"] == 3  # the unknown-truth row is in neither count
+    assert (c["reads_saved"], c["missed"], c["flagged"]) == (2, 0, 1)
     assert c["sensitivity"] == 1.0 and c["specificity"] == 1.0

@@ -204,3 +204,60 @@ def test_prepare_items_rows_say_what_each_input_is(run, tmp_path):
     none = prepare_inputs([tmp_path / "empty"], run.spec)
     assert none.images.shape == (0, 32, 32) and none.ok.dtype == np.int64 and len(none.ok) == 0
     assert none.rows_frame().empty and none.failures == [(str(tmp_path / "empty"), none.rows[0]["error"])]
+
+
+def test_colour_arrays_keep_their_channels_and_narrow_stacks_are_images():
+    rgb = np.zeros((40, 30, 3), np.uint8)
+    rgb[..., 0] = 255  # pure red: taking channel 0 as grey would make it white
+    (one,) = split_array(rgb)
+    assert one.shape == (40, 30, 3)
+    assert [a.shape for a in split_array(np.stack([rgb, rgb]))] == [(40, 30, 3)] * 2
+    assert [a.shape for a in split_array(np.zeros((2, 40, 30, 2)))] == [(40, 30)] * 2  # grey + alpha
+    assert [a.shape for a in split_array(np.zeros((5, 40, 8)))] == [(40, 8)] * 5  # 8 px wide: images
+    with pytest.raises(ValueError, match="looks like one image with 7 channels"):
+        split_array(np.zeros((5, 40, 7)))
+
+
+class _Bar:
+    """A stand-in for an open tqdm bar: counts updates, must not be closed by the callee."""
+
+    def __init__(self) -> None:
+        self.n, self.closed = 0, False
+
+    def update(self, k: int) -> None:
+        self.n += k
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_prepare_items_defaults_and_a_callers_bar(tmp_path, capsys, monkeypatch):
+    import os
+
+    import pydicom
+
+    from cxrkit.run import inputs
+    from cxrkit.run.inputs import prepare_items
+
+    (tmp_path / "wide.png").write_bytes(png_bytes(chest_like(30, 50)))
+    dcm = write_dicom(tmp_path / "m.dcm", chest_like(64, 64).astype(np.uint16))
+    ds = pydicom.dcmread(dcm)
+    del ds.Modality
+    ds.save_as(dcm)
+    items = expand_inputs([tmp_path / "wide.png", dcm])
+    spec = InputSpec(16, "pad")
+    prepared = prepare_items(items, spec)  # defaults: no originals, no bar, Modality required
+    assert prepared.originals is None and "reading" not in capsys.readouterr().err
+    assert prepared.rows[0]["src_w"] == 50 and prepared.rows[0]["src_h"] == 30
+    assert prepared.rows[1]["status"] == "not assessable" and "Modality" in prepared.rows[1]["error"]
+    prepare_items(items, spec, progress=True)
+    assert "reading" in capsys.readouterr().err
+    bar = _Bar()
+    prepare_items(items, spec, progress=bar)
+    assert bar.n == len(items) and not bar.closed  # advanced once per item, left open for its owner
+    modes = []
+    monkeypatch.setattr(inputs.os, "access", lambda path, mode: modes.append(mode) or True)
+    (tmp_path / "empty").mkdir()
+    prepared = prepare_items(expand_inputs([tmp_path / "empty"]), spec)
+    assert "no PNG/JPEG/DICOM" in prepared.rows[0]["error"]
+    assert (os.R_OK | os.X_OK) in modes  # a folder counts as "empty" only if it could be listed

@@ -166,3 +166,28 @@ def test_a_point_reached_only_with_specificity_zero_is_reported_as_degenerate():
     assert op.reached and op.val_specificity == 0.0
     assert any("degenerate" in w and "specificity 0" in w for w in pkg.validation["warnings"])
     assert not any("degenerate" in w for w in package(z, y, target_sensitivity=0.9).validation["warnings"])
+
+
+def test_the_target_sensitivity_and_tta_bounds_are_checked_where_a_package_is_made_and_read():
+    import dataclasses
+
+    from cxrkit.run.package import choose_operating_point, package_problem
+
+    z, y = overconfident()
+    pkg = package(z, y, target_sensitivity=1.0)  # the top of (0, 1] is allowed
+    assert pkg.operating_point.target_sensitivity == 1.0 and package_problem(pkg) is None
+    cal = pkg.probs(z)
+    assert choose_operating_point(LABELS, y, cal, 1.0).target_sensitivity == 1.0
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match=r"\(0, 1\]"):
+            choose_operating_point(LABELS, y, cal, bad)
+        edited = dataclasses.replace(
+            pkg, operating_point=dataclasses.replace(pkg.operating_point, target_sensitivity=bad)
+        )
+        assert package_problem(edited) == (
+            f"operating_point.target_sensitivity {bad!r}: expected a value in (0, 1]"
+        )
+    assert "tta" not in pkg.model_config and package_problem(pkg) is None  # absent: no views
+    for tta, ok in ((0, True), (5, True), (6, False), (-1, False), (True, False), ("3", False)):
+        edited = dataclasses.replace(pkg, model_config={**pkg.model_config, "tta": tta})
+        assert (package_problem(edited) is None) == ok, tta

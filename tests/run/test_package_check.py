@@ -230,3 +230,17 @@ def test_values_at_the_edges_of_their_range_are_accepted(run_dir, change):
 def test_a_single_temperature_run_loads_against_its_weights(run_dir):
     _tamper(run_dir, lambda d: d["calibration"].update(temperatures=[1.2]))
     assert RunModel.load(run_dir, "cpu").package.temperatures == (1.2,)
+
+
+def test_temperatures_have_a_millionth_of_rounding_room_at_the_fitters_bounds(run_dir):
+    """The fitter's bounds, widened by one part in a million each way, are in; a hair beyond is out."""
+    from cxrkit.evaluate.calibration import T_BOUNDS
+    from cxrkit.run.package import read_package
+
+    lo, hi = T_BOUNDS[0] * (1 - 1e-6), T_BOUNDS[1] * (1 + 1e-6)  # written out: the contract, not the code
+    _tamper(run_dir, lambda d: d["calibration"].update(temperatures=[lo, hi, 1.0]))
+    read_package(run_dir)  # no error
+    for outside in (lo * (1 - 1e-9), hi * (1 + 1e-9)):
+        _tamper(run_dir, lambda d, t=outside: d["calibration"].update(temperatures=[t, 1.0, 1.0]))
+        with pytest.raises(ValueError, match=r"calibration\.temperatures"):
+            read_package(run_dir)

@@ -51,7 +51,7 @@ def test_kfold_options_are_checked():
     with pytest.raises(ValueError, match="kfold"):
         build_run_config({**base, "split": {"method": "kfolds"}})
     cfg = build_run_config({**base, "split": {"method": "kfold", "folds": 3, "test": 0.25}})
-    assert cfg.split.folds == 3 and cfg.split.fold == 0
+    assert cfg.partition.folds == 3 and cfg.partition.fold == 0
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_the_parents_validation_is_scored_out_of_fold(kfold_run):
     run = RunModel.load(parent, "cpu")
     data = load_run_data(parent)
     val = predict_split(run, data, "val")
-    assert len(val.index) == len(data.split["val"])
+    assert len(val.index) == len(data.partition["val"])
     ids = val.meta["image_id"].astype(str).to_numpy()
     for k in (1, 2, 3):
         member = RunModel.load(parent / f"fold-{k}", "cpu")
@@ -148,7 +148,7 @@ def test_a_parent_is_evaluated_and_its_digest_follows_the_folds(kfold_run, tmp_p
     parent = tmp_path / "cv"
     shutil.copytree(kfold_run[0], parent)
     out = evaluate_run(parent, EvalConfig(split="test", n_boot=20, samples=2), log=lambda m: None)
-    m = json.loads((out / "metrics.json").read_text())
+    m = json.loads((out / "evaluation.json").read_text())
     assert m["weights_sha256"] == weights_digest(parent) and m["images"] == len(
         pd.read_csv(parent / "split.csv").query("split == 'test'")
     )
@@ -194,8 +194,8 @@ def test_a_fold_cut_short_before_its_first_checkpoint_is_started_again(kfold_run
         "fold-3",
     ]
     assert (parent / "fold-2" / "model.json").is_file() and (parent / "model.json").is_file()
-    with pytest.raises(ValueError, match=r"cannot change split\.folds"):
-        fit(resume=parent, overrides={"split.folds": 4}, log=lambda m: None)
+    with pytest.raises(ValueError, match=r"cannot change partition\.folds"):
+        fit(resume=parent, overrides={"partition.folds": 4}, log=lambda m: None)
 
 
 def test_resuming_a_parent_trains_only_the_missing_folds(kfold_run, tmp_path):

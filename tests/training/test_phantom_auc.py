@@ -9,7 +9,7 @@ import json
 
 
 def test_small_cnn_learns_every_finding_on_held_out_patients(phantom_eval):
-    m = json.loads((phantom_eval / "metrics.json").read_text())
+    m = json.loads((phantom_eval / "evaluation.json").read_text())
     assert (
         m["split"] == "test" and len(m["averaged_labels"]) == 14 and "No Finding" not in m["averaged_labels"]
     )

@@ -15,7 +15,7 @@ from cxrkit.run.model import RunModel, predict_split
 
 def test_outputs_and_baselines_beaten(phantom_eval):
     for f in (
-        "metrics.json",
+        "evaluation.json",
         "report.html",
         "per_label.csv",
         "worklist.csv",
@@ -23,7 +23,7 @@ def test_outputs_and_baselines_beaten(phantom_eval):
         "predictions.csv",
     ):
         assert (phantom_eval / f).is_file(), f
-    m = json.loads((phantom_eval / "metrics.json").read_text())
+    m = json.loads((phantom_eval / "evaluation.json").read_text())
     split = pd.read_csv(phantom_eval.parent / "split.csv")
     assert (
         m["split"] == "test" and len(m["per_label"]) == 15 and m["images"] == (split["split"] == "test").sum()
@@ -46,7 +46,7 @@ def test_outputs_and_baselines_beaten(phantom_eval):
 
 
 def test_thresholds_from_val_are_applied_unchanged_to_test(phantom_run, phantom_eval):
-    m = json.loads((phantom_eval / "metrics.json").read_text())
+    m = json.loads((phantom_eval / "evaluation.json").read_text())
     run = RunModel.load(phantom_run, "cpu")
     data = load_run_data(run.path)
     val, test = predict_split(run, data, "val"), predict_split(run, data, "test")
@@ -66,7 +66,7 @@ def test_thresholds_from_val_are_applied_unchanged_to_test(phantom_run, phantom_
 
 def test_report_intervals_resample_patients_not_images(phantom_run, phantom_eval):
     """Phantom patients have two images each: the report's CIs are a patient bootstrap, recomputed here."""
-    m = json.loads((phantom_eval / "metrics.json").read_text())
+    m = json.loads((phantom_eval / "evaluation.json").read_text())
     run = RunModel.load(phantom_run, "cpu")
     test = predict_split(run, load_run_data(run.path), "test")
     split = pd.read_csv(phantom_run / "split.csv", dtype=str).set_index("image_id")
@@ -98,9 +98,9 @@ def test_every_json_a_run_holds_is_strict_json(phantom_eval):
     from cxrkit.run import files
 
     found = sorted(phantom_eval.parent.rglob("*.json"))  # the run folder: model.json, summary.json, eval-*/
-    assert {files.PACKAGE, files.SUMMARY, files.METRICS} <= {p.name for p in found}
+    assert {files.PACKAGE, files.SUMMARY, files.EVALUATION} <= {p.name for p in found}
     for path in found:
         text = path.read_text()
         doc = json.loads(text, parse_constant=lambda c, p=path: pytest.fail(f"bare {c} in {p}"))
-        if path.name == files.METRICS and ": null" in text:
+        if path.name == files.EVALUATION and ": null" in text:
             assert doc["nulls"].startswith("null: a value that cannot be computed"), path

@@ -47,12 +47,12 @@ def test_export_report_parity_and_int8_auc_on_the_test_split(exported_run, phant
     q = report["int8"]
     assert q["split"] == "test" and q["images"] == 300 and q["calibration"] == {"split": "val", "images": 300}
     # the PyTorch figure is the evaluation's own test macro ROC-AUC (same images, same findings)
-    evaluated = json.loads((phantom_eval / "metrics.json").read_text())["macro_auc"]["value"]
+    evaluated = json.loads((phantom_eval / "evaluation.json").read_text())["macro_auc"]["value"]
     assert q["pytorch"]["macro_auc"] == pytest.approx(evaluated, abs=1e-9)
     # recomputed here from the int8 model's own outputs
     run = RunModel.load(exported_run, "cpu", engine="onnx-int8")
     data = load_run_data(exported_run)
-    idx = np.sort(data.split["test"])
+    idx = np.sort(data.partition["test"])
     probs = run.probs(np.asarray(data.cache.images[idx]))
     y = data.targets[idx]
     findings = [j for j, lab in enumerate(run.labels) if lab != "No Finding"]

@@ -33,7 +33,7 @@ def test_kermany_operating_point_from_val_holds_on_test_patients(tmp_path):
     )
     run = fit(cfg, log=lambda m: None)
     out = evaluate_run(run, EvalConfig(split="test", n_boot=100), log=lambda m: None)
-    m = json.loads((out / "metrics.json").read_text())
+    m = json.loads((out / "evaluation.json").read_text())
     assert m["labels"] == ["Pneumonia"] and m["triage"]["score"] == "noisy_or"
     auc = m["per_label"][0]["auc"]
     sens, spec = m["triage"]["test"]["sensitivity"], m["triage"]["test"]["specificity"]

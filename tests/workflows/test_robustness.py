@@ -96,7 +96,7 @@ def test_shifted_rows_score_the_split_images_shifted(small, loaded):
     run, data = loaded
     t = table(small)
     assert (t.loc[t["severity"] > 0, "mean_abs_logit_change"] > 0).all()
-    rows = np.sort(data.split["test"])
+    rows = np.sort(data.partition["test"])
     images = apply_shift(np.asarray(data.cache.images[rows]), "gaussian_noise", 3, seed=0)
     probs = run.package.probs(run.logits(images))
     auc = summary_metrics(data.targets[rows], probs, 0.5, labels=run.labels)["macro_auc"]
@@ -211,7 +211,7 @@ def test_tta_scores_every_condition_with_the_views(phantom_run, tmp_path):
     out = robustness_run(phantom_run, cfg, log=lambda m: None)
     got = pd.read_csv(out / "robustness.csv")
     run, data = RunModel.load(phantom_run, "cpu"), load_run_data(phantom_run)
-    rows = np.sort(data.split["test"])
+    rows = np.sort(data.partition["test"])
     probs = run.package.probs(run.logits(np.asarray(data.cache.images[rows]), tta=3))
     expect = summary_metrics(data.targets[rows], probs, 0.5, labels=run.labels)["macro_auc"]
     assert got["macro_auc"].iloc[0] == pytest.approx(expect, abs=1e-12)

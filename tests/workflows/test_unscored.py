@@ -178,3 +178,58 @@ def test_triage_of_new_images_counts_what_it_scored_and_what_it_did_not(tmp_path
     clean = triage(run, [tmp_path / "good.png"], target=0.95, out=tmp_path / "c", log=logs.append)
     assert json.loads((clean / "triage.json").read_text())["images"] == 1
     assert pd.read_csv(clean / "worklist.csv")["rank"].tolist() == [1]
+
+
+def test_predict_files_bar_csv_index_and_heatmaps(tmp_path, capsys):
+    """What a user of ``cxr predict`` sees: a bar only when asked, a CSV without an index column, one
+    heatmap per scored image and no grid (a folder of thousands would make it unreadable)."""
+    from conftest import make_untrained_run
+
+    from cxrkit.workflows.predict import predict_files
+
+    run = make_untrained_run(tmp_path / "run")
+    images = tmp_path / "in"
+    images.mkdir()
+    for k in range(2):
+        (images / f"g{k}.png").write_bytes(png_bytes(chest_like(64, 64, seed=k)))
+    (images / "blank.png").write_bytes(png_bytes(np.zeros((64, 64), np.uint8)))
+    out, maps = tmp_path / "p.csv", tmp_path / "maps"
+    predict_files(run, [images], out=out, heatmaps=maps, progress=False, log=lambda m: None)
+    assert "predict" not in capsys.readouterr().err
+    assert pd.read_csv(out).columns[0] == "source"  # no unnamed index column in front
+    explained = {p.name.split("__")[0] for p in maps.iterdir()}  # one overlay per image and finding
+    assert explained == {"g0", "g1"}  # the blank one is not explained, and no grid.png
+    predict_files(run, [images / "g0.png"], progress=True, log=lambda m: None)
+    assert "predict" in capsys.readouterr().err
+
+
+def test_triage_of_new_images_defaults_and_edges(tmp_path):
+    """Its own folder by default, a target of exactly 1 in range, Modality required by default, and a
+    worklist of only unscored studies counted right."""
+    import pydicom
+    from conftest import make_untrained_run
+
+    from cxrkit.workflows.triage import triage
+
+    run = make_untrained_run(tmp_path / "run")
+    dcm = write_dicom(tmp_path / "m.dcm", chest_like(64, 64).astype(np.uint16))
+    ds = pydicom.dcmread(dcm)
+    del ds.Modality
+    ds.save_as(dcm)
+    from cxrkit.run.package import NeedsValidation
+
+    with pytest.raises(NeedsValidation, match="sensitivity 1 "):  # in range: only its data is missing
+        triage(run, [dcm], target=1.0, log=lambda m: None)
+    logs: list[str] = []
+    folder = triage(run, [dcm], log=logs.append)
+    assert folder == tmp_path / "run" / "triage-images"
+    summary = json.loads((folder / "triage.json").read_text())
+    assert (summary["images"], summary["scored"], summary["flagged"]) == (1, 0, 0)
+    assert summary["not_scored"][0]["status"] == "not assessable"
+    wl = pd.read_csv(folder / "worklist.csv")
+    assert wl.columns[0] == "rank" and wl["flag"].tolist() == ["not assessable"]
+    assert any("1 studies NOT scored" in line for line in logs)
+    (tmp_path / "good.png").write_bytes(png_bytes(chest_like(64, 64)))
+    logs.clear()
+    triage(run, [tmp_path / "good.png"], out=tmp_path / "clean", log=logs.append)
+    assert not any("NOT scored" in line for line in logs)

@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     from cxrkit.cli.predict import add_predict_commands
     from cxrkit.cli.serve import add_serve_commands
     from cxrkit.cli.train import add_train_commands
+    from cxrkit.cli.validate import add_validate_commands
 
     parser = argparse.ArgumentParser(prog="cxr", description="cxrkit: chest X-ray classification toolkit")
     parser.add_argument("--version", action="version", version=f"cxrkit {__version__}")
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_commands(sub)
     add_predict_commands(sub)
     add_eval_commands(sub)
+    add_validate_commands(sub)
     add_explain_commands(sub)
     add_export_commands(sub)
     add_serve_commands(sub)

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Literal
 
 from cxrkit.cli.options import add_modality_argument
-from cxrkit.config import SOURCES, DataConfig, PrepareConfig, RunConfig, SplitConfig, load_yaml, merge
+from cxrkit.config import SOURCES, DataConfig, PartitionConfig, PrepareConfig, RunConfig, load_yaml, merge
 
 
-def _add_data_args(p: argparse.ArgumentParser, data_required: bool = False) -> None:
+def add_data_args(p: argparse.ArgumentParser, data_required: bool = False, seed: bool = True) -> None:
+    """The DATA argument and the data-source flags (shared by every command that reads a data set)."""
     p.add_argument(
         "data",
         nargs="?" if not data_required else None,
@@ -32,14 +33,16 @@ def _add_data_args(p: argparse.ArgumentParser, data_required: bool = False) -> N
         help="phantom image size / ChestMNIST file size (28, 64, 128, 224)",
     )
     g.add_argument("--n", type=int, help="phantoms: number of images")
-    g.add_argument("--seed", type=int, help="seed for phantoms and splits")
+    if seed:
+        g.add_argument("--seed", type=int, help="seed for phantoms and splits")
     g.add_argument(
         "--split-name", dest="split", choices=("all", "train", "val", "test"), help="ChestMNIST split"
     )
     g.add_argument("--config", help="YAML with a `data:` section (CLI flags win)")
 
 
-def _data_config(args: argparse.Namespace, default_source: str) -> DataConfig:
+def data_config(args: argparse.Namespace, default_source: str) -> DataConfig:
+    """The DataConfig of ``add_data_args``' flags over the ``--config`` YAML's data section."""
     from cxrkit.data import detect_source
 
     doc = (load_yaml(args.config).get("data") or {}) if getattr(args, "config", None) else {}
@@ -79,7 +82,7 @@ def cmd_eda(args: argparse.Namespace) -> int:
     from cxrkit.data import build_dataset
     from cxrkit.report.eda import build_eda_report
 
-    cfg = _data_config(args, default_source="nih")
+    cfg = data_config(args, default_source="nih")
     out = check_out_file(Path(args.out or f"cxr-out/eda-{cfg.source}.html"), "file")
     ds = build_dataset(cfg)
     if not len(ds):
@@ -107,7 +110,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from cxrkit.data import build_dataset
     from cxrkit.run.data import build_cache, locate_cache
 
-    dcfg = _data_config(args, default_source="phantom")
+    dcfg = data_config(args, default_source="phantom")
     pcfg = merge(
         PrepareConfig(),
         {"size": args.size_out, "mode": args.mode, "workers": args.workers, "force": args.force or None},
@@ -143,9 +146,9 @@ def cmd_split(args: argparse.Namespace) -> int:
         split_summary,
     )
 
-    dcfg = _data_config(args, default_source="phantom")
+    dcfg = data_config(args, default_source="phantom")
     scfg = merge(
-        SplitConfig(),
+        PartitionConfig(),
         {
             "method": args.method,
             "seed": args.seed,
@@ -219,7 +222,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 def add_data_commands(sub) -> None:
     """Register eda, prepare, split, inspect and download on the ``cxr`` subparsers."""
     p = sub.add_parser("eda", help="exploratory data analysis report (HTML)", description=cmd_eda.__doc__)
-    _add_data_args(p)
+    add_data_args(p)
     p.add_argument("--out", help="report path (default cxr-out/eda-SOURCE.html)")
     p.add_argument("--per-label", type=int, default=6, help="sample images per label in the grid")
     p.set_defaults(func=cmd_eda)
@@ -227,7 +230,7 @@ def add_data_commands(sub) -> None:
     p = sub.add_parser(
         "prepare", help="decode once into a memory-mapped cache", description=cmd_prepare.__doc__
     )
-    _add_data_args(p)
+    add_data_args(p)
     p.add_argument(
         "--cache-dir",
         default=RunConfig().cache_dir,
@@ -249,7 +252,7 @@ def add_data_commands(sub) -> None:
         help="patient-grouped or official split, written as a manifest",
         description=cmd_split.__doc__,
     )
-    _add_data_args(p)
+    add_data_args(p)
     p.add_argument("--method", choices=("patient", "official"), help="patient (default) or official")
     p.add_argument(
         "--fractions",

@@ -22,7 +22,7 @@ from cxrkit.run import files
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Evaluate a run on a split: metrics.json + a self-contained HTML report (thresholds tuned on val)."""
+    """Evaluate a run on a split: evaluation.json + a self-contained HTML report (thresholds tuned on val)."""
     from cxrkit.workflows.evaluate import evaluate_run
 
     _check_out(args.out)

@@ -70,7 +70,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "data.size": args.image_size,
         "prepare.size": args.image_size,
         "data.seed": args.seed,
-        "split.seed": args.seed,
+        "partition.seed": args.seed,
         "train.seed": args.seed,
         "train.epochs": args.epochs,
     }
@@ -99,7 +99,7 @@ def add_train_commands(sub) -> None:
     p.add_argument("--bootstrap", type=int, help="patient-bootstrap replicates for the CIs (default: 500)")
 
     p = add_command(sub, "train", cmd_train, "train a model (config YAML + overrides), or resume a run")
-    p.add_argument("--config", help="run config YAML (sections data, prepare, split, model, train)")
+    p.add_argument("--config", help="run config YAML (sections data, prepare, partition, model, train)")
     p.add_argument(
         "overrides", nargs="*", metavar="SECTION.KEY=VALUE", help="e.g. train.epochs=5 model.name=resnet18"
     )

@@ -58,7 +58,7 @@ def compute_content_stats(img: np.ndarray) -> ContentStats:
         mode_share=float(hist.max() / max(hist.sum(), 1)),
         levels=len(present),
         aspect=max(h, w) / max(min(h, w), 1),
-        full_range=int(present[-1] - present[0]) if len(present) else 0,
+        full_range=int(present[-1] - present[0]),  # an image has pixels: present is never empty
         correlation=_neighbour_correlation(img),
         relief=_relief(img),
     )
@@ -96,7 +96,7 @@ def _relief(img: np.ndarray) -> float:
 
 def assessment_problem(img: np.ndarray, min_side: int = MIN_SIDE) -> str | None:
     """Why an (H, W) uint8 image cannot be assessed (too small, extreme shape, no content), or None."""
-    h, w = img.shape[:2]
+    h, w = img.shape[:2]  # pragma: no mutate (a 2-D image: [:2] and [:3] are the same)
     if min(h, w) < min_side:
         return f"image is {w}x{h} pixels, below the {min_side} px minimum side of an assessable radiograph"
     stats = compute_content_stats(img)
@@ -111,7 +111,7 @@ def assessment_problem(img: np.ndarray, min_side: int = MIN_SIDE) -> str | None:
             f"(blank, black or white image; limit {MAX_MODE_SHARE:.0%})"
         )
     if stats.span < MIN_SPAN:
-        outliers = stats.full_range >= 4 * max(stats.span, 1)
+        outliers = stats.full_range >= 4 * stats.span  # span >= 1 here: a span of 0 is a blank image
         return f"no image content: 98% of pixels lie within {stats.span} grey levels " + (
             f"while a few outliers span {stats.full_range} (a burned-in marker or a hot pixel took the "
             "grey range: window the image before scoring it)"

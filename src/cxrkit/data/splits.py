@@ -25,7 +25,7 @@ import pandas as pd
 from cxrkit.outputs import read_csv, write_csv
 
 log = logging.getLogger(__name__)
-Split = dict[str, np.ndarray]
+Partition = dict[str, np.ndarray]  # split name (train, val, test) -> row indices: every image in one split
 DEFAULT_FRACTIONS: Mapping[str, float] = {"train": 0.7, "val": 0.1, "test": 0.2}
 DIGEST = "pixels_crc32"  # split.csv column: CRC-32 of the image's cached pixels, to notice altered images
 MANIFEST_COLUMNS = ("image_id", "patient_id", "split")
@@ -35,13 +35,13 @@ class PatientLeakError(ValueError, AssertionError):
     """A patient found in more than one split (a ValueError: bad data or an edited split file)."""
 
 
-def check_no_patient_leak(patient_ids: Sequence[str] | np.ndarray, split: Split) -> None:
+def check_no_patient_leak(patient_ids: Sequence[str] | np.ndarray, partition: Partition) -> None:
     """Raise PatientLeakError naming the patients that occur in two splits, or overlapping rows."""
     pids = np.asarray(patient_ids).astype(str)
     seen: dict[str, str] = {}
     rows: set[int] = set()
     leaks: list[tuple[str, str, str]] = []
-    for name, idx in split.items():
+    for name, idx in partition.items():
         dup = rows.intersection(idx.tolist())
         if dup:
             raise PatientLeakError(f"rows {sorted(dup)[:5]} appear in split {name!r} and another split")
@@ -65,8 +65,8 @@ def patient_split(
     targets: np.ndarray,
     fractions: Mapping[str, float] = DEFAULT_FRACTIONS,
     seed: int = 0,
-) -> Split:
-    """Split rows into ``fractions`` by patient, stratified on ``targets`` (N, L; NaN = unknown)."""
+) -> Partition:
+    """Partition rows into ``fractions`` by patient, stratified on ``targets`` (N, L; NaN = unknown)."""
     names = list(fractions)
     frac = np.array([fractions[n] for n in names], dtype=float)
     if (frac < 0).any() or not np.isclose(frac.sum(), 1.0):
@@ -103,9 +103,9 @@ def patient_split(
         need_size[k] -= g_size[g]
     _fill_empty_splits(assign, frac, g_size)
     row_split = assign[inverse]
-    split = {n: np.flatnonzero(row_split == k) for k, n in enumerate(names)}
-    check_no_patient_leak(pids, split)
-    return split
+    partition = {n: np.flatnonzero(row_split == k) for k, n in enumerate(names)}
+    check_no_patient_leak(pids, partition)
+    return partition
 
 
 def kfold_folds(
@@ -125,7 +125,7 @@ def kfold_folds(
             f"kfold: {folds} folds"
             + (" and a test share" if test > 0 else "")
             + f" need at least {needed} patients (each fold holds whole patients); the data has "
-            f"{patients}: use split.folds <= {max(patients - (needed - folds), 1)} or more data"
+            f"{patients}: use partition.folds <= {max(patients - (needed - folds), 1)} or more data"
         )
     rest = (1.0 - test) / folds
     fractions = {"test": test, **{f"fold{k}": rest for k in range(1, folds + 1)}}
@@ -136,20 +136,20 @@ def kfold_folds(
     return out
 
 
-def fold_split(fold_of: np.ndarray, fold: int) -> Split:
+def fold_split(fold_of: np.ndarray, fold: int) -> Partition:
     """The split of fold ``fold`` (1..K): val is that fold, train the other folds, test the held-out rows.
 
     ``fold`` 0 (the K-fold parent run): val is every fold's rows (scored out of fold), no train.
     """
     fold_of = np.asarray(fold_of)
     cv = fold_of > 0
-    split: Split = {"val": np.flatnonzero(cv if fold == 0 else fold_of == fold)}
+    partition: Partition = {"val": np.flatnonzero(cv if fold == 0 else fold_of == fold)}
     if fold:
-        split["train"] = np.flatnonzero(cv & (fold_of != fold))
+        partition["train"] = np.flatnonzero(cv & (fold_of != fold))
     test = np.flatnonzero(~cv)
     if len(test):
-        split["test"] = test
-    return split
+        partition["test"] = test
+    return partition
 
 
 def _fill_empty_splits(assign: np.ndarray, frac: np.ndarray, g_size: np.ndarray) -> None:
@@ -175,7 +175,7 @@ def split_from_column(
     targets: np.ndarray | None = None,
     val_fraction: float = 0.1,
     seed: int = 0,
-) -> Split:
+) -> Partition:
     """The split a source ships (NIH's train_val/test lists, ChestMNIST's train/val/test).
 
     A ``trainval`` part (NIH) is divided into train and val by patient, stratified.
@@ -186,11 +186,11 @@ def split_from_column(
     unassigned = int(col.isna().sum())
     if unassigned:
         log.warning("%d images are in neither official list; left out of the split", unassigned)
-    split: Split = {}
+    partition: Partition = {}
     for name in ("train", "val", "test"):
         idx = np.flatnonzero((col == name).to_numpy())
         if len(idx):
-            split[name] = idx
+            partition[name] = idx
     trainval = np.flatnonzero((col == "trainval").to_numpy())
     if len(trainval):
         # pragma: no mutate (next line) -- without targets, any number of all-zero columns splits the same
@@ -198,10 +198,14 @@ def split_from_column(
         sub = patient_split(
             meta["patient_id"].to_numpy()[trainval], y, {"train": 1 - val_fraction, "val": val_fraction}, seed
         )
-        split["train"] = np.sort(np.concatenate([split.get("train", []), trainval[sub["train"]]]).astype(int))
-        split["val"] = np.sort(np.concatenate([split.get("val", []), trainval[sub["val"]]]).astype(int))
-    check_no_patient_leak(meta["patient_id"].to_numpy(), split)
-    return split
+        partition["train"] = np.sort(
+            np.concatenate([partition.get("train", []), trainval[sub["train"]]]).astype(int)
+        )
+        partition["val"] = np.sort(
+            np.concatenate([partition.get("val", []), trainval[sub["val"]]]).astype(int)
+        )
+    check_no_patient_leak(meta["patient_id"].to_numpy(), partition)
+    return partition
 
 
 def pixel_digests(images: np.ndarray, rows: np.ndarray | Sequence[int]) -> np.ndarray:
@@ -213,10 +217,12 @@ def pixel_digests(images: np.ndarray, rows: np.ndarray | Sequence[int]) -> np.nd
     return np.array([f"{zlib.crc32(np.ascontiguousarray(images[int(r)])):08x}" for r in rows], dtype=object)
 
 
-def split_manifest(meta: pd.DataFrame, split: Split, images: np.ndarray | None = None) -> pd.DataFrame:
+def split_manifest(
+    meta: pd.DataFrame, partition: Partition, images: np.ndarray | None = None
+) -> pd.DataFrame:
     """One row per image in the split: image_id, patient_id, split (and ``pixels_crc32`` given ``images``)."""
     parts = []
-    for name, idx in split.items():
+    for name, idx in partition.items():
         part = pd.DataFrame(
             {
                 "image_id": meta["image_id"].to_numpy()[idx],
@@ -231,12 +237,12 @@ def split_manifest(meta: pd.DataFrame, split: Split, images: np.ndarray | None =
 
 
 def save_split_manifest(
-    path: str | Path, meta: pd.DataFrame, split: Split, images: np.ndarray | None = None
+    path: str | Path, meta: pd.DataFrame, partition: Partition, images: np.ndarray | None = None
 ) -> Path:
     """Write the split manifest CSV (saved beside every run; ``images``: add each image's pixel CRC-32)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return write_csv(path, split_manifest(meta, split, images), index=False)
+    return write_csv(path, split_manifest(meta, partition, images), index=False)
 
 
 def read_split_manifest(path: str | Path) -> pd.DataFrame:
@@ -246,7 +252,7 @@ def read_split_manifest(path: str | Path) -> pd.DataFrame:
     two splits, means the file was edited or is corrupt.
     """
     try:
-        man = read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+        man = read_csv(path, dtype=str, na_filter=False)  # "NA" or "null" is an image id, not missing
     except pd.errors.EmptyDataError:
         raise ValueError(
             f"{path}: empty split file; expected columns {', '.join(MANIFEST_COLUMNS)}"
@@ -323,7 +329,7 @@ def load_split_manifest(
     meta: pd.DataFrame,
     images: np.ndarray | None = None,
     report: Callable[[str], None] = log.warning,
-) -> Split:
+) -> Partition:
     """Read a manifest back as row indices into ``meta``, every known image in its saved split.
 
     Images added since are in no split and removed ones are left out (``report`` gets one line
@@ -334,7 +340,7 @@ def load_split_manifest(
     changes, rows = compare_manifest(man, meta, images)
     if changes:
         report(f"{path}: {changes.message()}")
-    split: Split = {}
+    partition: Partition = {}
     for name, g in man.groupby("split", sort=False):
         idx = rows[g.index.to_numpy()]
         if not (idx >= 0).any():
@@ -342,20 +348,20 @@ def load_split_manifest(
                 f"{path}: none of the {len(idx)} images of split {name!r} is in the data any more; "
                 "expected the run's data (check data.path, or train a new run)"
             )
-        split[str(name)] = np.sort(idx[idx >= 0])
+        partition[str(name)] = np.sort(idx[idx >= 0])
     try:
-        check_no_patient_leak(meta["patient_id"].to_numpy(), split)
+        check_no_patient_leak(meta["patient_id"].to_numpy(), partition)
     except PatientLeakError as err:
         raise PatientLeakError(
             f"{path}: {err} by the data's patient key (the split file was edited or the patient rule changed)"
         ) from None
-    return split
+    return partition
 
 
-def split_summary(meta: pd.DataFrame, split: Split, labels: Sequence[str]) -> pd.DataFrame:
+def split_summary(meta: pd.DataFrame, partition: Partition, labels: Sequence[str]) -> pd.DataFrame:
     """Images, patients and positives per label for each split (rows: splits)."""
     rows = {}
-    for name, idx in split.items():
+    for name, idx in partition.items():
         part = meta.iloc[idx]
         row = {"images": len(idx), "patients": part["patient_id"].nunique()}
         row.update({lab: int((part[lab] == 1).sum()) for lab in labels})

@@ -1,4 +1,4 @@
-"""The comparison of evaluated runs: one row per run from its metrics.json, and the page that shows them."""
+"""The comparison of evaluated runs: a row per run from its evaluation.json, and the page that shows them."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ from cxrkit.report.robustness import robustness_section
 
 @dataclass
 class EvalFigures:
-    """What the report draws besides metrics.json: per-image truth and probabilities, images, tables."""
+    """What the report draws besides evaluation.json: per-image truth and probabilities, images, tables."""
 
     targets: np.ndarray  # (N, L)
     probs: np.ndarray  # (N, L) calibrated
@@ -160,7 +160,7 @@ BASELINE_COLUMNS = [
 
 
 def write_eval_report(path: Path, m: dict[str, Any], fig: EvalFigures, samples: int = 12) -> Path:
-    """Render metrics.json's content (``m``): curves, matrices, calibration, triage, samples, localization."""
+    """Render evaluation.json (``m``): curves, matrices, calibration, triage, samples, localization."""
     labels = m["labels"]
     sections = [
         Section("Headline", _headline(m)),
@@ -184,6 +184,10 @@ def write_eval_report(path: Path, m: dict[str, Any], fig: EvalFigures, samples: 
         Section("Triage", _triage(m, fig.sweep)),
         Section("Worklist (first 15 rows of worklist.csv)", table_html(fig.worklist.head(15), index=False)),
     ]
+    if "site" in m:  # cxr validate: the comparison with the training site comes right after the headline
+        from cxrkit.report.site import site_section
+
+        sections.insert(1, site_section(m))
     if fig.localization is not None:
         sections.append(localization_section(fig.localization))
     sections.append(_robustness(m, fig.robustness))

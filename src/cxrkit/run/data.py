@@ -1,4 +1,4 @@
-"""A run's data: its dataset, prepared cache, the labels it trains on, their targets and its split.
+"""A run's data: its dataset, prepared cache, the labels it trains on, their targets and its partition.
 
 Training builds it from a RunConfig; resuming, evaluation, triage and localization rebuild it
 from the run's saved ``config.yaml`` and ``split.csv``, never a new split (re-scoring a split
@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxrkit.config import RunConfig, SplitConfig, build_run_config, load_yaml
+from cxrkit.config import PartitionConfig, RunConfig, build_run_config, load_yaml
 from cxrkit.data import build_dataset
 from cxrkit.data.base import XRayDataset
 from cxrkit.data.cache import CachedDataset, PrepareResult, cache_folder, cache_key, prepare_cache
 from cxrkit.data.splits import (
-    Split,
+    Partition,
     check_no_patient_leak,
     fold_split,
     kfold_folds,
@@ -37,12 +37,12 @@ Log = Callable[[str], None]
 
 @dataclass
 class TrainData:
-    """A prepared cache, the labels trained on, their targets and the split."""
+    """A prepared cache, the labels trained on, their targets and the partition (split name -> rows)."""
 
     cache: CachedDataset
     labels: tuple[str, ...]
     targets: np.ndarray  # (N, L) float32, NaN unknown
-    split: Split
+    partition: Partition
     task: str
 
     def batch(self, idx: np.ndarray, device=None, change: Callable[[np.ndarray], np.ndarray] | None = None):
@@ -79,30 +79,32 @@ def check_start(cfg: RunConfig, ds: XRayDataset) -> list[int]:
     return cols
 
 
-def is_ensemble(scfg: SplitConfig) -> bool:
-    """Whether a run with this split is a K-fold parent: one model per fold, predicting with their average."""
+def is_ensemble(scfg: PartitionConfig) -> bool:
+    """Whether a run with this partition is a K-fold parent: one model per fold, predicting their mean."""
     return scfg.method == "kfold" and scfg.fold == 0
 
 
-def make_split(meta: pd.DataFrame, targets: np.ndarray, scfg: SplitConfig) -> Split:
+def make_split(meta: pd.DataFrame, targets: np.ndarray, scfg: PartitionConfig) -> Partition:
     """Patient-grouped stratified split, the source's official one, or one fold of a K-fold split.
 
     Train and val must exist (a K-fold parent, ``fold`` 0, has val only: its out-of-fold images).
     """
     if scfg.method == "official":
-        split = split_from_column(meta, targets=targets, val_fraction=scfg.val, seed=scfg.seed)
+        partition = split_from_column(meta, targets=targets, val_fraction=scfg.val, seed=scfg.seed)
     elif scfg.method == "patient":
-        split = patient_split(meta["patient_id"].to_numpy(), targets, scfg.fractions(), scfg.seed)
+        partition = patient_split(meta["patient_id"].to_numpy(), targets, scfg.fractions(), scfg.seed)
     elif scfg.method == "kfold":
         folds = kfold_folds(meta["patient_id"].to_numpy(), targets, scfg.folds, scfg.test, scfg.seed)
-        split = fold_split(folds, scfg.fold)
-        check_no_patient_leak(meta["patient_id"].to_numpy(), split)
+        partition = fold_split(folds, scfg.fold)
+        check_no_patient_leak(meta["patient_id"].to_numpy(), partition)
     else:
-        raise ValueError(f"split.method {scfg.method!r}: expected patient, official or kfold")
+        raise ValueError(f"partition.method {scfg.method!r}: expected patient, official or kfold")
     for part in ("train", "val") if not is_ensemble(scfg) else ("val",):
-        if len(split.get(part, [])) == 0:
-            raise ValueError(f"the split has no {part} images; use more data or other split fractions")
-    return split
+        if len(partition.get(part, [])) == 0:
+            raise ValueError(
+                f"the partition has no {part} images; use more data or other partition fractions"
+            )
+    return partition
 
 
 def locate_cache(cfg: RunConfig, ds: XRayDataset) -> tuple[Path, str]:
@@ -141,7 +143,7 @@ def saved_split(run_dir: Path) -> Path:
     return path
 
 
-def load_saved_split(path: Path, cache: CachedDataset, log: Log | None = None) -> Split:
+def load_saved_split(path: Path, cache: CachedDataset, log: Log | None = None) -> Partition:
     """A run's saved split over ``cache``: known images where they were, new ones in none.
 
     How the data changed since is one line to ``log`` (without one: a logging warning).
@@ -160,17 +162,19 @@ def open_data(
     targets = cache.targets()[:, cols]
     task = cache.task if cfg.train.loss == "ce" else "multilabel"
     if split_file is None:
-        split = make_split(cache.meta, targets, cfg.split)
+        partition = make_split(cache.meta, targets, cfg.partition)
     else:
-        split = load_saved_split(split_file, cache, log)
-        lacking = [p for p in (("val",) if is_ensemble(cfg.split) else ("train", "val")) if p not in split]
+        partition = load_saved_split(split_file, cache, log)
+        lacking = [
+            p for p in (("val",) if is_ensemble(cfg.partition) else ("train", "val")) if p not in partition
+        ]
         if lacking:
             raise ValueError(f"{split_file}: no {' or '.join(lacking)} images; expected a run's split file")
-    return TrainData(cache, tuple(cache.labels[c] for c in cols), targets, split, task)
+    return TrainData(cache, tuple(cache.labels[c] for c in cols), targets, partition, task)
 
 
 def prepare_data(cfg: RunConfig, log: Log = lambda _m: None) -> TrainData:
-    """Dataset -> checks -> cache (built once, reused after) -> labels, targets and a new split."""
+    """Dataset -> checks -> cache (built once, reused after) -> labels, targets and a new partition."""
     ds = build_dataset(cfg.data)
     check_start(cfg, ds)
     path, key = locate_cache(cfg, ds)

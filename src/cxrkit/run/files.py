@@ -24,7 +24,7 @@ def package_format(model_config: dict, intensity: str) -> int:
 
 CONFIG = "config.yaml"  # the resolved RunConfig
 SPLIT = "split.csv"  # image -> train/val/test, as trained
-HISTORY = "history.csv"  # one row per epoch; older runs: metrics.csv (never read: "metrics" is metrics.json)
+HISTORY = "history.csv"  # one row per epoch (older runs: metrics.csv, never read)
 CURVES = "curves.png"
 BEST = "best.pt"  # weights of the best epoch (what prediction loads)
 LAST = "last.pt"  # weights + optimiser state of the last epoch (what --resume loads)
@@ -49,13 +49,18 @@ COMPARISON_HTML = "comparison.html"
 
 
 def eval_dir(run_dir: Path, split: str) -> Path:
-    """Where ``cxr evaluate RUN --split SPLIT`` writes (metrics.json, CSVs, report.html)."""
+    """Where ``cxr evaluate RUN --split SPLIT`` writes (evaluation.json, CSVs, report.html)."""
     return Path(run_dir) / f"eval-{split}"
 
 
 def robustness_dir(run_dir: str | Path, split: str) -> Path:
     """Where ``cxr robustness RUN --split SPLIT`` writes by default (read by the evaluation report)."""
     return Path(run_dir) / f"robustness-{split}"
+
+
+def validation_dir(run_dir: Path, site: str) -> Path:
+    """Where ``cxr validate RUN DATA`` writes by default: ``validate-SITE`` (SITE: the data folder's name)."""
+    return Path(run_dir) / f"validate-{site}"
 
 
 def triage_dir(run_dir: Path, split: str | None) -> Path:
@@ -75,7 +80,8 @@ def check_run_folder(run_dir: Path, need: tuple[str, ...] = (BEST,)) -> Path:
 
 
 # what the workflows write inside eval-SPLIT/, triage-*/ and the predictions table
-METRICS = "metrics.json"
+EVALUATION = "evaluation.json"  # cxr evaluate's figures ("metrics" names only the metric functions)
+OLD_EVALUATION = "metrics.json"  # its older name, still read in runs evaluated before the rename
 REPORT = "report.html"
 PER_LABEL = "per_label.csv"
 PREDICTIONS = "predictions.csv"
@@ -85,6 +91,12 @@ SWEEP_PLOT = "triage_sweep.png"
 TRIAGE = "triage.json"
 
 
+def evaluation_file(folder: str | Path) -> Path:
+    """An ``eval-SPLIT`` folder's evaluation.json, or an older run's metrics.json when only that exists."""
+    new, old = Path(folder) / EVALUATION, Path(folder) / OLD_EVALUATION
+    return old if old.is_file() and not new.is_file() else new
+
+
 def eval_dirs(run_dir: Path) -> list[Path]:
-    """Every ``eval-SPLIT`` folder of a run that holds a finished evaluation (its metrics.json)."""
-    return sorted(p.parent for p in Path(run_dir).glob(f"eval-*/{METRICS}"))
+    """Every ``eval-SPLIT`` folder of a run that holds a finished evaluation (its evaluation.json)."""
+    return sorted(p for p in Path(run_dir).glob("eval-*") if evaluation_file(p).is_file())

@@ -308,12 +308,12 @@ def split_scorers(run: RunModel, data: TrainData, part: str) -> list[tuple[np.nd
     One pair for an ordinary run. Every caller that scores a split (and may change its images first,
     as ``cxr robustness`` does) goes through this, so each image is scored by the model meant for it.
     """
-    if len(data.split.get(part, [])) == 0:
-        have = ", ".join(k for k, v in data.split.items() if len(v)) or "none"
+    if len(data.partition.get(part, [])) == 0:
+        have = ", ".join(k for k, v in data.partition.items() if len(v)) or "none"
         raise ValueError(f"{run.path}: the run's split has no {part!r} images (it has: {have})")
     if tuple(data.labels) != tuple(run.labels):
         raise ValueError(f"{run.path}: the data's labels {data.labels} differ from the model's {run.labels}")
-    rows = np.sort(data.split[part])
+    rows = np.sort(data.partition[part])
     if not run.members or part != "val":
         return [(rows, run.logits)]
     ids = data.cache.meta["image_id"].astype(str).to_numpy()

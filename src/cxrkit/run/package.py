@@ -233,8 +233,8 @@ def package_problem(pkg: ModelPackage) -> str | None:
         return f"input intensity {spec.intensity!r}: expected none, standardize or equalize"
     if spec.intensity != pkg.model_config.get("intensity", "none"):
         return f"intensity {spec.intensity!r} differs from the network's ({pkg.model_config['intensity']})"
-    tta = pkg.model_config.get("tta", 0)
-    if not isinstance(tta, int) or isinstance(tta, bool) or not 0 <= tta <= 5:
+    tta = pkg.model_config.get("tta")  # absent: no test-time views
+    if tta is not None and (not isinstance(tta, int) or isinstance(tta, bool) or not 0 <= tta <= 5):
         return f"model.config.tta {tta!r}: expected 0..5 views"
     members = pkg.model_config.get("ensemble")
     if members is not None and (

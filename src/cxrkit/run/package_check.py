@@ -139,8 +139,8 @@ def _point_problem(d: dict) -> str | None:
         return f"operating_point {op!r}: expected an object"
     if not isinstance(op.get("score"), str):
         return f"operating_point.score {op.get('score')!r}: expected a score rule name"
-    if not isinstance(op.get("reached", True), bool):
-        return f"operating_point.reached {op.get('reached')!r}: expected true or false"
+    if "reached" in op and not isinstance(op["reached"], bool):  # absent in older files
+        return f"operating_point.reached {op['reached']!r}: expected true or false"
     images = op.get("val_images")
     if not isinstance(images, int) or isinstance(images, bool) or images < 0:
         return f"operating_point.val_images {images!r}: expected a count"

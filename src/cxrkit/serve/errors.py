@@ -1,7 +1,7 @@
 """HTTP errors of the service: one JSON shape for every error, the handlers, the request observer,
 and the ASGI guard that owns the upload limit (413) and the stalled-body timeout (408).
 
-Every error, 404/405/500 included, is ``{"error": code, "message": ...}``; logs and metrics carry
+Every error, 404/405/500 included, is ``{"error": code, "message": ...}``; logs and telemetry carry
 routes, codes and timings only, never client text or patient data.
 """
 
@@ -45,18 +45,18 @@ def error_response(err: ApiError) -> JSONResponse:
 
 
 def method_of(request: Request) -> str:
-    """The HTTP method for metrics labels: a known one, else "other" (never client text)."""
+    """The HTTP method for telemetry labels: a known one, else "other" (never client text)."""
     known = ("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH")
     return request.method if request.method in known else "other"
 
 
 def route_of(request: Request) -> str:
-    """The route template (never the raw path: metrics labels must not carry client text)."""
+    """The route template (never the raw path: telemetry labels must not carry client text)."""
     return getattr(request.scope.get("route"), "path", "other")
 
 
 def _count(request: Request, err: ApiError) -> JSONResponse:
-    request.app.state.service.metrics.error(route_of(request), err.code)
+    request.app.state.service.telemetry.error(route_of(request), err.code)
     return error_response(err)
 
 
@@ -73,7 +73,7 @@ async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResp
 async def _unexpected(request: Request, err: Exception) -> JSONResponse:
     # a bug or an exhausted resource: a JSON 500, counted and logged by type only (no client data)
     log.error("unexpected %s on %s", type(err).__name__, route_of(request))
-    request.app.state.service.metrics.error(route_of(request), "internal")
+    request.app.state.service.telemetry.error(route_of(request), "internal")
     if isinstance(err, MemoryError):
         return error_response(
             ApiError(503, "out_of_memory", "not enough memory for this image", {"Retry-After": "5"})
@@ -95,17 +95,17 @@ async def _invalid(request: Request, err: RequestValidationError) -> JSONRespons
 
 async def _observe(request: Request, call_next):
     """Count and time every request by method, route and status; log the same (never client text)."""
-    metrics = request.app.state.service.metrics
+    telemetry = request.app.state.service.telemetry
     rid, t0 = uuid.uuid4().hex[:12], time.perf_counter()
     try:
         response = await call_next(request)
     except Exception:  # answered as a JSON 500 further out; counted and logged here
         path = route_of(request)
-        metrics.observe(method_of(request), path, 500, time.perf_counter() - t0)
+        telemetry.observe(method_of(request), path, 500, time.perf_counter() - t0)
         log.info("%s %s %s 500 %.1f ms", rid, request.method, path, (time.perf_counter() - t0) * 1e3)
         raise
     seconds, path = time.perf_counter() - t0, route_of(request)
-    metrics.observe(method_of(request), path, response.status_code, seconds)
+    telemetry.observe(method_of(request), path, response.status_code, seconds)
     response.headers["X-Request-Id"] = rid
     log.info("%s %s %s %d %.1f ms", rid, request.method, path, response.status_code, seconds * 1e3)
     return response

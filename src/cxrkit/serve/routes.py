@@ -69,7 +69,7 @@ def health(service: ServiceDep) -> dict:
 @router.get("/metrics", tags=["service"], response_class=PlainTextResponse)
 def metrics(service: ServiceDep) -> str:
     """Prometheus text: request counts and latencies by route, errors by code, in-flight requests."""
-    return service.metrics.render(service.pool.in_flight, service.run.engine)
+    return service.telemetry.render(service.pool.in_flight, service.run.engine)
 
 
 @router.get("/v1/model", tags=["model"], dependencies=[Depends(check_key)])
@@ -99,9 +99,9 @@ async def predict(
         except Overloaded as err:
             raise overloaded(str(err)) from None
     except ApiError:
-        service.metrics.scored("error")
+        service.telemetry.scored("error")
         raise
-    service.metrics.scored("ok")
+    service.telemetry.scored("ok")
     return out
 
 
@@ -125,7 +125,7 @@ async def predict_batch(
             images.append((len(results), name, image.shape, prep))  # the shape only: memory stays flat
             results.append(None)
         except ApiError as err:
-            service.metrics.scored("error")
+            service.telemetry.scored("error")
             results.append(
                 {"filename": name, "error": err.code, "message": err.message, "status": err.status}
             )
@@ -137,9 +137,9 @@ async def predict_batch(
         for (k, name, shape, _), p in zip(images, probs, strict=True):
             try:
                 results[k] = service.result(p, name, shape, top)
-                service.metrics.scored("ok")
+                service.telemetry.scored("ok")
             except ApiError as err:  # this file's answer only: the others in the batch stand
-                service.metrics.scored("error")
+                service.telemetry.scored("error")
                 results[k] = {
                     "filename": name,
                     "error": err.code,

@@ -28,7 +28,7 @@ from cxrkit.run.inputs import min_side
 from cxrkit.run.model import RunModel
 from cxrkit.serve.batcher import Batcher
 from cxrkit.serve.errors import ApiError
-from cxrkit.serve.metrics import Metrics
+from cxrkit.serve.telemetry import Telemetry
 
 ACCEPTED_TYPES = {
     "image/png",
@@ -58,7 +58,7 @@ class Service:
 
     def __init__(self, run: RunModel, cfg: ServeConfig) -> None:
         self.run, self.cfg = run, cfg
-        self.metrics = Metrics()
+        self.telemetry = Telemetry()
         # Grad-CAM hooks the PyTorch network: with several workers, no other forward pass may run
         # through it meanwhile (ONNX Runtime sessions are safe to share)
         self.torch_lock = threading.Lock()

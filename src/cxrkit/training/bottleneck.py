@@ -47,7 +47,7 @@ def train_head_on_features(
     model.freeze("backbone")
     model.to(device)
     start = time.perf_counter()
-    tr, va = data.split["train"], data.split["val"]
+    tr, va = data.partition["train"], data.partition["val"]
     f_tr = extract_features(model, data, tr, t.batch_size * 2, device)
     f_va = extract_features(model, data, va, t.batch_size * 2, device)
     log(

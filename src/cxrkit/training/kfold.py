@@ -1,7 +1,7 @@
 """Patient-grouped K-fold cross-validation: one run per fold, and a parent run that is their ensemble.
 
-``split.method: kfold`` trains ``fold-1`` .. ``fold-K`` inside the parent folder, each an ordinary
-run validating on its own fold (``split.fold: k``), then writes the parent: ``config.yaml``,
+``partition.method: kfold`` trains ``fold-1`` .. ``fold-K`` inside the parent folder, each an ordinary
+run validating on its own fold (``partition.fold: k``), then writes the parent: ``config.yaml``,
 ``split.csv`` (val: every fold's images, test: the held-out share), ``cv.json`` (each fold's
 validation macro AUC at its best epoch, their mean and sd, and the pooled out-of-fold AUC), ``summary.json``
 (out-of-fold metrics, total training time) and ``model.json``,
@@ -37,8 +37,8 @@ def fold_name(k: int) -> str:
 
 def fold_config(cfg: RunConfig, parent: Path, k: int) -> RunConfig:
     """Fold ``k``'s config: the parent's, validating on fold k, written inside the parent folder."""
-    split = dataclasses.replace(cfg.split, fold=k)
-    return dataclasses.replace(cfg, split=split, out=str(parent), name=fold_name(k))
+    partition = dataclasses.replace(cfg.partition, fold=k)
+    return dataclasses.replace(cfg, partition=partition, out=str(parent), name=fold_name(k))
 
 
 def fold_state(parent: Path, k: int) -> str:
@@ -69,10 +69,10 @@ def cv_summary(aucs: list[float], monitored: list[float], monitor: str, oof_auc:
 
 def write_parent(cfg: RunConfig, parent: Path, log: Log, device: str = "auto") -> Path:
     """The parent run from its finished folds: split.csv, config.yaml, model.json and cv.json."""
-    data: TrainData = prepare_data(cfg)  # the cache the folds used; the parent's own split (fold 0)
+    data: TrainData = prepare_data(cfg)  # the cache the folds used; the parent's own partition (fold 0)
     write_text(parent / files.CONFIG, absolute_paths(cfg).to_yaml())
-    save_split_manifest(parent / files.SPLIT, data.cache.meta, data.split, data.cache.images)
-    members = [fold_name(k) for k in range(1, cfg.split.folds + 1)]
+    save_split_manifest(parent / files.SPLIT, data.cache.meta, data.partition, data.cache.images)
+    members = [fold_name(k) for k in range(1, cfg.partition.folds + 1)]
     runs = [RunModel.load(parent / m, device) for m in members]
     first = runs[0]
     pkg_stub = dataclasses.replace(

@@ -100,7 +100,7 @@ def train_one_epoch(
 
     torch.manual_seed(epoch_seed(t.seed, epoch))  # dropout draws
     gen = _epoch_generator(t.seed, epoch)
-    train_idx = data.split["train"]
+    train_idx = data.partition["train"]
     sampler = DistributedSampler(
         range(len(train_idx)), num_replicas=info.world, rank=info.rank, shuffle=True, seed=t.seed
     )
@@ -181,8 +181,10 @@ def _fit(
     if resume is not None:
         run_dir = resumable(Path(resume))
         cfg = load_run_config(run_dir, overrides)
-        if is_ensemble(cfg.split):
-            changed = sorted(k for k in overrides or {} if str(k).startswith(("split.", "data.", "prepare.")))
+        if is_ensemble(cfg.partition):
+            changed = sorted(
+                k for k in overrides or {} if str(k).startswith(("partition.", "split.", "data.", "prepare."))
+            )
             if changed:  # the finished folds were split and prepared as saved: the rest must be too
                 raise ValueError(f"--resume of a K-fold run cannot change {', '.join(changed)}")
             return _fit_kfold(cfg, run_dir, overrides, info, log)
@@ -193,7 +195,7 @@ def _fit(
     else:
         ckpt = None
         check_out(cfg.out)
-        if is_ensemble(cfg.split):
+        if is_ensemble(cfg.partition):
             return _fit_kfold(cfg, None, overrides, info, log)
     t, m = cfg.train, cfg.model
     device = resolve_device(t.device, info.local_rank)
@@ -219,7 +221,7 @@ def _fit(
     try:
         if info.main:
             write_text(run_dir / files.CONFIG, absolute_paths(cfg).to_yaml())
-            save_split_manifest(run_dir / files.SPLIT, data.cache.meta, data.split, data.cache.images)
+            save_split_manifest(run_dir / files.SPLIT, data.cache.meta, data.partition, data.cache.images)
         return _train(cfg, run_dir, None, data, model, device, info, log)
     except BaseException:
         if info.main:
@@ -237,9 +239,9 @@ def _fit_kfold(
         if info.main:  # first, so that --resume PARENT works after an interruption in any fold
             write_text(parent / files.CONFIG, absolute_paths(cfg).to_yaml())
     try:
-        for k in range(1, cfg.split.folds + 1):
+        for k in range(1, cfg.partition.folds + 1):
             state = fold_state(parent, k)
-            log(f"fold {k}/{cfg.split.folds}: {'already trained' if state == 'done' else 'training'}")
+            log(f"fold {k}/{cfg.partition.folds}: {'already trained' if state == 'done' else 'training'}")
             if state == "started":
                 _fit(None, parent / fold_name(k), overrides, info, log)
             elif state == "new":
@@ -251,7 +253,7 @@ def _fit_kfold(
         if (
             made
             and info.main
-            and not any(fold_state(parent, k) != "new" for k in range(1, cfg.split.folds + 1))
+            and not any(fold_state(parent, k) != "new" for k in range(1, cfg.partition.folds + 1))
         ):
             shutil.rmtree(parent, ignore_errors=True)  # nothing worth keeping: no fold has a checkpoint
         raise
@@ -273,7 +275,9 @@ def _train(
 ) -> Path:
     """Epochs from the checkpoint ``ckpt`` (or the start) to the end; checkpoints, history, model.json."""
     t = cfg.train
-    loss_fn = build_loss(t.loss, data.targets[data.split["train"]], gamma=t.focal_gamma, alpha=t.focal_alpha)
+    loss_fn = build_loss(
+        t.loss, data.targets[data.partition["train"]], gamma=t.focal_gamma, alpha=t.focal_alpha
+    )
     history = (
         list(ckpt["history"]) if ckpt else _first_stage(cfg, data, model, loss_fn, device, run_dir, info, log)
     )
@@ -389,7 +393,7 @@ def _checkpoint_meta(cfg: RunConfig, data: TrainData, model: CXRNet) -> dict:
 def _log_start(
     cfg: RunConfig, data: TrainData, model: CXRNet, device: torch.device, info: ddp.DistInfo, log: Log
 ) -> None:
-    n_train, n_val = len(data.split["train"]), len(data.split["val"])
+    n_train, n_val = len(data.partition["train"]), len(data.partition["val"])
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(
         f"model {cfg.model.name}: {trainable:,} trainable parameters; {n_train:,} train / {n_val:,} val "

@@ -30,7 +30,7 @@ def write_model_package(
     run_dir: Path, model: CXRNet, data: TrainData, cfg: RunConfig, device: torch.device, log: Log
 ) -> ModelPackage:
     """Fit calibration, thresholds and the operating point on validation logits; write model.json; log."""
-    idx = data.split["val"]
+    idx = data.partition["val"]
     logits, _ = predict_logits(model, data, idx, cfg.train.batch_size * 2, device, tta=cfg.model.tta)
     pkg = build_package(
         model_name=cfg.model.name,

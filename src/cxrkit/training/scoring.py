@@ -63,7 +63,7 @@ def evaluate(
     corrupted: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Loss and summary metrics of split ``part``; with ``corrupted`` images, also their ``corrupt_auc``."""
-    idx = data.split[part]
+    idx = data.partition[part]
     logits, loss = predict_logits(model, data, idx, t.batch_size * 2, device, loss_fn)
     probs = logits_to_probs(logits, data.task)
     row = {"val_loss": loss, **summary_metrics(data.targets[idx], probs, t.threshold, labels=data.labels)}
@@ -80,4 +80,4 @@ def corrupted_validation(data: TrainData, t: TrainConfig) -> np.ndarray | None:
     """Validation images each under one acquisition shift (seeded), when ``train.monitor`` is corrupt_auc."""
     if t.monitor != "corrupt_auc":
         return None
-    return mixed_shift(np.asarray(data.cache.images[np.sort(data.split["val"])]), seed=t.seed)[0]
+    return mixed_shift(np.asarray(data.cache.images[np.sort(data.partition["val"])]), seed=t.seed)[0]

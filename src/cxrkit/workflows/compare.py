@@ -24,11 +24,11 @@ Log = Callable[[str], None]
 
 
 def _metrics(run: Path, split: str) -> Path:
-    return files.eval_dir(run, split) / files.METRICS
+    return files.evaluation_file(files.eval_dir(run, split))
 
 
 def read_evaluation(run: Path, split: str) -> dict:
-    """A run's saved ``eval-SPLIT/metrics.json``; one clear error if it is unreadable."""
+    """A run's saved ``eval-SPLIT/evaluation.json``; one clear error if it is unreadable."""
     path = _metrics(run, split)
     try:
         m = json.loads(path.read_text(encoding="utf-8"))
@@ -99,7 +99,7 @@ def compare_runs(
     evaluate: Callable[[Path], Path] | None = None,
     log: Log = print,
 ) -> tuple[pd.DataFrame, Path]:
-    """Read each run's eval-<split>/metrics.json (evaluating first via ``evaluate`` when missing).
+    """Read each run's eval-<split>/evaluation.json (evaluating first via ``evaluate`` when missing).
 
     Every saved evaluation is checked against its run's best.pt before anything is evaluated or written.
     """

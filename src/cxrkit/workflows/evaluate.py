@@ -1,4 +1,4 @@
-"""``evaluate_run``: a run folder in, ``eval-<split>/`` out (metrics.json, CSVs, report.html).
+"""``evaluate_run``: a run folder in, ``eval-<split>/`` out (evaluation.json, CSVs, report.html).
 
 Thresholds, the triage operating point and the calibration were chosen on the run's *validation*
 split at the end of training and stored in ``model.json``; they are applied unchanged to the
@@ -11,6 +11,7 @@ Evaluating ``val`` itself is allowed and the report says its thresholds were tun
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,7 +45,12 @@ from cxrkit.run import files
 from cxrkit.run.data import Log, TrainData, load_run_data
 from cxrkit.run.model import RunModel, SplitPredictions, predict_split
 from cxrkit.run.onnx import weights_digest
-from cxrkit.run.package import degenerate_point_warnings, resolve_operating_point, resolve_thresholds
+from cxrkit.run.package import (
+    NeedsValidation,
+    degenerate_point_warnings,
+    resolve_operating_point,
+    resolve_thresholds,
+)
 
 if TYPE_CHECKING:
     from cxrkit.report.evaluation import EvalFigures
@@ -83,24 +89,25 @@ def per_label_table(
 
 
 def _rule_table(
-    run: RunModel, val: SplitPredictions, ev: SplitPredictions, cfg: EvalConfig, target: float
+    run: RunModel, val: SplitPredictions | None, ev: SplitPredictions, cfg: EvalConfig, target: float
 ) -> pd.DataFrame:
     rows = []
     rules = dict.fromkeys([*FIXED_RULES, f"max_f{cfg.beta:g}", f"sensitivity:{target:g}", cfg.threshold])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         for rule in rules:
-            th, source = resolve_thresholds(run.package, rule, val.truth_and_probs)
+            try:
+                th, source = resolve_thresholds(run.package, rule, val.truth_and_probs if val else None)
+            except NeedsValidation:  # not stored, and no validation data to choose it on: left out
+                continue
             m = summary_metrics(ev.targets, ev.probs, th, cfg.beta, labels=run.labels)
             rows.append({"rule": rule, "thresholds": source, **{k: m[k] for k in RULE_COLUMNS}})
     return pd.DataFrame(rows)
 
 
 def _baselines(
-    data: TrainData, ev: SplitPredictions, labels, abnormal, score_method: str, cfg: EvalConfig
+    train_t: np.ndarray, ev: SplitPredictions, labels, abnormal, score_method: str, cfg: EvalConfig
 ) -> pd.DataFrame:
-    # a K-fold ensemble has no train split of its own: its folds trained on its out-of-fold images
-    train_t = data.targets[data.split["train"] if "train" in data.split else data.split["val"]]
     rows = []
     for kind in BASELINES:
         s = baseline_scores(kind, train_t, len(ev.probs), labels, cfg.seed)
@@ -122,24 +129,45 @@ def _baselines(
 
 
 def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, log: Log = print) -> Path:
-    """Evaluate a run on ``cfg.split``; write metrics.json, CSVs and report.html; return the output folder."""
+    """Evaluate a run on ``cfg.split``: evaluation.json, CSVs and report.html; return the output folder."""
     cfg = cfg or EvalConfig()
     parse_rule(cfg.threshold)  # a bad rule fails before anything is loaded
     run = RunModel.load(run_dir, cfg.device)
-    digest = weights_digest(run.path)  # recorded so that `cxr compare` can tell a stale evaluation
     out = Path(cfg.out) if cfg.out else files.eval_dir(run.path, cfg.split)
     data = load_run_data(run.path, log)
-    labels = run.labels
     val = predict_split(run, data, "val")
     ev = val if cfg.split == "val" else predict_split(run, data, cfg.split)
+    return evaluate_predictions(run, ev, val, baseline_targets(data), cfg, out, log)
+
+
+def baseline_targets(data: TrainData) -> np.ndarray:
+    """The training targets the naive baselines draw from (a K-fold parent: its out-of-fold images)."""
+    return data.targets[data.partition["train"] if "train" in data.partition else data.partition["val"]]
+
+
+def evaluate_predictions(
+    run: RunModel,
+    ev: SplitPredictions,
+    val: SplitPredictions | None,
+    train_targets: np.ndarray,
+    cfg: EvalConfig,
+    out: Path,
+    log: Log = print,
+    extra: Callable[[dict, pd.DataFrame], dict] | None = None,
+) -> Path:
+    """Score ``ev`` (predictions on split ``ev.part``) and write ``out``; ``val`` (None: only what the
+    run stores is used) picks rules the run does not store; ``extra(evaluation, worklist)`` returns
+    keys added to evaluation.json before anything is written."""
+    labels = run.labels
+    val_pair = val.truth_and_probs if val is not None else None
     out = make_out_dir(out)
-    log(f"evaluating {run.path.name} on {cfg.split}: {len(ev.probs):,} images, {len(labels)} labels")
+    log(f"evaluating {run.path.name} on {ev.part}: {len(ev.probs):,} images, {len(labels)} labels")
     cols = finding_columns(labels)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
-        thresholds, th_source = resolve_thresholds(run.package, cfg.threshold, val.truth_and_probs)
+        thresholds, th_source = resolve_thresholds(run.package, cfg.threshold, val_pair)
         point, point_source = resolve_operating_point(
-            run.package, cfg.target_sensitivity, cfg.score_method, val.truth_and_probs
+            run.package, cfg.target_sensitivity, cfg.score_method, val_pair
         )
         groups = ev.meta["patient_id"].astype(str).to_numpy()
         cis = ranking_cis(ev.targets, ev.probs, groups, cfg.n_boot, cfg.seed, average=cols)
@@ -153,7 +181,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, log: Log = 
         )
         sub_auc = subgroup_label_auc(ev.meta, ev.targets, ev.probs, labels)
         rules = _rule_table(run, val, ev, cfg, point.target_sensitivity)
-        baselines = _baselines(data, ev, labels, abn, point.score, cfg)
+        baselines = _baselines(train_targets, ev, labels, abn, point.score, cfg)
         calibration = _calibration(run, ev, cols)
     notes = sorted(
         {str(w.message) for w in caught}
@@ -165,16 +193,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, log: Log = 
             log(f"note: {what} {source} (not stored in the run)")
     conf = confusion_counts(ev.targets, ev.probs, thresholds)
     metrics = {
-        "run": str(run.path),
-        "model": run.package.model_name,
-        "weights_sha256": digest,
-        "split": cfg.split,
-        "images": len(ev.probs),
-        "patients": int(ev.meta["patient_id"].nunique()),
-        "labels": list(labels),
-        "averaged_labels": [labels[j] for j in cols],
-        "config": asdict(cfg),
-        "thresholds_tuned_on": "val",
+        **_identity(run, ev, cfg, cols),
         "thresholds_source": th_source,
         "summary": summary,
         "macro_auc": cis.macro_auc.as_dict(),
@@ -193,25 +212,54 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, log: Log = 
         "warnings": notes,
     }
     worklist = build_worklist(ev.meta, ev.probs, labels, score, point.threshold, abn)
+    metrics.update(extra(metrics, worklist) if extra else {})
     _write_outputs(out, metrics, table, triage_sweep(abn, score, point.threshold), worklist, ev, labels)
-    write_evaluation_report(run.path, out, data, cfg.samples)
+    write_evaluation_report(run.path, out, ev.data, cfg.samples)
     _log_results(metrics, cfg, point, log)
-    log(f"wrote {out}: report.html, metrics.json, per_label/worklist/triage_sweep/predictions.csv")
+    log(f"wrote {out}: report.html, evaluation.json, per_label/worklist/triage_sweep/predictions.csv")
     return out
 
 
+def _identity(run: RunModel, ev: SplitPredictions, cfg: EvalConfig, cols: list[int]) -> dict:
+    """What was evaluated: the run (and its weights' digest, so `cxr compare` tells a stale evaluation),
+    the split, its size, the labels and the settings."""
+    return {
+        "run": str(run.path),
+        "model": run.package.model_name,
+        "weights_sha256": weights_digest(run.path),
+        "split": ev.part,
+        "images": len(ev.probs),
+        "patients": int(ev.meta["patient_id"].nunique()),
+        "labels": list(run.labels),
+        "averaged_labels": [run.labels[j] for j in cols],
+        "config": asdict(cfg),
+        "thresholds_tuned_on": "val",
+    }
+
+
 def _triage_block(point, source: str, val, ev, score, abn, groups, cfg: EvalConfig) -> dict:
-    """metrics.json's triage section: the operating point, its counts on val and the split, with CIs."""
+    """evaluation.json's triage section: the operating point, its counts on val and the split, with CIs."""
     ci = rate_cis(abn, is_flagged(score, point.threshold), groups, cfg.n_boot, cfg.seed)
-    val_score = abnormality_score(val.probs, val.data.labels, point.score)[0]
+    if val is not None:
+        val_counts = triage_counts(
+            abnormal_truth(val.targets, val.data.labels),
+            abnormality_score(val.probs, val.data.labels, point.score)[0],
+            point.threshold,
+        )
+    else:  # only the run folder: what model.json stores about validation
+        val_counts = {
+            "images": point.val_images,
+            "sensitivity": point.val_sensitivity,
+            "specificity": point.val_specificity,
+        }
     return {
         "score": point.score,
         "target_sensitivity": point.target_sensitivity,
         "threshold": point.threshold,
         "source": source,
         "reached_on_val": point.reached,
-        "val": triage_counts(abnormal_truth(val.targets, val.data.labels), val_score, point.threshold),
-        cfg.split: triage_counts(abn, score, point.threshold),
+        "val": val_counts,
+        ev.part: triage_counts(abn, score, point.threshold),
         "ci": {k: v.as_dict() for k, v in ci.items()},
     }
 
@@ -232,8 +280,9 @@ def _calibration(run: RunModel, ev: SplitPredictions, cols: list[int]) -> dict:
 
 
 def _write_outputs(out: Path, metrics: dict, table, sweep, worklist, ev: SplitPredictions, labels) -> None:
-    """metrics.json, per_label.csv, triage_sweep.csv, worklist.csv and predictions.csv."""
-    write_json(out / files.METRICS, metrics)
+    """evaluation.json, per_label.csv, triage_sweep.csv, worklist.csv and predictions.csv."""
+    write_json(out / files.EVALUATION, metrics)
+    (out / files.OLD_EVALUATION).unlink(missing_ok=True)  # an older run's: one file, not two
     write_csv(out / files.PER_LABEL, table, index=False)
     write_csv(out / files.SWEEP, sweep, index=False)
     write_csv(out / files.WORKLIST, worklist, index=False)
@@ -259,12 +308,12 @@ def _log_results(metrics: dict, cfg: EvalConfig, point, log: Log) -> None:
         f"calibration: ECE {cal['ece_pooled_before']:.3f} before, {cal['ece_pooled']:.3f} after "
         "temperature scaling"
     )
-    tri = metrics["triage"][cfg.split]
+    tri = metrics["triage"][metrics["split"]]
     log(
         f"triage ({point.score}): threshold {point.threshold:.6g} for val sensitivity >= "
         f"{point.target_sensitivity:g} (val {point.val_sensitivity:.3f}"
         + ("" if point.reached else ", target NOT reached on validation")
-        + f") -> {cfg.split} sensitivity {tri['sensitivity']:.3f}, "
+        + f") -> {metrics['split']} sensitivity {tri['sensitivity']:.3f}, "
         f"specificity {tri['specificity']:.3f}, reads saved {tri['reads_saved_share']:.1%}, "
         f"missed {tri['missed']} of {tri['abnormal']} abnormal"
     )
@@ -286,7 +335,7 @@ def write_evaluation_report(run_dir: Path, out: Path, data: TrainData, samples: 
     from cxrkit.report.evaluation import write_eval_report
     from cxrkit.workflows.robustness import load_robustness
 
-    m = read_json(out / files.METRICS)
+    m = read_json(files.evaluation_file(out))
     figures = evaluation_figures(run_dir, out, data, m["labels"])
     figures.robustness = load_robustness(run_dir, m["split"])
     n = m["config"]["samples"] if samples is None else samples

@@ -33,7 +33,7 @@ FP32_TOLERANCE = 1e-4  # max |probability difference| allowed between ONNX float
 
 def _split_images(data: TrainData, part: str, limit: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Up to ``limit`` rows of split ``part`` (seeded choice, sorted), their images and targets."""
-    idx = np.sort(np.asarray(data.split.get(part, []), dtype=np.int64))
+    idx = np.sort(np.asarray(data.partition.get(part, []), dtype=np.int64))
     if limit and len(idx) > limit:
         idx = np.sort(np.random.default_rng(seed).choice(idx, limit, replace=False))
     return np.asarray(data.cache.images[idx]), data.targets[idx]
@@ -90,7 +90,7 @@ def export_run(
         data = load_run_data(run.path)
     except (FileNotFoundError, ValueError, CacheError) as err:
         log(f"note: the run's data is not available ({err}); checking on the given images only")
-    if int8 and (data is None or not len(data.split.get("val", []))):  # before anything is replaced
+    if int8 and (data is None or not len(data.partition.get("val", []))):  # before anything is replaced
         raise ValueError(
             f"{run.path}: int8 calibration needs the run's validation images, which are not available"
         )
@@ -103,7 +103,7 @@ def export_run(
     sets: list[tuple[str, np.ndarray]] = []
     if data is not None:
         for part in ("test", "val"):
-            if len(data.split.get(part, [])):
+            if len(data.partition.get(part, [])):
                 sets.append((f"{part} split", _split_images(data, part, check)[0]))
                 break
     if images:
@@ -156,7 +156,7 @@ def _int8(run: RunModel, data: TrainData, check: int, calibration: int, log: Log
         f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB), calibrated on {len(cal)} validation images "
         f"in {time.perf_counter() - t0:.1f} s"
     )
-    part = "test" if len(data.split.get("test", [])) else "val"
+    part = "test" if len(data.partition.get("test", [])) else "val"
     imgs, targets = _split_images(data, part, check)
     q = OnnxEngine(path)
     ref = run.package.probs(run.torch_logits(imgs))

@@ -53,7 +53,7 @@ def ground_truth(data: TrainData, boxes_csv: str | Path | None = None) -> pd.Dat
     boxes = boxes[["image_id", "label", "x", "y", "w", "h"]].copy()
     boxes["row"] = row_of.loc[boxes["image_id"].astype(str)].to_numpy()
     part = np.full(len(meta), "", dtype=object)
-    for name, idx in data.split.items():
+    for name, idx in data.partition.items():
         part[idx] = name
     boxes["split"] = part[boxes["row"].to_numpy()]
     return boxes.reset_index(drop=True)

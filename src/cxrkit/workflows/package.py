@@ -24,7 +24,7 @@ def package_run(
     from cxrkit.training.record import write_model_package
 
     run_dir = files.check_run_folder(Path(run_dir), (files.CONFIG,))
-    if is_ensemble(load_run_config(run_dir).split):
+    if is_ensemble(load_run_config(run_dir).partition):
         raise ValueError(
             f"{run_dir} is a K-fold ensemble: `cxr train --resume {run_dir} triage.target_sensitivity=...` "
             "refits its model.json from the folds' out-of-fold scores"

@@ -26,7 +26,7 @@ def predict_files(
     heatmaps: str | Path | None = None,
     batch_size: int = 32,  # pragma: no mutate (a batch size changes speed, not the rows)
     device: str = "auto",
-    progress: bool = True,  # pragma: no mutate (a progress bar on stderr: nothing a test can read)
+    progress: bool = True,  # pragma: no mutate (the default only: the bar on stderr is tested off and on)
     chunk: int = 256,  # pragma: no mutate (the chunk bounds memory; rows are chunk-independent, tested)
     log: Log = print,
     engine: str = "torch",
@@ -45,6 +45,7 @@ def predict_files(
     run = run if isinstance(run, RunModel) else RunModel.load(run, device, engine)
     items = expand_inputs(list(paths))
     sources = [source for source, _ in items]
+    # pragma: no mutate (next line) -- one stem per source by construction: strict or not, the same pairs
     stems = dict(zip(sources, unique_stems(sources), strict=True))  # unique over all chunks
     parts = []
     with tqdm(total=len(items), desc="predict", unit="img", disable=not progress) as bar:
@@ -60,7 +61,7 @@ def predict_files(
                 explain_prepared(
                     run, prepared, probs, Path(heatmaps), log=lambda _m: None, grid=False, stems=stems
                 )
-    table = pd.concat(parts, ignore_index=True)
+    table = pd.concat(parts)  # re-indexed below
     unscored = (table["error"] != "").to_numpy()  # studies to read manually go first, then input order
     table = pd.concat([table[unscored], table[~unscored]], ignore_index=True)
     if out is not None:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from cxrkit.evaluate.triage import (
     abnormal_truth,
@@ -55,7 +56,7 @@ def triage(
         make_out_dir(out)  # a bad --out fails before any scoring
     data = None if images is not None else load_run_data(run.path, log)
     point, source, data = _operating_point(run, target, score, data, log)
-    unscored, truth, name = None, None, None
+    unscored, truth, name = _no_failures(), None, None  # a split's rows are all scored
     if images is not None:
         prepared = run.prepare(images, accept_missing_modality=accept_missing_modality)
         unscored = _unscored(prepared, log)
@@ -66,20 +67,17 @@ def triage(
         truth = abnormal_truth(ev.targets, run.labels)
     folder = make_out_dir(Path(out) if out else files.triage_dir(run.path, name))
     s, _ = abnormality_score(probs, run.labels, point.score) if len(probs) else (np.zeros(0), "")
-    worklist = build_worklist(meta, probs, run.labels, s, point.threshold, truth)
-    if unscored is not None:
-        worklist = add_unscored(worklist, unscored)
+    worklist = add_unscored(build_worklist(meta, probs, run.labels, s, point.threshold, truth), unscored)
     write_csv(folder / files.WORKLIST, worklist, index=False)
     flagged = int(is_flagged(s, point.threshold).sum())
     summary: dict = {
         "operating_point": point.as_dict(),
         "source": source,
         "target_reached_on_validation": bool(point.reached),
-        "images": len(s) + (0 if unscored is None else len(unscored)),
+        "images": len(s) + len(unscored),
         "scored": int(np.isfinite(s).sum()),
         "flagged": flagged,
-        "not_scored": ([] if unscored is None else unscored.drop(columns="reason").to_dict("records"))
-        + _no_score(meta, s),
+        "not_scored": unscored.drop(columns="reason").to_dict("records") + _no_score(meta, s),
     }
     log(
         f"operating point ({source}): {point.score} score >= {point.threshold:.6g} (validation sensitivity "
@@ -91,7 +89,7 @@ def triage(
         summary[split] = _split_results(folder, truth, s, point.threshold, split, log)
     else:
         log(f"{len(s):,} images scored, {flagged:,} flagged abnormal ({flagged / max(len(s), 1):.1%})")
-    if unscored is not None and len(unscored):
+    if len(unscored):
         log(f"{len(unscored):,} studies NOT scored (unreadable or not assessable): top of the worklist")
     write_json(folder / files.TRIAGE, summary)
     log(f"worklist (most urgent first): {folder / files.WORKLIST}")
@@ -126,6 +124,11 @@ def _no_score(meta, s: np.ndarray) -> list[dict]:
         }
         for _, r in rows.iterrows()
     ]
+
+
+def _no_failures() -> pd.DataFrame:
+    """An empty table of unscored inputs (the columns ``_unscored`` gives)."""
+    return pd.DataFrame(columns=["path", "image_id", "patient_id", "status", "reason", "note"])
 
 
 def _unscored(prepared, log: Log):

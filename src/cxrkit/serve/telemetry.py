@@ -1,4 +1,4 @@
-"""Prometheus text metrics of the service: request counts, latencies, errors, in-flight requests."""
+"""The service's telemetry (Prometheus text at /metrics): request counts, latencies, errors, in flight."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def _label(value: object) -> str:
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-class Metrics:
+class Telemetry:
     """Thread-safe counters and latency histograms per route, rendered in Prometheus text format."""
 
     def __init__(self) -> None:
@@ -47,7 +47,7 @@ class Metrics:
             self.images[outcome] += n
 
     def render(self, in_flight: int, engine: str) -> str:
-        """The metrics page (text/plain; version=0.0.4)."""
+        """The /metrics page (text/plain; version=0.0.4)."""
         with self._lock:
             lines = [
                 "# HELP cxr_requests_total HTTP requests by method, route and status.",

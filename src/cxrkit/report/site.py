@@ -1,0 +1,57 @@
+"""The "training site vs this site" part of a ``cxr validate`` report: figures side by side, the triage
+result at the site's prevalence, what could not be scored, and how far the counts pin the rates down."""
+
+from __future__ import annotations
+
+import html
+
+import pandas as pd
+
+from cxrkit.report.html import Section, table_html
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None or v != v else f"{100 * v:.1f}%"
+
+
+def site_section(m: dict) -> Section:
+    """The site block of evaluation.json (``m["site"]``) as one report section."""
+    s = m["site"]
+    parts = [
+        f'<p class="note">Site data: {html.escape(s["source"])} at <code>{html.escape(s["path"])}</code>; '
+        f"{s['images_scored']:,} images scored. Decisions (thresholds, calibration, operating point) are the "
+        f"run's, applied unchanged; training-site figures from {html.escape(s['validation_from'])}.</p>"
+    ]
+    if s["missing_labels"]:
+        parts.append(
+            "<p>Labels this site does not have (not scored here, never guessed): "
+            f"<b>{html.escape(', '.join(s['missing_labels']))}</b>.</p>"
+        )
+    if s["ignored_labels"]:
+        parts.append(
+            f"<p>Site labels the run does not predict: {html.escape(', '.join(s['ignored_labels']))}.</p>"
+        )
+    if s["comparison"]:
+        frame = pd.DataFrame(s["comparison"]).set_index("metric")
+        frame["outside_ci"] = frame["outside_ci"].map({True: "yes", False: "no"})
+        parts.append(
+            "<p>Training site (validation) vs this site, with this site's 95% patient-bootstrap interval; "
+            "<b>outside</b> means the training-site value is not within it.</p>" + table_html(frame)
+        )
+    parts.append(
+        f"<p>At this site's prevalence ({_pct(s['prevalence'])} abnormal): PPV {_pct(s['ppv'])}, NPV "
+        f"{_pct(s['npv'])}. With {s['positives']:,} abnormal and {s['negatives']:,} normal studies, "
+        f"95% Wilson intervals are {_pct(s['sensitivity_ci_width'])} wide for sensitivity and "
+        f"{_pct(s['specificity_ci_width'])} for specificity (<code>cxr validate --plan</code> says how "
+        "many a narrower interval needs).</p>"
+    )
+    if s["missed"]:
+        shown = ", ".join(html.escape(i) for i in s["missed"][:50])
+        more = f" and {len(s['missed']) - 50:,} more (worklist.csv)" if len(s["missed"]) > 50 else ""
+        parts.append(f"<p>Abnormal studies the operating point called normal: {shown}{more}.</p>")
+    if s["not_scored"]:
+        parts.append(
+            f"<p><b>{len(s['not_scored']):,} files were not scored</b> (read them manually):</p>"
+            + table_html(pd.DataFrame(s["not_scored"]), index=False)
+        )
+    return Section("This site vs the training site", "".join(parts))

@@ -1,0 +1,159 @@
+"""``cxr validate``: another site's labelled images scored at the run's stored decisions, and recalibrated.
+
+The site in these tests is the phantom run's own test split written out as an NIH-style folder (PNG
+files, a Data_Entry CSV): validating on it must reproduce ``cxr evaluate --split test`` exactly, and
+its figures must equal an independent scikit-learn computation from ``cxr predict``'s CSV.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import chest_like, png_bytes
+from sklearn.metrics import roc_auc_score
+
+from cxrkit.cli import main
+from cxrkit.config import DataConfig, EvalConfig
+from cxrkit.labels import NO_FINDING
+
+
+def _export_test_split(run: Path, root: Path) -> pd.DataFrame:
+    """The run's test images as an NIH folder, in cache order, with their labels and patients."""
+    from cxrkit.run.data import load_run_data
+
+    data = load_run_data(run)
+    rows = np.sort(data.partition["test"])
+    images = root / "images_001" / "images"
+    images.mkdir(parents=True)
+    lines = []
+    for k, r in enumerate(rows):
+        name = f"{k + 1:08d}_000.png"
+        (images / name).write_bytes(png_bytes(np.asarray(data.cache.images[r])))
+        found = [lab for j, lab in enumerate(data.labels) if data.targets[r, j] == 1 and lab != NO_FINDING]
+        pid = data.cache.meta["patient_id"].iat[r]
+        lines.append(f"{name},{'|'.join(found) or NO_FINDING},0,{pid},50,M,PA,64,64,0.14,0.14")
+    header = "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+    header += "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]\n"
+    (root / "Data_Entry_2017.csv").write_text(header + "\n".join(lines) + "\n")
+    return pd.DataFrame({"name": [ln.split(",")[0] for ln in lines], "row": rows})
+
+
+@pytest.fixture(scope="module")
+def site(phantom_run, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("site") / "nih-site"
+    _export_test_split(phantom_run, root)
+    return root
+
+
+def _validate(run: Path, site: Path, tmp_path: Path, **eval_options) -> dict:
+    from cxrkit.workflows.validate import validate_run
+
+    out = validate_run(
+        run,
+        DataConfig(source="nih", path=str(site)),
+        EvalConfig(n_boot=200, samples=8, out=str(tmp_path / "v"), **eval_options),
+        cache_dir=str(tmp_path / "cache"),
+        log=lambda m: None,
+    )
+    return json.loads((out / "evaluation.json").read_text())
+
+
+def test_validating_on_the_runs_own_test_images_reproduces_evaluate(
+    phantom_run, phantom_eval, site, tmp_path
+):
+    v = _validate(phantom_run, site, tmp_path)
+    e = json.loads((phantom_eval / "evaluation.json").read_text())
+    assert v["split"] == "site" and v["images"] == e["images"] and v["patients"] == e["patients"]
+    for key in ("macro_auc", "micro_auc", "macro_ap", "no_finding_auc", "summary"):
+        assert v[key] == e[key], key
+    assert [r["auc"] for r in v["per_label"]] == [r["auc"] for r in e["per_label"]]
+    assert v["triage"]["site"] == e["triage"]["test"] and v["triage"]["ci"] == e["triage"]["ci"]
+    assert v["calibration"]["ece_pooled"] == e["calibration"]["ece_pooled"]
+    s = v["site"]
+    assert s["missing_labels"] == [] and s["not_scored"] == [] and s["images_scored"] == e["images"]
+    t = e["triage"]["test"]
+    tp = t["abnormal"] - t["missed"]
+    assert s["ppv"] == pytest.approx(tp / t["flagged"]) and s["positives"] == t["abnormal"]
+    assert len(s["missed"]) == t["missed"]
+    names = {r["metric"] for r in s["comparison"]}
+    assert {"macro ROC-AUC", "triage sensitivity", "triage specificity"} <= names
+    for row in s["comparison"]:
+        assert row["outside_ci"] == (not row["low"] <= row["training_site"] <= row["high"])
+    page = (tmp_path / "v" / "report.html").read_text()
+    assert "This site vs the training site" in page and "PPV" in page
+
+
+def test_site_figures_equal_sklearn_on_cxr_predicts_csv(phantom_run, site, tmp_path):
+    v = _validate(
+        phantom_run,
+        site,
+        tmp_path,
+    )
+    csv = tmp_path / "p.csv"
+    assert main(["predict", str(phantom_run), str(site / "images_001" / "images"), "--out", str(csv)]) == 0
+    pred = pd.read_csv(csv).sort_values("image_id").reset_index(drop=True)
+    truth = pd.read_csv(site / "Data_Entry_2017.csv").sort_values("Image Index").reset_index(drop=True)
+    assert pred["image_id"].tolist() == truth["Image Index"].tolist()
+    for row in v["per_label"]:
+        lab = row["label"]
+        y = truth["Finding Labels"].str.split("|").map(lambda fs, lab=lab: float(lab in fs)).to_numpy()
+        if 0 < y.sum() < len(y):
+            assert row["auc"] == pytest.approx(roc_auc_score(y, pred[lab]), abs=1e-6), lab
+    abnormal = truth["Finding Labels"] != NO_FINDING
+    flagged = pred["triage_flag"] == "abnormal"
+    t = v["triage"]["site"]
+    assert t["sensitivity"] == pytest.approx(flagged[abnormal].mean())
+    assert t["specificity"] == pytest.approx((~flagged[~abnormal]).mean())
+
+
+def test_a_class_folder_site_reports_missing_labels_and_unscored_files(phantom_run, tmp_path):
+    """Labels the site lacks are listed (never guessed); unreadable and blank files are rows, not gaps."""
+    from cxrkit.workflows.validate import validate_run
+
+    root = tmp_path / "kids"
+    for cls, seeds in (("NORMAL", range(0, 12)), ("PNEUMONIA", range(12, 24))):
+        (root / cls).mkdir(parents=True)
+        for s in seeds:
+            (root / cls / f"person{s}_x_{s}.png").write_bytes(png_bytes(chest_like(64, 64, seed=s)))
+    (root / "NORMAL" / "blank.png").write_bytes(png_bytes(np.zeros((64, 64), np.uint8)))
+    (root / "PNEUMONIA" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    logs: list[str] = []
+    out = validate_run(
+        phantom_run,
+        DataConfig(source="folder", path=str(root)),
+        EvalConfig(n_boot=50, samples=4),
+        cache_dir=str(tmp_path / "cache"),
+        log=logs.append,
+    )
+    assert out == phantom_run / "validate-kids"
+    s = json.loads((out / "evaluation.json").read_text())["site"]
+    assert set(s["missing_labels"]) == set(json.loads((phantom_run / "model.json").read_text())["labels"]) - {
+        NO_FINDING,
+        "Pneumonia",
+    }
+    statuses = {r["image_id"]: r["status"] for r in s["not_scored"]}
+    assert statuses == {"broken.png": "unreadable", "NORMAL/blank.png": "not assessable"}
+    assert s["images_scored"] == 24
+    page = (out / "report.html").read_text()
+    assert "2 files were not scored" in page and "blank.png" in page
+    assert any("labels the site lacks" in line for line in logs)
+
+
+def test_a_site_without_any_of_the_runs_labels_is_refused(phantom_run, tmp_path):
+    from cxrkit.workflows.validate import validate_run
+
+    root = tmp_path / "pets"
+    for cls in ("cat", "dog"):
+        (root / cls).mkdir(parents=True)
+        (root / cls / "a.png").write_bytes(png_bytes(chest_like(64, 64)))
+    with pytest.raises(ValueError, match="none of the run's labels"):
+        validate_run(phantom_run, DataConfig(source="folder", path=str(root)), cache_dir=str(tmp_path / "c"))
+
+
+def test_plan_prints_the_wilson_sizes(capsys):
+    assert main(["validate", "--plan", "--target-sensitivity", "0.95", "--ci-width", "0.05"]) == 0
+    assert "304 labelled abnormal studies" in capsys.readouterr().out
