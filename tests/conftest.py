@@ -215,7 +215,7 @@ def nih_meta_frame(n_patients: int = 40, per_patient: int = 3, seed: int = 0) ->
     return pd.DataFrame(rows)
 
 
-TRAINED_FIXTURES = {"phantom_run", "phantom_eval", "exported_run"}
+TRAINED_FIXTURES = {"phantom_run", "phantom_eval", "exported_run", "phantom_site"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -256,6 +256,36 @@ def phantom_run(tmp_path_factory) -> Path:
         }
     )
     return fit(cfg, log=lambda m: None)
+
+
+def export_test_split(run: Path, root: Path) -> pd.DataFrame:
+    """The run's test images as an NIH folder, in cache order, with their labels and patients."""
+    from cxrkit.labels import NO_FINDING
+    from cxrkit.run.data import load_run_data
+
+    data = load_run_data(run)
+    rows = np.sort(data.partition["test"])
+    images = root / "images_001" / "images"
+    images.mkdir(parents=True)
+    lines = []
+    for k, r in enumerate(rows):
+        name = f"{k + 1:08d}_000.png"
+        (images / name).write_bytes(png_bytes(np.asarray(data.cache.images[r])))
+        found = [lab for j, lab in enumerate(data.labels) if data.targets[r, j] == 1 and lab != NO_FINDING]
+        pid = data.cache.meta["patient_id"].iat[r]
+        lines.append(f"{name},{'|'.join(found) or NO_FINDING},0,{pid},50,M,PA,64,64,0.14,0.14")
+    header = "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+    header += "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]\n"
+    (root / "Data_Entry_2017.csv").write_text(header + "\n".join(lines) + "\n")
+    return pd.DataFrame({"name": [ln.split(",")[0] for ln in lines], "row": rows})
+
+
+@pytest.fixture(scope="session")
+def phantom_site(phantom_run, tmp_path_factory) -> Path:
+    """The phantom run's test split written out as an NIH-style folder: a "site" the run never saw."""
+    root = tmp_path_factory.mktemp("site") / "nih-site"
+    export_test_split(phantom_run, root)
+    return root
 
 
 @pytest.fixture(scope="session")

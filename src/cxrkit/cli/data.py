@@ -10,15 +10,16 @@ from typing import Literal
 from cxrkit.cli.options import add_modality_argument
 from cxrkit.config import SOURCES, DataConfig, PartitionConfig, PrepareConfig, RunConfig, load_yaml, merge
 
+DATA_HELP = "image folder, ChestMNIST .npz, TFRecord shard folder, class folder or cache folder"
 
-def add_data_args(p: argparse.ArgumentParser, data_required: bool = False, seed: bool = True) -> None:
-    """The DATA argument and the data-source flags (shared by every command that reads a data set)."""
-    p.add_argument(
-        "data",
-        nargs="?" if not data_required else None,
-        default=None,
-        help="image folder, ChestMNIST .npz, TFRecord shard folder, class folder or cache folder",
-    )
+
+def add_data_args(
+    p: argparse.ArgumentParser, data_required: bool = False, seed: bool = True, positional: bool = True
+) -> None:
+    """The DATA argument (unless ``positional`` is False: the command reads it its own way) and the
+    data-source flags (shared by every command that reads a data set)."""
+    if positional:
+        p.add_argument("data", nargs="?" if not data_required else None, default=None, help=DATA_HELP)
     g = p.add_argument_group("data source")
     g.add_argument("--source", choices=SOURCES, help="data source (default: detected from DATA)")
     g.add_argument(

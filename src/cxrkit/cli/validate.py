@@ -1,12 +1,15 @@
-"""``cxr validate``: a run on another site's labelled images, and a sample-size plan."""
+"""``cxr validate``: a run on another site's labelled images, a site recalibration, a cross-dataset
+matrix, and a sample-size plan."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
-from cxrkit.cli.data import add_data_args, data_config
+from cxrkit.cli.data import DATA_HELP, add_data_args, data_config
 from cxrkit.cli.options import add_command, add_config_flags, add_device_argument, given
-from cxrkit.config import EvalConfig
+from cxrkit.config import DataConfig, EvalConfig, merge
+from cxrkit.config_check import load_yaml
 
 FLAGS = [
     ("--threshold", "threshold", str, "per-label rule (default: the run's stored max_f1 thresholds)"),
@@ -19,19 +22,62 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """Score RUN on the labelled images in DATA at the run's stored thresholds and operating point.
 
     Writes the evaluation report (report.html, evaluation.json, CSVs) with a "training site vs this
-    site" block to RUN/validate-NAME. --plan prints how many labelled studies a validation needs.
+    site" block to RUN/validate-NAME. --recalibrate writes a site-calibrated run folder instead;
+    RUN1 RUN2 ... --data A B ... writes a runs x datasets matrix; --plan prints how many labelled
+    studies a validation needs.
     """
     if args.plan:
         return _plan(args)
-    if not args.run or not args.data:
-        raise ValueError("cxr validate needs RUN and DATA (or --plan)")
-    dcfg = data_config(args, "folder")
-    opts = given(args, threshold="threshold", beta="beta", n_boot="n_boot", device="device")
+    cfg = EvalConfig(**given(args, threshold="threshold", beta="beta", n_boot="n_boot", device="device"))
     cache = given(args, cache_dir="cache_dir")
+    if args.datasets or args.matrix:
+        return _matrix(args, cfg, cache)
+    if len(args.paths) != 2:
+        raise ValueError(
+            "cxr validate needs RUN DATA (one run, one site), RUN ... --data DATA ... (a matrix) or --plan"
+        )
+    args.data = args.paths[1]
+    dcfg = data_config(args, "folder")
+    if args.recalibrate:
+        from cxrkit.workflows.recalibrate import recalibrate_site
+
+        recalibrate_site(args.paths[0], dcfg, args.out, args.calibration_share, cfg, **cache)
+        return 0
     from cxrkit.workflows.validate import validate_run
 
-    validate_run(args.run, dcfg, EvalConfig(**opts, **given(args, out="out")), **cache)
+    validate_run(args.paths[0], dcfg, dataclasses.replace(cfg, **given(args, out="out")), **cache)
     return 0
+
+
+def _matrix(args: argparse.Namespace, cfg: EvalConfig, cache: dict) -> int:
+    from cxrkit.workflows.matrix import cross_dataset_matrix
+
+    if args.recalibrate:
+        raise ValueError("--recalibrate takes one RUN and one DATA, not a matrix")
+    runs, datasets = list(args.paths), []
+    if args.matrix:
+        doc = load_yaml(args.matrix)
+        runs += [str(r) for r in doc.get("runs") or []]
+        for entry in doc.get("data") or []:
+            entry = {"path": entry} if isinstance(entry, str) else dict(entry)
+            try:
+                datasets.append(_detected(merge(DataConfig(), entry)))
+            except ValueError as err:
+                raise ValueError(f"{args.matrix}: data entry {entry}: {err}") from None
+    for path in args.datasets or []:
+        args.data = path
+        datasets.append(data_config(args, "folder"))
+    cross_dataset_matrix(runs, datasets, cfg, args.out, **cache)
+    return 0
+
+
+def _detected(dcfg: DataConfig) -> DataConfig:
+    """A YAML data entry without a source: detected from its path, as on the command line."""
+    from cxrkit.data import detect_source
+
+    if dcfg.path and dcfg.source == DataConfig.source:
+        return dataclasses.replace(dcfg, source=detect_source(dcfg.path))
+    return dcfg
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -39,10 +85,10 @@ def _plan(args: argparse.Namespace) -> int:
 
     target = args.target_sensitivity
     specificity = args.specificity
-    if args.run:
+    if args.paths:
         from cxrkit.run.package import read_package
 
-        point = read_package(args.run).operating_point
+        point = read_package(args.paths[0]).operating_point
         target = point.target_sensitivity if target is None else target
         specificity = point.val_specificity if specificity is None else specificity
     target = 0.95 if target is None else target
@@ -63,12 +109,32 @@ def _plan(args: argparse.Namespace) -> int:
 def add_validate_commands(sub) -> None:
     """Register validate on the ``cxr`` subparsers."""
     p = add_command(sub, "validate", cmd_validate, "a run on another site's labelled images")
-    p.add_argument("run", nargs="?", help="run folder (from cxr train)")
-    add_data_args(p)
+    p.add_argument(
+        "paths",
+        nargs="*",
+        metavar="RUN [DATA]",
+        help=f"RUN DATA: one run on one site (DATA: {DATA_HELP}); RUN ... with --data: a matrix",
+    )
+    add_data_args(p, positional=False)
     add_config_flags(p, EvalConfig, FLAGS)
     add_device_argument(p)
-    p.add_argument("--out", help="output folder (default RUN/validate-NAME)")
+    p.add_argument("--out", help="output folder (default RUN/validate-NAME; --recalibrate: RUN-NAME)")
     p.add_argument("--cache-dir", help="where the site's prepared images are cached (default: cxr-out/cache)")
+    r = p.add_argument_group("site recalibration (a new run folder, no retraining)")
+    r.add_argument(
+        "--recalibrate",
+        action="store_true",
+        help="refit temperatures, thresholds and the triage point on part of DATA; write the run to --out",
+    )
+    r.add_argument(
+        "--calibration-share",
+        type=float,
+        default=0.3,
+        help="share of the site's patients used to calibrate; the rest evaluates (default 0.3)",
+    )
+    m = p.add_argument_group("cross-dataset matrix")
+    m.add_argument("--data", dest="datasets", nargs="+", metavar="DATA", help="every RUN on every DATA")
+    m.add_argument("--matrix", help="YAML with `runs:` and `data:` lists (paths, or data sections)")
     g = p.add_argument_group("sample-size plan")
     g.add_argument("--plan", action="store_true", help="print how many labelled studies a validation needs")
     g.add_argument(

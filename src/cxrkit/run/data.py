@@ -84,6 +84,12 @@ def is_ensemble(scfg: PartitionConfig) -> bool:
     return scfg.method == "kfold" and scfg.fold == 0
 
 
+def needed_parts(scfg: PartitionConfig) -> tuple[str, ...]:
+    """The parts a run's split must hold: val only for a K-fold parent (out-of-fold images) and for a
+    site-calibrated run (``train`` 0: its weights come from the parent, its val is the calibration part)."""
+    return ("val",) if is_ensemble(scfg) or scfg.train == 0 else ("train", "val")
+
+
 def make_split(meta: pd.DataFrame, targets: np.ndarray, scfg: PartitionConfig) -> Partition:
     """Patient-grouped stratified split, the source's official one, or one fold of a K-fold split.
 
@@ -99,7 +105,7 @@ def make_split(meta: pd.DataFrame, targets: np.ndarray, scfg: PartitionConfig) -
         check_no_patient_leak(meta["patient_id"].to_numpy(), partition)
     else:
         raise ValueError(f"partition.method {scfg.method!r}: expected patient, official or kfold")
-    for part in ("train", "val") if not is_ensemble(scfg) else ("val",):
+    for part in ("train", "val") if not is_ensemble(scfg) else ("val",):  # training needs its train part
         if len(partition.get(part, [])) == 0:
             raise ValueError(
                 f"the partition has no {part} images; use more data or other partition fractions"
@@ -165,9 +171,7 @@ def open_data(
         partition = make_split(cache.meta, targets, cfg.partition)
     else:
         partition = load_saved_split(split_file, cache, log)
-        lacking = [
-            p for p in (("val",) if is_ensemble(cfg.partition) else ("train", "val")) if p not in partition
-        ]
+        lacking = [p for p in needed_parts(cfg.partition) if p not in partition]
         if lacking:
             raise ValueError(f"{split_file}: no {' or '.join(lacking)} images; expected a run's split file")
     return TrainData(cache, tuple(cache.labels[c] for c in cols), targets, partition, task)

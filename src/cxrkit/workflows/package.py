@@ -6,15 +6,16 @@ own calibration, thresholds and operating point, or after changing the triage ta
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from cxrkit.models.device import resolve_device
-from cxrkit.outputs import write_text
+from cxrkit.outputs import read_json, write_text
 from cxrkit.run import files
 from cxrkit.run.checkpoint import load_checkpoint
 from cxrkit.run.data import Log, is_ensemble, load_run_config, load_run_data
 from cxrkit.run.model import build_network
-from cxrkit.run.package import ModelPackage
+from cxrkit.run.package import ModelPackage, write_package
 
 
 def package_run(
@@ -44,7 +45,19 @@ def package_run(
     model.load_state_dict(ckpt["model_state"])
     dev = resolve_device(device)
     model.to(dev).eval()
+    site = _site_provenance(run_dir)
     pkg = write_model_package(run_dir, model, data, cfg, dev, log)
+    if site:  # a site-calibrated run refitted on its calibration part: it still says where it came from
+        pkg = dataclasses.replace(pkg, validation={**pkg.validation, "site": site})
+        write_package(run_dir, pkg)
     if overrides:  # e.g. triage.target_sensitivity: the saved config says what the package was made with
         write_text(run_dir / files.CONFIG, cfg.to_yaml())
     return pkg
+
+
+def _site_provenance(run_dir: Path) -> dict | None:
+    """``validation.site`` of the run's current model.json (a site-calibrated run), else None."""
+    try:
+        return read_json(run_dir / files.PACKAGE).get("validation", {}).get("site")
+    except (OSError, ValueError, AttributeError):
+        return None
