@@ -258,13 +258,13 @@ def phantom_run(tmp_path_factory) -> Path:
     return fit(cfg, log=lambda m: None)
 
 
-def export_test_split(run: Path, root: Path) -> pd.DataFrame:
-    """The run's test images as an NIH folder, in cache order, with their labels and patients."""
+def export_test_split(run: Path, root: Path, part: str = "test") -> pd.DataFrame:
+    """The run's ``part`` images as an NIH folder, in cache order, with their labels and patients."""
     from cxrkit.labels import NO_FINDING
     from cxrkit.run.data import load_run_data
 
     data = load_run_data(run)
-    rows = np.sort(data.partition["test"])
+    rows = np.sort(data.partition[part])
     images = root / "images_001" / "images"
     images.mkdir(parents=True)
     lines = []

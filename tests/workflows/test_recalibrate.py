@@ -99,6 +99,10 @@ def test_before_and_after_equal_cxr_predict_on_the_sites_files(site_run, phantom
         abnormal = truth[held]
         assert rows["triage sensitivity"][side] == pytest.approx(flagged[abnormal].mean()), side
         assert rows["triage specificity"][side] == pytest.approx((~flagged[~abnormal]).mean()), side
+    page = (site_run / "recalibration.html").read_text()
+    for side in ("before", "after"):
+        assert f"{rows['triage specificity'][side]:.3f}" in page
+    assert str(model["validation"]["site"]["calibration_abnormal"]) in page
     e = json.loads((site_run / "eval-test" / "evaluation.json").read_text())
     assert e["run"] == str(site_run) and e["images"] == len(held)
     assert rows["macro ROC-AUC"]["after"] == e["macro_auc"]["value"]

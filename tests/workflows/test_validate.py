@@ -52,6 +52,7 @@ def test_validating_on_the_runs_own_test_images_reproduces_evaluate(
     assert v["calibration"]["ece_pooled"] == e["calibration"]["ece_pooled"]
     s = v["site"]
     assert s["missing_labels"] == [] and s["not_scored"] == [] and s["images_scored"] == e["images"]
+    assert s["training_overlap"] == {"train": 0, "val": 0}
     t = e["triage"]["test"]
     tp = t["abnormal"] - t["missed"]
     assert s["ppv"] == pytest.approx(tp / t["flagged"]) and s["positives"] == t["abnormal"]
@@ -134,3 +135,26 @@ def test_a_site_without_any_of_the_runs_labels_is_refused(phantom_run, tmp_path)
 def test_plan_prints_the_wilson_sizes(capsys):
     assert main(["validate", "--plan", "--target-sensitivity", "0.95", "--ci-width", "0.05"]) == 0
     assert "304 labelled abnormal studies" in capsys.readouterr().out
+
+
+def test_a_site_made_of_the_runs_own_validation_images_is_called_out(phantom_run, tmp_path):
+    """Validating on images the run was tuned on is not a site validation: counted, logged, shown."""
+    from conftest import export_test_split
+
+    from cxrkit.workflows.validate import site_name, validate_run
+
+    rows = export_test_split(phantom_run, tmp_path / "own-val", part="val")
+    logs: list[str] = []
+    out = validate_run(
+        phantom_run,
+        DataConfig(source="nih", path=str(tmp_path / "own-val")),
+        EvalConfig(n_boot=0, samples=0, out=str(tmp_path / "v")),
+        cache_dir=str(tmp_path / "cache"),
+        log=logs.append,
+    )
+    s = json.loads((out / "evaluation.json").read_text())["site"]
+    assert s["training_overlap"] == {"train": 0, "val": len(rows)}
+    assert any(f"{len(rows):,} its validation images" in line for line in logs)
+    assert f"{len(rows):,} its validation images" in (out / "report.html").read_text()
+    assert site_name(tmp_path / "own-val" / "images_001" / "images") == "images_001-images"
+    assert site_name(tmp_path / "own-val") == "own-val"

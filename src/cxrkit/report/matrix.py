@@ -3,6 +3,7 @@ MIDL 2020), each cell a ROC-AUC with its 95% CI, or the operating point's sensit
 
 from __future__ import annotations
 
+import html
 import math
 
 import pandas as pd
@@ -53,9 +54,10 @@ def matrix_tables(cells: pd.DataFrame, per_label: pd.DataFrame) -> dict[str, pd.
     }
 
 
-def matrix_markdown(tables: dict[str, pd.DataFrame]) -> str:
-    """The tables as GitHub Markdown, one heading each."""
-    parts = ["# Cross-dataset matrix", "", NOTE, ""]
+def matrix_markdown(tables: dict[str, pd.DataFrame], notes: list[str] = ()) -> str:
+    """The tables as GitHub Markdown, one heading each; ``notes`` (cells not scored, images the run
+    trained on) listed first."""
+    parts = ["# Cross-dataset matrix", "", NOTE, "", *[f"- **{n}**" for n in notes], ""]
     for title, frame in tables.items():
         flat = frame.reset_index()
         head = [str(c) for c in flat.columns]
@@ -66,10 +68,12 @@ def matrix_markdown(tables: dict[str, pd.DataFrame]) -> str:
     return "\n".join(parts)
 
 
-def matrix_page(tables: dict[str, pd.DataFrame]) -> str:
-    """The tables as a standalone HTML page."""
+def matrix_page(tables: dict[str, pd.DataFrame], notes: list[str] = ()) -> str:
+    """The tables as a standalone HTML page, the notes above them."""
+    listed = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+    sections = [Section("Notes", f"<ul>{listed}</ul>")] if notes else []
     return render_page(
         "Cross-dataset matrix",
-        [Section(title, table_html(frame)) for title, frame in tables.items()],
+        sections + [Section(title, table_html(frame)) for title, frame in tables.items()],
         subtitle=NOTE,
     )

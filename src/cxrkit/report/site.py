@@ -7,7 +7,7 @@ import html
 
 import pandas as pd
 
-from cxrkit.report.html import Section, table_html
+from cxrkit.report.html import Section, render_page, table_html
 
 
 def _pct(v: float | None) -> str:
@@ -22,6 +22,13 @@ def site_section(m: dict) -> Section:
         f"{s['images_scored']:,} images scored. Decisions (thresholds, calibration, operating point) are the "
         f"run's, applied unchanged; training-site figures from {html.escape(s['validation_from'])}.</p>"
     ]
+    overlap = s.get("training_overlap") or {}
+    if sum(overlap.values()):
+        parts.append(
+            f"<p><b>Warning: {overlap.get('train', 0):,} of these images are the run's training "
+            f"images and {overlap.get('val', 0):,} its validation images</b> (identical pixels): the "
+            "figures below are not another site's, and overstate how the run does elsewhere.</p>"
+        )
     if s["missing_labels"]:
         parts.append(
             "<p>Labels this site does not have (not scored here, never guessed): "
@@ -55,3 +62,33 @@ def site_section(m: dict) -> Section:
             + table_html(pd.DataFrame(s["not_scored"]), index=False)
         )
     return Section("This site vs the training site", "".join(parts))
+
+
+def recalibration_page(rows: list[dict], site: dict) -> str:
+    """``recalibration.html``: where a site-calibrated run came from, and before/after on the images
+    neither the parent nor the calibration saw."""
+    frame = pd.DataFrame(rows).set_index("metric").drop(columns=["images"], errors="ignore")
+    point = site["parent_operating_point"]
+    body = (
+        f"<p>Parent run <code>{html.escape(site['parent_run'])}</code> (weights sha256 "
+        f"<code>{html.escape(site['parent_weights_sha256'][:16])}…</code>), site data "
+        f"{html.escape(site['source'])} at <code>{html.escape(site['path'])}</code>. Split by patient "
+        f"(seed {site['seed']}): "
+        f"{site['calibration_images']:,} calibration images ({site['calibration_patients']:,} patients, "
+        f"{site['calibration_abnormal']:,} abnormal) and {site['evaluation_images']:,} evaluation images "
+        f"({site['evaluation_patients']:,} patients). Temperatures, per-label thresholds and the triage "
+        f"operating point (target sensitivity {point['target_sensitivity']:g}) were refitted on the "
+        "calibration part; the weights are the parent's.</p>"
+        f"<p>The calibration part pins the new operating point's sensitivity to a 95% Wilson interval "
+        f"{_pct(site['sensitivity_ci_width'])} wide (specificity {_pct(site['specificity_ci_width'])}).</p>"
+    )
+    table = (
+        "<p>Both on the evaluation part, with 95% patient-bootstrap intervals: <b>before</b> = the "
+        "parent's stored decisions (report in <code>eval-test-parent/</code>), <b>after</b> = this run's "
+        "(<code>eval-test/</code>). Temperature scaling keeps each label's ranking, so ROC-AUC moves only "
+        "through the triage score's mix of labels.</p>" + table_html(frame)
+    )
+    return render_page(
+        f"Site recalibration: {site['name']}",
+        [Section("Where this run came from", body), Section("Before and after", table)],
+    )

@@ -87,15 +87,22 @@ def cross_dataset_matrix(
                 rows.append({"run": rname, "dataset": dname, "images": 0, "note": str(err)})
                 continue
             m = read_json(files.evaluation_file(folder))
-            rows.append({**matrix_row(m, rname, dname), "note": ""})
+            overlap = m["site"].get("training_overlap") or {}
+            note = (
+                f"{sum(overlap.values()):,} of these images are the run's own training/validation images"
+                if sum(overlap.values())
+                else ""
+            )
+            rows.append({**matrix_row(m, rname, dname), "note": note})
             per_label += label_rows(m, rname, dname)
     frame = pd.DataFrame(rows)
     labels = pd.DataFrame(per_label, columns=["run", "dataset", *LABEL_KEYS])
     write_csv(out / MATRIX_CSV, frame, index=False)
     write_csv(out / MATRIX_LABELS, labels, index=False)
     tables = matrix_tables(frame.reindex(columns=_COLUMNS), labels)
-    write_text(out / MATRIX_MD, matrix_markdown(tables))
-    write_text(out / MATRIX_HTML, matrix_page(tables))
+    notes = [f"{r['run']} on {r['dataset']}: {r['note']}" for r in rows if r["note"]]
+    write_text(out / MATRIX_MD, matrix_markdown(tables, notes))
+    write_text(out / MATRIX_HTML, matrix_page(tables, notes))
     log(f"wrote {out}: {MATRIX_CSV}, {MATRIX_LABELS}, {MATRIX_MD}, {MATRIX_HTML}")
     return frame, out
 

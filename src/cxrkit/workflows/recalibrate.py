@@ -25,6 +25,7 @@ from cxrkit.data.splits import patient_split, save_split_manifest
 from cxrkit.evaluate.sample_size import wilson_width
 from cxrkit.evaluate.triage import abnormal_truth
 from cxrkit.outputs import read_json, write_json, write_text
+from cxrkit.report.site import recalibration_page
 from cxrkit.run import files
 from cxrkit.run.data import Log, absolute_paths, load_run_config
 from cxrkit.run.model import RunModel, predict_split, split_logits
@@ -33,7 +34,7 @@ from cxrkit.run.package import build_package, write_package
 from cxrkit.workflows.evaluate import evaluate_predictions, evaluate_run
 from cxrkit.workflows.validate import SiteData, site_data, site_name
 
-RECALIBRATION = "recalibration.json"
+RECALIBRATION, RECALIBRATION_PAGE = "recalibration.json", "recalibration.html"
 PARENT_EVAL = "eval-test-parent"  # the parent's stored decisions on the same evaluation part
 WIDE = 0.1  # a calibration part whose sensitivity interval is wider than this gets a warning
 
@@ -194,16 +195,23 @@ def compare_on_evaluation(parent: RunModel, site_run: Path, data, cfg: EvalConfi
     after = evaluate_run(site_run, dataclasses.replace(cfg, split="test", out=None), log)
     rows = before_after(read_json(files.evaluation_file(before)), read_json(files.evaluation_file(after)))
     write_json(site_run / RECALIBRATION, {"evaluation_part": "test", "rows": rows})
+    site = read_json(site_run / files.PACKAGE)["validation"]["site"]
+    write_text(site_run / RECALIBRATION_PAGE, recalibration_page(rows, site))
     log(f"on the evaluation part ({rows[0]['images']:,} images): parent's decisions -> site-calibrated")
     for r in rows:
-        log(f"  {r['metric']}: {_with_ci(r, 'before')} -> {_with_ci(r, 'after')}")
-    log(f"wrote {site_run}: a run folder (cxr predict/evaluate/export/serve take it); {RECALIBRATION}")
+        log(f"  {r['metric']}: {with_ci(r, 'before')} -> {with_ci(r, 'after')}")
+    log(
+        f"wrote {site_run}: a run folder (cxr predict/evaluate/export/serve take it); "
+        f"{RECALIBRATION}, {RECALIBRATION_PAGE}"
+    )
     return site_run
 
 
-def _with_ci(row: dict, side: str) -> str:
+def with_ci(row: dict, side: str) -> str:
+    """``row[side]`` with its ``[low, high]`` when the row has a finite interval for that side."""
     low, high = row[f"{side}_low"], row[f"{side}_high"]
-    ci = f" [{low:.3f}, {high:.3f}]" if np.isfinite(low) and np.isfinite(high) else ""
+    finite = low is not None and high is not None and np.isfinite(low) and np.isfinite(high)
+    ci = f" [{low:.3f}, {high:.3f}]" if finite else ""  # None: a NaN read back from JSON
     return f"{row[side]:.3f}{ci}"
 
 

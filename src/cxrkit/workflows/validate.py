@@ -23,6 +23,7 @@ from cxrkit.config import DataConfig, EvalConfig, RunConfig
 from cxrkit.data import build_dataset
 from cxrkit.data.assess import MIN_SIDE, assessment_problem
 from cxrkit.data.cache import CachedDataset
+from cxrkit.data.splits import DIGEST, pixel_digests, read_split_manifest
 from cxrkit.evaluate.sample_size import wilson_interval
 from cxrkit.evaluate.thresholds import parse_rule
 from cxrkit.labels import try_canonical_label
@@ -107,10 +108,33 @@ def site_data(run: RunModel, dcfg: DataConfig, cache_dir: str, log: Log, progres
     return SiteData(data, dcfg.source, str(cfg.data.path), missing, ignored, not_scored)
 
 
+GENERIC = {"images", "image", "imgs", "train", "test", "val", "data", "png", "dicom", "files"}
+
+
 def site_name(path: str | Path | None) -> str:
-    """A folder-name-safe name for a site from its data path (``validate-NAME``)."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(path or "site")).resolve().name).strip("-.")
+    """A folder-name-safe name for a site from its data path (``validate-NAME``); a generic folder
+    name ("images", "train") is prefixed with its parent's: ``nih14-64px-images``."""
+    where = Path(str(path or "site")).resolve()
+    name = where.name if where.name.lower() not in GENERIC else f"{where.parent.name}-{where.name}"
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")
     return name or "site"
+
+
+def training_overlap(run: RunModel, data: TrainData) -> dict[str, int]:
+    """How many of the site's scored images are pixel-identical to the run's train and val images
+    (split.csv's CRC-32 of the prepared pixels): figures on them are not another site's."""
+    path = run.path / files.SPLIT
+    if not path.is_file():
+        return {}
+    manifest = read_split_manifest(path)
+    if DIGEST not in manifest:
+        return {}
+    digests = pixel_digests(data.cache.images, data.partition[SITE])
+    out = {}
+    for part in ("train", "val"):
+        own = set(manifest.loc[manifest["split"] == part, DIGEST])
+        out[part] = int(sum(d in own for d in digests))
+    return out
 
 
 def run_validation(run: RunModel, log: Log) -> tuple[SplitPredictions | None, np.ndarray | None]:
@@ -146,6 +170,13 @@ def validate_run(
             else ""
         )
     )
+    overlap = training_overlap(run, site.data)
+    if sum(overlap.values()):
+        log(
+            f"warning: {overlap.get('train', 0):,} of the site's images are the run's training images and "
+            f"{overlap.get('val', 0):,} its validation images (identical pixels): these figures are not "
+            "another site's"
+        )
     val, train_t = run_validation(run, log)
     ev = predict_split(run, site.data, SITE)
     if train_t is None:  # the baselines draw from the site's own prevalence: said in the report
@@ -153,13 +184,15 @@ def validate_run(
     own = val is not None
 
     def site_block(m: dict, worklist) -> dict:
-        return {"site": {**_site_block(site, own), **site_figures(run, m, worklist)}}
+        block = {**_site_block(site, own), "training_overlap": overlap}
+        return {"site": {**block, **site_figures(run, m, worklist)}}
 
     out = evaluate_predictions(run, ev, val, train_t, cfg, out, log, site_block)
     for row in read_json(files.evaluation_file(out))["site"]["comparison"]:
+        ci = f" [{row['low']:.3f}, {row['high']:.3f}]" if row["outside_ci"] is not None else ""
         log(
-            f"{row['metric']}: training site {row['training_site']:.3f}, this site {row['this_site']:.3f} "
-            f"[{row['low']:.3f}, {row['high']:.3f}]"
+            f"{row['metric']}: training site {row['training_site']:.3f}, this site {row['this_site']:.3f}"
+            + ci
             + ("  OUTSIDE the site's CI" if row["outside_ci"] else "")
         )
     return out
@@ -203,6 +236,7 @@ def site_comparison(run: RunModel, m: dict) -> list[dict]:
         if train is None or here is None or not np.isfinite(train) or not np.isfinite(here["value"]):
             continue
         low, high = here["low"], here["high"]
+        known = np.isfinite(low) and np.isfinite(high)  # --bootstrap 0: no interval, nothing to be outside
         rows.append(
             {
                 "metric": metric,
@@ -211,7 +245,7 @@ def site_comparison(run: RunModel, m: dict) -> list[dict]:
                 "difference": float(here["value"] - train),
                 "low": float(low),
                 "high": float(high),
-                "outside_ci": bool(not low <= train <= high),
+                "outside_ci": bool(not low <= train <= high) if known else None,
             }
         )
     return rows
