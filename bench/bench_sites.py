@@ -261,7 +261,7 @@ def main() -> None:
         f"{a['specificity']:.3f}"
     )
     print(f"\ncross-dataset matrix ({mdir / 'matrix.md'}):\n")
-    print((mdir / "matrix.md").read_text().split("## No Finding")[0].split("\n", 4)[-1])
+    print((mdir / "matrix.md").read_text().split("## ROC-AUC per label")[0].split("\n", 4)[-1])
     print(f"wrote {args.out / 'bench_sites.json'}")
 
 
