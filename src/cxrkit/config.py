@@ -49,6 +49,7 @@ SOURCES: dict[str, str] = {
     "tfrecord": "cxrkit.data.tfrecord:from_config",
     "folder": "cxrkit.data.folder:labelled_from_config",
     "files": "cxrkit.data.folder:files_from_config",
+    "table": "cxrkit.data.table:from_config",
     "phantom": "cxrkit.data.synthetic:from_config",
     "cache": "cxrkit.data.cache:from_config",
 }

@@ -158,3 +158,30 @@ def test_a_site_made_of_the_runs_own_validation_images_is_called_out(phantom_run
     assert f"{len(rows):,} its validation images" in (out / "report.html").read_text()
     assert site_name(tmp_path / "own-val" / "images_001" / "images") == "images_001-images"
     assert site_name(tmp_path / "own-val") == "own-val"
+
+
+def test_a_sites_csv_of_paths_and_labels_validates_as_its_nih_folder_does(phantom_run, site, tmp_path):
+    """The same images and labels given as a table (source: table) score exactly as the NIH folder."""
+    from cxrkit.workflows.validate import validate_run
+
+    entries = pd.read_csv(site / "Data_Entry_2017.csv")
+    table = pd.DataFrame(
+        {
+            "path": f"{site.name}/images_001/images/" + entries["Image Index"],
+            "labels": entries["Finding Labels"],
+            "patient_id": entries["Patient ID"].astype(str),
+        }
+    )
+    table.to_csv(site.parent / "site-table.csv", index=False)
+    nih = _validate(phantom_run, site, tmp_path / "a")
+    out = validate_run(
+        phantom_run,
+        DataConfig(source="table", path=str(site.parent / "site-table.csv")),
+        EvalConfig(n_boot=200, samples=8, out=str(tmp_path / "b")),
+        cache_dir=str(tmp_path / "cache-b"),
+        log=lambda m: None,
+    )
+    csv = json.loads((out / "evaluation.json").read_text())
+    for key in ("macro_auc", "no_finding_auc", "triage"):
+        assert csv[key] == nih[key], key
+    assert csv["site"]["source"] == "table" and csv["patients"] == nih["patients"]

@@ -12,13 +12,16 @@ from cxrkit.data.base import XRayDataset
 
 
 def detect_source(path: str | Path) -> str:
-    """Guess the source of ``path``: cache, ChestMNIST .npz, TFRecord shards, class folders, NIH or files."""
+    """Guess the source of ``path``: cache, ChestMNIST .npz, a CSV table, TFRecord shards, class folders,
+    NIH or files."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file or folder")
     if p.is_file():
         if p.suffix == ".npz":
             return "chestmnist"
+        if p.suffix.lower() == ".csv":
+            return "table"
         return "tfrecord" if ".tfrec" in p.name else "files"
     if (p / "manifest.json").exists():
         return "cache"

@@ -197,12 +197,14 @@ def _is_image_file(path: Path) -> bool:
         return False
 
 
-class _FileDataset(XRayDataset):
+class FileDataset(XRayDataset):
+    """A source whose rows are image files (``meta["path"]``), decoded on demand."""
+
     def load_image(self, i: int) -> np.ndarray:
         return read_image(self.meta["path"].iat[i], accept_missing_modality=self.accept_missing_modality)
 
 
-class LabelledFolderDataset(_FileDataset):
+class LabelledFolderDataset(FileDataset):
     """``root/<CLASS>/*.png|jpg|jpeg|dcm`` as a binary (2 classes) or multi-class set, one-hot labels."""
 
     source = "folder"
@@ -239,7 +241,7 @@ class LabelledFolderDataset(_FileDataset):
         super().__init__(meta, labels, task="binary" if len(labels) == 2 else "multiclass")
 
 
-class ImageFilesDataset(_FileDataset):
+class ImageFilesDataset(FileDataset):
     """Unlabelled PNG/JPEG/DICOM files or folders, for prediction."""
 
     source = "files"
