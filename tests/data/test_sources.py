@@ -14,6 +14,12 @@ from cxrkit.data.synthetic import PhantomDataset
 def source_paths(nih_root, chestmnist_npz, tfrecord_dir, labelled_folder, tmp_path):
     cache = tmp_path / "cache"
     prepare_cache(PhantomDataset(10, 32), cache, size=32, progress=False)
+    table = labelled_folder / "site.csv"
+    rows = [
+        f"{p.relative_to(labelled_folder)},{int(p.parent.name == 'NORMAL')}"
+        for p in sorted(labelled_folder.glob("*/*"))
+    ]
+    table.write_text("path,No Finding\n" + "\n".join(rows) + "\n")
     return {
         "nih": nih_root,
         "chestmnist": chestmnist_npz,
@@ -22,6 +28,7 @@ def source_paths(nih_root, chestmnist_npz, tfrecord_dir, labelled_folder, tmp_pa
         "files": labelled_folder / "NORMAL",
         "phantom": None,
         "cache": cache,
+        "table": table,
     }
 
 
