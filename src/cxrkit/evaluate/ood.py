@@ -142,3 +142,45 @@ def fit_reference(
         val,
         ref.summary(val_features),
     )
+
+
+CHEST = frozenset({"CHEST", "THORAX", "LUNG", "LUNGS", "CHEST_TO_PELVIS", "TORSO"})
+
+
+def header_problems(fields: dict, population: dict) -> list[str]:
+    """Why a DICOM header says a study is not one the model was trained for (empty: nothing found).
+
+    ``fields``: ``data.header.header_fields``; ``population``: the run's ``ood`` section (its
+    training ``age_range`` and ``views`` where the data had them). Checked only where both sides know.
+    """
+    out = []
+    age, ages = fields.get("age"), population.get("age_range")
+    if age is not None and ages and not ages[0] - 1.0 <= age <= ages[1] + 1.0:
+        out.append(
+            f"patient age {age:.3g} y is outside the training population's {ages[0]:.3g}-{ages[1]:.3g} y"
+        )
+    view, views = fields.get("view"), population.get("views")
+    if view and views and view not in views:
+        out.append(f"view {view} is not one the model was trained on ({', '.join(views)})")
+    part = fields.get("body_part")
+    if part and part not in CHEST:
+        out.append(f"body part {part}, not chest")
+    return out
+
+
+def ood_decisions(
+    scores: np.ndarray, threshold: float, headers: list[dict], population: dict
+) -> tuple[np.ndarray, list[str]]:
+    """(in distribution (N,) bool, the reason for each study that is not: "" for those that are)."""
+    s = np.asarray(scores, dtype=np.float64)
+    inside = np.ones(len(s), dtype=bool)
+    reasons = []
+    for k in range(len(s)):
+        why = header_problems(headers[k] if k < len(headers) else {}, population)
+        if not s[k] <= threshold:  # a NaN score is not "in distribution" either
+            why.insert(
+                0, f"unlike the images the model was trained on (OOD score {s[k]:.4g} > {threshold:.4g})"
+            )
+        inside[k] = not why
+        reasons.append("; ".join(why))
+    return inside, reasons

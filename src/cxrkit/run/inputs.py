@@ -16,10 +16,12 @@ import numpy as np
 from cxrkit.data.assess import MIN_SIDE, check_assessable
 from cxrkit.data.decode import ImageReadError, NotAssessableError, array_to_grey, is_dicom_file, read_image
 from cxrkit.data.folder import dicom_patient
+from cxrkit.data.header import header_fields
 from cxrkit.data.transforms import InputSpec, prepare_image
 
 Input = str | Path | np.ndarray
 UNREADABLE, NOT_ASSESSABLE = "unreadable", "not assessable"  # row status of an input that was not scored
+OUT_OF_DISTRIBUTION = "out of distribution"  # scored, but unlike the training images: read manually
 
 
 def min_side(spec: InputSpec) -> int:
@@ -188,6 +190,7 @@ def prepare_items(
                 raise ImageReadError(item, "a folder with no PNG/JPEG/DICOM files in it")
             if isinstance(item, Path) and is_dicom_file(item):  # by name, else by content
                 row["patient_id"] = dicom_patient(item) or row["patient_id"]  # the PatientID tag
+                row["header"] = header_fields(item)  # age, view, body part: the OOD header checks
             img = (
                 read_image(item, accept_missing_modality=accept_missing_modality)
                 if isinstance(item, Path)

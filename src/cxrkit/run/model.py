@@ -19,6 +19,7 @@ import torch
 
 from cxrkit.data.splits import read_split_manifest
 from cxrkit.data.transforms import InputSpec, to_model_input, tta_views
+from cxrkit.evaluate.ood import OodReference, ood_decisions
 from cxrkit.evaluate.triage import abnormality_score, flag_names, top_findings
 from cxrkit.models import create_model
 from cxrkit.models.device import resolve_device
@@ -27,8 +28,16 @@ from cxrkit.models.registry import pretrained_normalisation
 from cxrkit.run import files
 from cxrkit.run.checkpoint import load_checkpoint
 from cxrkit.run.data import TrainData
-from cxrkit.run.inputs import UNREADABLE, Input, PreparedInputs, manual_read_note, prepare_inputs
+from cxrkit.run.inputs import (
+    OUT_OF_DISTRIBUTION,
+    UNREADABLE,
+    Input,
+    PreparedInputs,
+    manual_read_note,
+    prepare_inputs,
+)
 from cxrkit.run.onnx import OnnxEngine, engine_file, resolve_engine
+from cxrkit.run.ood import load_reference
 from cxrkit.run.package import ModelPackage, read_package
 from cxrkit.run.package_check import weights_problem
 
@@ -75,6 +84,15 @@ def network_spec(model_config: dict, model: CXRNet) -> dict:
     return spec
 
 
+@dataclass(frozen=True)
+class OodAssessment:
+    """Per readable study: OOD score (NaN: the run has no reference), in distribution, and why not."""
+
+    scores: np.ndarray
+    in_distribution: np.ndarray
+    reasons: list[str]
+
+
 @dataclass
 class RunModel:
     """A run's best network (eval mode, on ``device``) and its package.
@@ -90,6 +108,7 @@ class RunModel:
     device: torch.device
     engine: str = "torch"
     members: list[RunModel] = field(default_factory=list)  # a K-fold ensemble's fold runs (averaged)
+    ood: OodReference | None = None  # model.json's OOD reference (ood.npz); None: a run without one
     _sessions: dict[str, OnnxEngine] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -119,7 +138,8 @@ class RunModel:
             ) from None
         dev = resolve_device(device)
         model.to(dev).eval()
-        run = cls(path, model, pkg, dev, resolve_engine(path, engine))
+        ood = load_reference(path, pkg.ood) if pkg.ood else None
+        run = cls(path, model, pkg, dev, resolve_engine(path, engine), ood=ood)
         if run.engine != "torch":
             run.session(run.engine)  # fail at load, not at the first request
         return run
@@ -133,7 +153,7 @@ class RunModel:
         for m in members:
             if m.labels != pkg.labels or m.spec != pkg.input or m.task != pkg.task:
                 raise ValueError(f"{m.path}: labels, task or input differ from the ensemble's model.json")
-        return cls(path, members[0].model, pkg, members[0].device, "torch", members)
+        return cls(path, members[0].model, pkg, members[0].device, "torch", members, ood=members[0].ood)
 
     @property
     def tta(self) -> int:
@@ -173,32 +193,53 @@ class RunModel:
         (``data.transforms.tta_views``; default: the run's own, 0 or 1: none). An ensemble averages
         its members' logits.
         """
+        return self.outputs(images, batch_size, engine, tta)[0]
+
+    def outputs(
+        self, images: np.ndarray, batch_size: int = 64, engine: str | None = None, tta: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(logits (N, L), pooled penultimate features (N, C)) of prepared uint8 images (N, S, S).
+
+        The features are what the OOD score reads; TTA averages both over the views. An ensemble
+        averages its members' logits and takes its first member's features (its OOD reference).
+        """
         tta = self.tta if tta is None else int(tta)
         if self.members:
             if engine not in (None, "torch", "auto"):
                 raise ValueError(f"{self.path}: a K-fold ensemble predicts with PyTorch only")
-            return np.mean([m.logits(images, batch_size, "torch", tta) for m in self.members], axis=0)
+            outs = [m.outputs(images, batch_size, "torch", tta) for m in self.members]
+            return np.mean([z for z, _ in outs], axis=0), outs[0][1]
         if tta > 1:
-            views = tta_views(np.asarray(images), tta)
-            return np.mean([self.logits(v, batch_size, engine, 0) for v in views], axis=0)
+            views = [self.outputs(v, batch_size, engine, 0) for v in tta_views(np.asarray(images), tta)]
+            return np.mean([z for z, _ in views], axis=0), np.mean([f for _, f in views], axis=0)
         engine = engine or self.engine
         if engine == "auto":
             engine = resolve_engine(self.path, "auto")
         if engine == "torch":
-            return self.torch_logits(images, batch_size)
+            return self.torch_outputs(images, batch_size)
         if len(images) == 0:
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
-        return self.session(engine).logits(images, batch_size)
+            return np.zeros((0, len(self.labels)), np.float32), np.zeros(
+                (0, self.model.pooled_dim), np.float32
+            )
+        return self.session(engine).outputs(images, batch_size)
 
     @torch.no_grad()
     def torch_logits(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """``logits`` computed by the PyTorch network on the run's device."""
+        return self.torch_outputs(images, batch_size)[0]
+
+    @torch.no_grad()
+    def torch_outputs(self, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """(logits, pooled features) computed by the PyTorch network on the run's device."""
         self.model.eval()
         out = np.empty((len(images), len(self.labels)), dtype=np.float32)
+        feats = np.empty((len(images), self.model.pooled_dim), dtype=np.float32)
         for s in range(0, len(images), batch_size):
             x = to_model_input(images[s : s + batch_size], self.device)
-            out[s : s + batch_size] = self.model(x).float().cpu().numpy()
-        return out
+            f = self.model.pool(self.model.forward_features(x))
+            out[s : s + batch_size] = self.model.forward_head(f).float().cpu().numpy()
+            feats[s : s + batch_size] = f.float().cpu().numpy()
+        return out, feats
 
     def probs(
         self,
@@ -238,10 +279,47 @@ class RunModel:
         (the table has exactly one row per image given).
         """
         prepared = self.prepare(inputs, progress=progress, accept_missing_modality=accept_missing_modality)
-        return self.table(prepared, self.probs(prepared.images, batch_size, engine=engine, tta=tta), top)
+        probs, ood = self.score_prepared(prepared, batch_size, engine, tta)
+        return self.table(prepared, probs, top, ood)
 
-    def table(self, prepared: PreparedInputs, probs: np.ndarray, top: int = 3) -> pd.DataFrame:
-        """The prediction table of ``prepared`` inputs given their probabilities (rows in input order)."""
+    def score_prepared(
+        self,
+        prepared: PreparedInputs,
+        batch_size: int = 64,
+        engine: str | None = None,
+        tta: int | None = None,
+    ) -> tuple[np.ndarray, OodAssessment]:
+        """(calibrated probabilities, OOD assessment) of the readable ``prepared`` inputs."""
+        logits, feats = self.outputs(prepared.images, batch_size, engine, tta)
+        headers = [prepared.rows[k].get("header") or {} for k in prepared.ok]
+        return self.package.probs(logits), self.assess_ood(feats, logits, headers)
+
+    def assess_ood(
+        self, features: np.ndarray, logits: np.ndarray, headers: Sequence[dict] = ()
+    ) -> OodAssessment:
+        """Each study's OOD score and whether it is in distribution (score at or under the stored
+        threshold and a DICOM header that fits the training population), with the reason if not.
+
+        A run without a reference (trained before cxrkit stored one: `cxr package` adds it) gives
+        NaN scores and applies the header checks alone.
+        """
+        n = len(logits)
+        headers = list(headers) or [{}] * n
+        if self.ood is None:
+            inside, reasons = ood_decisions(np.full(n, -np.inf), np.inf, headers, {})
+            return OodAssessment(np.full(n, np.nan), inside, reasons)
+        scores = self.ood.scores(features, logits)
+        section = (self.members[0].package if self.members else self.package).ood
+        inside, reasons = ood_decisions(scores, self.ood.threshold, headers, section)
+        return OodAssessment(scores, inside, reasons)
+
+    def table(
+        self, prepared: PreparedInputs, probs: np.ndarray, top: int = 3, ood: OodAssessment | None = None
+    ) -> pd.DataFrame:
+        """The prediction table of ``prepared`` inputs given their probabilities (rows in input order).
+
+        With ``ood``: columns ``ood_score`` and ``in_distribution``; a study out of distribution is
+        flagged "out of distribution" with the reason and "read manually", never "normal"."""
         n = len(prepared.rows)
         full = np.full((n, len(self.labels)), np.nan)
         full[prepared.ok] = probs
@@ -251,6 +329,15 @@ class RunModel:
             score[prepared.ok], _ = abnormality_score(probs, self.labels, point.score)
         flag = flag_names(score, point.threshold)
         notes = [""] * n
+        ood_score = np.full(n, np.nan)
+        inside = np.full(n, None, dtype=object)
+        if ood is not None and len(prepared.ok):
+            ood_score[prepared.ok] = ood.scores
+            inside[prepared.ok] = ood.in_distribution.astype(bool)
+            for k, ok, why in zip(prepared.ok, ood.in_distribution, ood.reasons, strict=True):
+                if not ok:
+                    flag[k] = OUT_OF_DISTRIBUTION
+                    notes[k] = manual_read_note(OUT_OF_DISTRIBUTION, why)
         for k, r in enumerate(prepared.rows):
             if r["error"]:  # never scored: the flag says why, so no study silently reads as normal
                 flag[k] = r.get("status") or UNREADABLE
@@ -271,6 +358,9 @@ class RunModel:
             frame[lab] = full[:, j]
         frame["triage_score"] = score
         frame["triage_flag"] = flag
+        if ood is not None:
+            frame["ood_score"] = ood_score
+            frame["in_distribution"] = inside
         frame["top_findings"] = tops
         return frame
 

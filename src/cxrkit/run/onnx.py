@@ -38,6 +38,7 @@ QUANTIZED_OPS = [
     "Mul",
 ]
 OPSET = 17
+OUTPUTS = ("logits", "features")  # export.json lists them: an export without features is stale
 
 
 def engine_file(run_dir: Path, engine: str) -> Path:
@@ -77,9 +78,15 @@ def export_problem(run_dir: Path, engine: str) -> str | None:
             f"{run_dir}: no {engine_file(run_dir, engine).name}; create it with `cxr export {run_dir}{flag}`"
         )
     try:
-        stamp = read_json(run_dir / files.EXPORT).get("weights_sha256")
-    except (OSError, ValueError):
-        stamp = None
+        report = read_json(run_dir / files.EXPORT)
+        stamp, outputs = report.get("weights_sha256"), report.get("outputs")
+    except (OSError, ValueError, AttributeError):
+        stamp, outputs = None, None
+    if stamp == weights_digest(run_dir) and outputs != list(OUTPUTS):
+        return (
+            f"{run_dir}: {engine_file(run_dir, engine).name} was exported without the features output "
+            f"the OOD score needs (an older cxrkit); re-run `cxr export {run_dir}{flag}`"
+        )
     if stamp != weights_digest(run_dir):
         return (
             f"{run_dir}: {engine_file(run_dir, engine).name} was not exported from the current best.pt "
@@ -109,11 +116,24 @@ def _has_ort() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
+class WithFeatures(torch.nn.Module):
+    """The network with its pooled penultimate features as a second output (what OOD scores read)."""
+
+    def __init__(self, net: CXRNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.net.pool(self.net.forward_features(x))
+        return self.net.forward_head(f), f
+
+
 def export_onnx(model: CXRNet, size: int, path: Path) -> Path:
-    """Write ``model`` (eval mode, CPU copy) as ONNX with a dynamic batch axis: (N, 1, S, S) -> (N, L)."""
+    """Write ``model`` (eval mode, CPU copy) as ONNX with a dynamic batch axis: (N, 1, S, S) ->
+    logits (N, L) and pooled features (N, C)."""
     import copy
 
-    net = copy.deepcopy(model).cpu().float().eval()
+    net = WithFeatures(copy.deepcopy(model).cpu().float().eval())
     net.to(memory_format=torch.contiguous_format)
     x = torch.rand(2, 1, size, size)
     buf = io.BytesIO()
@@ -126,8 +146,8 @@ def export_onnx(model: CXRNet, size: int, path: Path) -> Path:
             (x,),
             buf,
             input_names=["image"],
-            output_names=["logits"],
-            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+            output_names=list(OUTPUTS),
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
             opset_version=OPSET,
             dynamo=False,
         )
@@ -167,11 +187,17 @@ class OnnxEngine:
 
     def logits(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Raw outputs (N, L) for uint8 images (N, S, S) prepared by the run's input spec."""
+        return self.outputs(images, batch_size)[0]
+
+    def outputs(self, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """(logits (N, L), pooled features (N, C)) for prepared uint8 images (N, S, S)."""
         chunks = [
-            self.session.run(None, {self.input: model_input(images[s : s + batch_size])})[0]
+            self.session.run(list(OUTPUTS), {self.input: model_input(images[s : s + batch_size])})
             for s in range(0, len(images), batch_size)
         ]
-        return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, 0), np.float32)
+        if not chunks:
+            return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
+        return tuple(np.concatenate([c[k] for c in chunks]).astype(np.float32) for k in range(2))
 
 
 def model_input(images: np.ndarray) -> np.ndarray:

@@ -69,6 +69,7 @@ class ModelPackage:
     operating_point: OperatingPoint
     validation: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
+    ood: dict = field(default_factory=dict)  # the OOD reference's section (run.ood); {}: none yet
 
     def probs(self, logits: np.ndarray, calibrated: bool = True) -> np.ndarray:
         """Probabilities (N, L) from the network's logits, temperature-scaled unless ``calibrated=False``."""
@@ -93,6 +94,7 @@ class ModelPackage:
             "thresholds": {k: list(v) for k, v in self.thresholds.items()},
             "operating_point": self.operating_point.as_dict(),
             "validation": self.validation,
+            **({"ood": self.ood} if self.ood else {}),
         }
 
 
@@ -209,6 +211,7 @@ def read_package(run_dir: Path) -> ModelPackage:
             ),
             validation=d.get("validation", {}),
             versions=d.get("versions", {}),
+            ood=d.get("ood") or {},
         )
     except (KeyError, TypeError, AttributeError, ValueError) as err:
         raise ValueError(f"{path}: incomplete model.json ({type(err).__name__}: {err})") from None

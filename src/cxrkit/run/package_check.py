@@ -75,6 +75,7 @@ def document_problem(d: dict) -> str | None:
             _input_problem(d.get("input")),
             _numbers_problem(d, len(labels)),
             _point_problem(d),
+            _ood_problem(d.get("ood")),
             _network_problem(
                 (d.get("model") or {}).get("config") if isinstance(d.get("model"), dict) else None
             ),
@@ -130,6 +131,24 @@ def _numbers_problem(d: dict, n_labels: int) -> str | None:
         problem = _first(_probability_problem(f"thresholds.{rule}[{j}]", v) for j, v in enumerate(values))
         if problem:
             return problem
+    return None
+
+
+def _ood_problem(ood: Any) -> str | None:
+    """The ``ood`` section (absent in older runs): a known method, a finite threshold, a plain file name."""
+    if ood is None:
+        return None
+    if not isinstance(ood, dict):
+        return f"ood {ood!r}: expected an object"
+    if ood.get("method") not in ("mahalanobis", "energy"):
+        return f"ood.method {ood.get('method')!r}: expected mahalanobis or energy"
+    if not _finite(ood.get("threshold")):
+        return f"ood.threshold {ood.get('threshold')!r}: expected a finite number"
+    name = ood.get("file")
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
+        return f"ood.file {name!r}: expected a file name in the run folder"
+    if not isinstance(ood.get("sha256"), str):
+        return f"ood.sha256 {ood.get('sha256')!r}: expected the file's digest"
     return None
 
 

@@ -93,9 +93,11 @@ async def predict(
     admit(service)
     try:
         name = clean_name(file.filename)
-        image, prepared = await service.load(await read_upload(service, file), name, file.content_type)
+        image, prepared, header = await service.load(
+            await read_upload(service, file), name, file.content_type
+        )
         try:
-            out = await service.predict(image, prepared, name, heatmap, preview, top)
+            out = await service.predict(image, prepared, name, heatmap, preview, top, header)
         except Overloaded as err:
             raise overloaded(str(err)) from None
     except ApiError:
@@ -121,8 +123,8 @@ async def predict_batch(
     for f in files:
         name = clean_name(f.filename)
         try:
-            image, prep = await service.load(await read_upload(service, f), name, f.content_type)
-            images.append((len(results), name, image.shape, prep))  # the shape only: memory stays flat
+            image, prep, header = await service.load(await read_upload(service, f), name, f.content_type)
+            images.append((len(results), name, image.shape, header, prep))  # the shape: memory stays flat
             results.append(None)
         except ApiError as err:
             service.telemetry.scored("error")
@@ -134,9 +136,9 @@ async def predict_batch(
             probs = await asyncio.wrap_future(service.pool.submit(np.stack([p for *_, p in images])))
         except Overloaded as err:
             raise overloaded(str(err)) from None
-        for (k, name, shape, _), p in zip(images, probs, strict=True):
+        for (k, name, shape, header, _), p in zip(images, probs, strict=True):
             try:
-                results[k] = service.result(p, name, shape, top)
+                results[k] = service.result(p, name, shape, top, header)
                 service.telemetry.scored("ok")
             except ApiError as err:  # this file's answer only: the others in the batch stand
                 service.telemetry.scored("error")

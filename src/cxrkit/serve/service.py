@@ -18,13 +18,15 @@ import numpy as np
 from cxrkit import __version__
 from cxrkit.config import ServeConfig
 from cxrkit.data.assess import check_assessable
-from cxrkit.data.decode import ImageReadError, ImageTooLargeError, NotAssessableError, decode_bytes
+from cxrkit.data.decode import ImageReadError, ImageTooLargeError, NotAssessableError, decode_bytes, is_dicom
+from cxrkit.data.header import header_fields
 from cxrkit.data.transforms import compute_geometry, prepare_image, to_model_input
+from cxrkit.evaluate.ood import ood_decisions
 from cxrkit.evaluate.triage import abnormality_score, flag_names, top_findings
 from cxrkit.explain.gradcam import compute_heatmaps, label_index
 from cxrkit.explain.overlay import heatmap_to_source, render_overlay
 from cxrkit.labels import NO_FINDING
-from cxrkit.run.inputs import min_side
+from cxrkit.run.inputs import OUT_OF_DISTRIBUTION, min_side
 from cxrkit.run.model import RunModel
 from cxrkit.serve.batcher import Batcher
 from cxrkit.serve.errors import ApiError
@@ -68,10 +70,14 @@ class Service:
         self.thresholds = stored if stored is not None else np.full(len(run.labels), 0.5)
 
     def _score(self, images: np.ndarray) -> np.ndarray:
+        """(K, L + 1): calibrated probabilities, then the OOD score (NaN: the run has no reference)."""
         if self.run.engine != "torch":
-            return self.run.probs(images)
-        with self.torch_lock:
-            return self.run.probs(images)
+            logits, feats = self.run.outputs(images)
+        else:
+            with self.torch_lock:
+                logits, feats = self.run.outputs(images)
+        ood = self.run.assess_ood(feats, logits).scores
+        return np.column_stack([self.run.package.probs(logits), ood])
 
     def decode(self, data: bytes, filename: str, content_type: str | None) -> np.ndarray:
         """Upload bytes -> (H, W) uint8 grey, or an ApiError naming the file and the problem."""
@@ -117,16 +123,18 @@ class Service:
 
     async def load(
         self, data: bytes, filename: str, content_type: str | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(decoded image, (S, S) model input), off the event loop so uploads decode in parallel."""
+    ) -> tuple[np.ndarray, np.ndarray, dict]:
+        """(decoded image, (S, S) model input, DICOM header facts), off the event loop so uploads
+        decode in parallel."""
 
-        def work() -> tuple[np.ndarray, np.ndarray]:
+        def work() -> tuple[np.ndarray, np.ndarray, dict]:
             image = self.decode(data, filename, content_type)
             try:
                 check_assessable(image, filename, min_side(self.run.spec))
             except NotAssessableError as err:
                 raise ApiError(422, "not_assessable", f"{err} (read this study manually)") from None
-            return image, prepare_image(image, self.run.spec)
+            header = header_fields(data) if is_dicom(filename, data[:132]) else {}
+            return image, prepare_image(image, self.run.spec), header
 
         return await asyncio.to_thread(work)
 
@@ -138,6 +146,7 @@ class Service:
         heatmap: str | None = None,
         preview: bool = False,
         top: int = 3,
+        header: dict | None = None,
     ) -> dict:
         """Score one decoded image (its (S, S) input, through the pool); add Grad-CAM/preview if asked."""
         if heatmap is not None and heatmap != "top":
@@ -146,8 +155,9 @@ class Service:
             except (KeyError, ValueError) as err:
                 raise ApiError(400, "unknown_label", str(err).strip("'\"")) from None
         prepared = prepared[None]
-        probs = (await self._await(self.pool.submit(prepared)))[0]
-        result = self.result(probs, filename, image.shape, top)
+        scored = (await self._await(self.pool.submit(prepared)))[0]
+        result = self.result(scored, filename, image.shape, top, header)
+        probs = scored[: len(self.run.labels)]
         if heatmap is not None:
             label = self.top_finding(probs) if heatmap == "top" else heatmap
             png = await self._await(
@@ -170,9 +180,12 @@ class Service:
         """The pool's result without blocking the event loop (Overloaded is raised at submit)."""
         return await asyncio.wrap_future(future)
 
-    def result(self, probs: np.ndarray, filename: str, shape: tuple[int, ...], top: int) -> dict:
-        """The JSON answer for one image's calibrated probabilities."""
+    def result(
+        self, scored: np.ndarray, filename: str, shape: tuple[int, ...], top: int, header: dict | None = None
+    ) -> dict:
+        """The JSON answer for one image's pool output (probabilities, then the OOD score)."""
         labels = list(self.run.labels)
+        probs, ood_score = scored[: len(labels)], float(scored[len(labels)])
         point = self.run.package.operating_point
         score, _ = abnormality_score(probs[None], labels, point.score)
         flag = str(flag_names(score, point.threshold)[0])  # the one decision, as every other path
@@ -181,6 +194,9 @@ class Service:
                 422, "not_scored", f"{filename}: the model gave no finite score; read this study manually"
             )
         s = float(score[0])
+        ood = self.ood_block(ood_score, header or {})
+        if not ood["in_distribution"]:  # scored, but never shown as a plain normal: read manually
+            flag = OUT_OF_DISTRIBUTION
         return {
             "filename": filename,
             "image": {"width": int(shape[1]), "height": int(shape[0])},
@@ -195,6 +211,24 @@ class Service:
                 "target_sensitivity": point.target_sensitivity,
                 "score_rule": point.score,
             },
+            "ood": ood,
+        }
+
+    def ood_block(self, score: float, header: dict) -> dict:
+        """The answer's ``ood`` part: score (null without a reference), threshold, verdict and reason."""
+        ref = self.run.ood
+        threshold = ref.threshold if ref is not None else np.inf
+        section = (self.run.members[0].package if self.run.members else self.run.package).ood
+        inside, why = ood_decisions(
+            np.array([score if ref is not None else -np.inf]), threshold, [header], section
+        )
+        return {
+            "score": score if np.isfinite(score) else None,
+            "threshold": ref.threshold if ref is not None else None,
+            "method": ref.method if ref is not None else None,
+            "in_distribution": bool(inside[0]),
+            "reason": why[0],
+            "header": header,
         }
 
     def _overlay(self, image: np.ndarray, prepared: np.ndarray, label: str, probs: np.ndarray) -> str:

@@ -27,7 +27,13 @@ def input_spec(cfg: RunConfig) -> InputSpec:
 
 
 def write_model_package(
-    run_dir: Path, model: CXRNet, data: TrainData, cfg: RunConfig, device: torch.device, log: Log
+    run_dir: Path,
+    model: CXRNet,
+    data: TrainData,
+    cfg: RunConfig,
+    device: torch.device,
+    log: Log,
+    keep_ood: dict | None = None,
 ) -> ModelPackage:
     """Fit calibration, thresholds and the operating point on validation logits; write model.json; log."""
     idx = data.partition["val"]
@@ -44,6 +50,7 @@ def write_model_package(
         score_method=cfg.triage.score,
     )
     write_package(run_dir, pkg)
+    pkg = write_ood_reference(run_dir, pkg, data, device, log, keep_ood)
     for warning in pkg.validation["warnings"]:
         log(f"warning: {warning}")
     op = pkg.operating_point
@@ -52,6 +59,41 @@ def write_model_package(
         f"(ECE {pkg.validation['ece_before']:.3f} -> {pkg.validation['ece_after']:.3f}); triage threshold "
         f"{op.threshold:.6g} for sensitivity {op.target_sensitivity:g} "
         f"({'reached' if op.reached else 'NOT reached'}: validation {op.val_sensitivity:.3f})"
+    )
+    return pkg
+
+
+def write_ood_reference(
+    run_dir: Path,
+    pkg: ModelPackage,
+    data: TrainData,
+    device: torch.device,
+    log: Log,
+    keep: dict | None = None,
+) -> ModelPackage:
+    """Fit the OOD reference through the saved run (the path predictions take); add it to model.json.
+
+    A run without training images (a site-calibrated run) keeps ``keep``, the section it had: its
+    reference is its parent's training distribution, which is what "out of distribution" means.
+    """
+    from cxrkit.run.model import RunModel
+    from cxrkit.run.ood import fit_run_reference
+
+    if len(data.partition.get("train", [])) == 0:
+        if keep:
+            pkg = dataclasses.replace(pkg, ood=keep)
+            write_package(run_dir, pkg)
+        log(
+            "OOD reference "
+            + ("kept (the run has no training images)" if keep else "not fitted: no training images")
+        )
+        return pkg
+    section = fit_run_reference(RunModel.load(run_dir, str(device)), data)
+    pkg = dataclasses.replace(pkg, ood=section)
+    write_package(run_dir, pkg)
+    log(
+        f"OOD reference ({section['method']}, {section['features']} features): threshold "
+        f"{section['threshold']:.4g} flags {section['val_flag_rate']:.1%} of validation images"
     )
     return pkg
 

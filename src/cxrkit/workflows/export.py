@@ -26,7 +26,7 @@ from cxrkit.run import files
 from cxrkit.run.data import Log, TrainData, load_run_data
 from cxrkit.run.inputs import Input
 from cxrkit.run.model import RunModel
-from cxrkit.run.onnx import OnnxEngine, export_onnx, quantize_int8, weights_digest
+from cxrkit.run.onnx import OUTPUTS, OnnxEngine, export_onnx, quantize_int8, weights_digest
 
 FP32_TOLERANCE = 1e-4  # max |probability difference| allowed between ONNX float32 and PyTorch
 
@@ -137,6 +137,7 @@ def export_run(
             "dtype": "float32",
         },
         "weights_sha256": weights_digest(run.path),
+        "outputs": list(OUTPUTS),
         "fp32_tolerance": FP32_TOLERANCE,
         "parity": parity,
         "versions": _versions(),

@@ -45,8 +45,8 @@ def package_run(
     model.load_state_dict(ckpt["model_state"])
     dev = resolve_device(device)
     model.to(dev).eval()
-    site = _site_provenance(run_dir)
-    pkg = write_model_package(run_dir, model, data, cfg, dev, log)
+    site, ood = _site_provenance(run_dir), _section(run_dir, "ood")
+    pkg = write_model_package(run_dir, model, data, cfg, dev, log, keep_ood=ood)
     if site:  # a site-calibrated run refitted on its calibration part: it still says where it came from
         pkg = dataclasses.replace(pkg, validation={**pkg.validation, "site": site})
         write_package(run_dir, pkg)
@@ -57,7 +57,13 @@ def package_run(
 
 def _site_provenance(run_dir: Path) -> dict | None:
     """``validation.site`` of the run's current model.json (a site-calibrated run), else None."""
+    return (_section(run_dir, "validation") or {}).get("site")
+
+
+def _section(run_dir: Path, key: str) -> dict | None:
+    """Section ``key`` of the run's current model.json, or None (no file, unreadable, absent)."""
     try:
-        return read_json(run_dir / files.PACKAGE).get("validation", {}).get("site")
+        value = read_json(run_dir / files.PACKAGE).get(key)
     except (OSError, ValueError, AttributeError):
         return None
+    return value if isinstance(value, dict) else None

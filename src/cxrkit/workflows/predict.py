@@ -15,7 +15,7 @@ import pandas as pd
 
 from cxrkit.outputs import make_out_dir, unique_stems, write_csv
 from cxrkit.run.data import Log
-from cxrkit.run.inputs import expand_inputs, prepare_items
+from cxrkit.run.inputs import OUT_OF_DISTRIBUTION, expand_inputs, prepare_items
 from cxrkit.run.model import RunModel
 
 
@@ -53,8 +53,8 @@ def predict_files(
             prepared = prepare_items(
                 items[s : s + chunk], run.spec, heatmaps is not None, bar, accept_missing_modality
             )
-            probs = run.probs(prepared.images, batch_size, tta=tta)
-            parts.append(run.table(prepared, probs))
+            probs, ood = run.score_prepared(prepared, batch_size, tta=tta)
+            parts.append(run.table(prepared, probs, ood=ood))
             if heatmaps is not None and len(prepared.ok):
                 from cxrkit.workflows.explain import explain_prepared
 
@@ -72,10 +72,21 @@ def predict_files(
 
 def summary_line(table: pd.DataFrame) -> str:
     """ "N images: K flagged abnormal, F not scored (read manually)" for the end of ``cxr predict``."""
-    failed = int((table["error"] != "").sum())
+    ood = int((table["triage_flag"] == OUT_OF_DISTRIBUTION).sum())
+    failed = int((table["error"] != "").sum()) - ood
     flagged = int((table["triage_flag"] == "abnormal").sum())
-    return f"{len(table) - failed:,} of {len(table):,} images scored, {flagged:,} flagged abnormal" + (
-        f"; {failed:,} NOT scored (unreadable or not assessable: read them manually; see the error column)"
-        if failed
-        else ""
+    return (
+        f"{len(table) - failed:,} of {len(table):,} images scored, {flagged:,} flagged abnormal"
+        + (
+            f"; {ood:,} OUT OF DISTRIBUTION (unlike the training images: read them manually; see the error "
+            "column)"
+            if ood
+            else ""
+        )
+        + (
+            f"; {failed:,} NOT scored (unreadable or not assessable: read them manually; see the error "
+            "column)"
+            if failed
+            else ""
+        )
     )

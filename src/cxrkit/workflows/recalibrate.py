@@ -146,12 +146,15 @@ def recalibrate_site(
         "not_scored": len(site.not_scored),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    pkg = dataclasses.replace(fitted, validation={**fitted.validation, "site": provenance})
+    # the OOD reference stays the parent's: "out of distribution" means unlike the training images
+    pkg = dataclasses.replace(fitted, validation={**fitted.validation, "site": provenance}, ood=parent.ood)
     config = site_config(run, dcfg, cache_dir, share, seed)
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     shutil.copy2(run.path / files.BEST, tmp / files.BEST)
+    if parent.ood:
+        shutil.copy2(run.path / parent.ood["file"], tmp / parent.ood["file"])
     write_text(tmp / files.CONFIG, config.to_yaml())
     save_split_manifest(tmp / files.SPLIT, meta, partition, data.cache.images)
     write_package(tmp, pkg)

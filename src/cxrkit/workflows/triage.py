@@ -28,7 +28,7 @@ from cxrkit.report.html import figure_png
 from cxrkit.report.plots import plot_triage_sweep
 from cxrkit.run import files
 from cxrkit.run.data import Log, load_run_data
-from cxrkit.run.inputs import Input, manual_read_note
+from cxrkit.run.inputs import OUT_OF_DISTRIBUTION, Input, manual_read_note
 from cxrkit.run.model import RunModel, predict_split
 from cxrkit.run.package import NeedsValidation, resolve_operating_point
 
@@ -59,8 +59,11 @@ def triage(
     unscored, truth, name = _no_failures(), None, None  # a split's rows are all scored
     if images is not None:
         prepared = run.prepare(images, accept_missing_modality=accept_missing_modality)
-        unscored = _unscored(prepared, log)
-        probs, meta = run.probs(prepared.images), prepared.rows_frame()
+        probs, ood = run.score_prepared(prepared)
+        meta = prepared.rows_frame()
+        unscored, keep = _unscored(prepared, log), ood.in_distribution
+        unscored = pd.concat([unscored, _out_of_distribution(meta, ood, log)], ignore_index=True)
+        probs, meta = probs[keep], meta[keep].reset_index(drop=True)
     else:
         ev = predict_split(run, data, split)
         meta, probs, name = ev.meta, ev.probs, split
@@ -90,7 +93,10 @@ def triage(
     else:
         log(f"{len(s):,} images scored, {flagged:,} flagged abnormal ({flagged / max(len(s), 1):.1%})")
     if len(unscored):
-        log(f"{len(unscored):,} studies NOT scored (unreadable or not assessable): top of the worklist")
+        log(
+            f"{len(unscored):,} studies to read manually (unreadable, not assessable or out of "
+            "distribution): top of the worklist"
+        )
     write_json(folder / files.TRIAGE, summary)
     log(f"worklist (most urgent first): {folder / files.WORKLIST}")
     return folder
@@ -139,6 +145,17 @@ def _unscored(prepared, log: Log):
     for path, note in zip(unscored["path"], unscored["note"], strict=True):
         log(f"NOT SCORED {printable(path)}: {note}")
     return unscored
+
+
+def _out_of_distribution(meta: pd.DataFrame, ood, log: Log) -> pd.DataFrame:
+    """Scored studies out of distribution, as rows for the top of the worklist: never ranked normal."""
+    out = meta.loc[~ood.in_distribution, ["path", "image_id", "patient_id"]].reset_index(drop=True)
+    out["status"] = OUT_OF_DISTRIBUTION
+    out["reason"] = [r for r, ok in zip(ood.reasons, ood.in_distribution, strict=True) if not ok]
+    out["note"] = [manual_read_note(OUT_OF_DISTRIBUTION, r) for r in out["reason"]]
+    for path, note in zip(out["path"], out["note"], strict=True):
+        log(f"OUT OF DISTRIBUTION {printable(path)}: {note}")
+    return out
 
 
 def _split_results(folder: Path, truth, s, threshold: float, split: str, log: Log) -> dict:

@@ -118,6 +118,10 @@ function card(item) {
   const left = el("div", {}, view, el("div", {}, toggle, " ", status), buttons);
   const right = el("div", {},
     el("h3", {}, item.file.name),
+    r.ood && !r.ood.in_distribution
+      ? el("p", { class: "banner ood", role: "alert" },
+        `Out of distribution — read this study manually: ${r.ood.reason}`)
+      : "",
     el("p", {}, "triage: ", flag(r.triage.flag), ` score ${r.triage.score.toFixed(3)} (threshold ${r.triage.threshold.toFixed(3)})`),
     el("p", { class: "muted" }, `top findings: ${r.top_findings.join(", ") || "none"}; bars: probability, `
       + "mark: the label's threshold (chosen on validation)"),

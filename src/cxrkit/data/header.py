@@ -1,0 +1,61 @@
+"""The few DICOM header fields that say whether a study is one a model was trained for, and that drift
+monitoring watches: age, sex, view, body part, manufacturer and model, exposure. Never names.
+
+Read from the header only (pixel data skipped); a file that is not DICOM, or a malformed header,
+gives an empty dict, so a missing tag never blocks a prediction.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+TAGS = {
+    "PatientAge": "age",
+    "PatientSex": "sex",
+    "ViewPosition": "view",
+    "BodyPartExamined": "body_part",
+    "Manufacturer": "manufacturer",
+    "ManufacturerModelName": "model",
+    "KVP": "kvp",
+    "Exposure": "exposure",
+}
+_UNITS = {"Y": 1.0, "M": 1 / 12, "W": 7 / 365.25, "D": 1 / 365.25}
+
+
+def parse_age(text: str) -> float | None:
+    """A DICOM Age String (``045Y``, ``006M``, ``003W``, ``010D``) in years; None when malformed."""
+    m = re.fullmatch(r"\s*(\d{1,3})\s*([YMWD]?)\s*", str(text or "").upper())
+    if not m:
+        return None
+    return int(m.group(1)) * _UNITS[m.group(2) or "Y"]
+
+
+def header_fields(source: str | Path | bytes) -> dict:
+    """The fields of ``TAGS`` present in a DICOM file (path or bytes), by their short names."""
+    import pydicom
+
+    try:
+        fh = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
+        with fh:
+            ds = pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=list(TAGS), force=True)
+    except Exception:  # not DICOM, unreadable, malformed: no header facts, never an error here
+        return {}
+    out: dict = {}
+    for tag, name in TAGS.items():
+        value = ds.get(tag)
+        if value is None or str(value).strip() == "":
+            continue
+        if name == "age":
+            age = parse_age(str(value))
+            if age is not None:
+                out[name] = age
+        elif name in ("kvp", "exposure"):
+            try:
+                out[name] = float(value)
+            except (TypeError, ValueError):
+                continue
+        else:
+            out[name] = str(value).strip().upper() if name in ("view", "body_part", "sex") else str(value)
+    return out
