@@ -45,6 +45,14 @@ def chest_like(h: int = 48, w: int = 48, seed: int = 0) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def phantom_image(k: int = 0, size: int = 64) -> np.ndarray:
+    """A new phantom from the generator ``phantom_run`` was trained on: an in-distribution study for it
+    (``chest_like`` images are out of distribution for that run, and flagged so)."""
+    from cxrkit.data.synthetic import PhantomDataset
+
+    return PhantomDataset(k + 1, size, seed=4242).load_image(k)
+
+
 def write_dicom(
     path: Path,
     arr: np.ndarray | None,

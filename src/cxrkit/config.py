@@ -392,9 +392,13 @@ class ServeConfig:
     max_batch: int = 16  # most requests scored as one batch
     max_files: int = 32  # most files in one /v1/predict/batch request
     accept_missing_modality: bool = False  # score DICOMs without a Modality tag (else 422 not_assessable)
+    monitor: str | None = None  # a folder: every scored study appended to its monitor.jsonl (cxr monitor)
+    monitor_window: int = 200  # studies in the window behind the /metrics drift gauges
 
     def __post_init__(self) -> None:
         type_check(self, "serve")
+        if self.monitor_window < 20:
+            raise ValueError(f"serve.monitor_window {self.monitor_window}: expected at least 20 studies")
         if not 0 < self.port < 65536:
             raise ValueError(f"serve.port {self.port}: expected 1-65535")
         if self.max_upload_mb <= 0 or self.max_pixels <= 0 or self.body_timeout_s <= 0:

@@ -5,7 +5,7 @@ import shutil
 
 import numpy as np
 import pandas as pd
-from conftest import chest_like, png_bytes
+from conftest import phantom_image, png_bytes
 
 from cxrkit.cli import main
 
@@ -53,7 +53,7 @@ def test_triage_split_and_new_images(phantom_run, tmp_path, capsys):
     folder = tmp_path / "new"
     folder.mkdir()
     for k in range(3):
-        (folder / f"x{k}.png").write_bytes(png_bytes(chest_like(80, 60, seed=k)))
+        (folder / f"x{k}.png").write_bytes(png_bytes(phantom_image(k)))
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     # an unreadable study heads the worklist and makes the command fail (tests/workflows/test_unscored.py)
     assert (

@@ -73,9 +73,11 @@ def test_every_sample_scores_as_the_python_api_does(server, run):
         assert np.abs(probs - row[list(run.labels)].to_numpy(dtype=float)).max() <= 1e-4, path
         assert body["triage"]["score"] == pytest.approx(row["triage_score"], abs=1e-4)
         assert body["triage"]["flag"] == row["triage_flag"]
+        decided = "abnormal" if body["triage"]["score"] >= body["triage"]["threshold"] else "normal"
         assert body["triage"]["flag"] == (
-            "abnormal" if body["triage"]["score"] >= body["triage"]["threshold"] else "normal"
+            decided if body["ood"]["in_distribution"] else "out of distribution"
         )
+        assert body["ood"]["score"] == pytest.approx(row["ood_score"], abs=1e-4)  # the same on every path
         assert "; ".join(body["top_findings"]) == row["top_findings"]
         assert body["positive"] == [
             lab for lab in run.labels if probs[run.labels.index(lab)] >= body["thresholds"][lab]
@@ -291,7 +293,7 @@ def test_a_burst_beyond_the_queue_gets_503_with_retry_after(run):
 
     def slow(images):
         time.sleep(0.4)
-        return run.probs(images)
+        return service._score(images)
 
     service.pool = Batcher(slow, workers=1, queue=1, max_batch=1)
     body = png_bytes(chest_like(64, 64))
@@ -394,7 +396,7 @@ def test_not_assessable_uploads_say_so_and_missing_modality_can_be_accepted(run)
 
 def test_a_model_that_gives_no_score_answers_422_not_a_json_nan(run):
     service = create_app(run, ServeConfig()).state.service
-    probs = np.full(len(run.labels), np.nan)
+    probs = np.full(len(run.labels) + 1, np.nan)  # the pool's row: probabilities, then the OOD score
     with pytest.raises(Exception) as info:
         service.result(probs, "x.png", (64, 64), 3)
     assert getattr(info.value, "status", None) == 422 and info.value.code == "not_scored"

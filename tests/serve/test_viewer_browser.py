@@ -1,8 +1,10 @@
 """The web viewer in headless Chromium: upload the ../shared samples, see bars, overlays and a worklist."""
 
+import io
 import os
 from pathlib import Path
 
+import numpy as np
 from conftest import shared_path
 from live import live_server
 
@@ -36,8 +38,14 @@ def test_viewer_scores_samples_and_shows_bars_overlays_and_worklist(exported_run
                 marks: c.querySelectorAll('.bar .mark').length,
                 widths: [...c.querySelectorAll('.bar .fill')].map(f => parseFloat(f.style.width)),
                 overlay: c.querySelector('img.overlay').getBoundingClientRect().width,
-                flag: c.querySelector('.flag').textContent}))"""
+                flag: c.querySelector('.flag').textContent,
+                banner: (b => b ? {text: b.textContent, height: b.getBoundingClientRect().height,
+                                   shown: getComputedStyle(b).display !== 'none'
+                                          && getComputedStyle(b).visibility === 'visible'} : null)(
+                    c.querySelector('.banner.ood'))}))"""
         )
+        banner = page.query_selector("article.card .banner.ood")
+        banner_png = banner.screenshot() if banner is not None else None
         rows = page.evaluate(
             "[...document.querySelectorAll('#worklist tbody tr')].map(r => r.cells[3].textContent)"
         )
@@ -54,11 +62,23 @@ def test_viewer_scores_samples_and_shows_bars_overlays_and_worklist(exported_run
         assert (
             card["bars"] == card["marks"] == 15
             and card["overlay"] > 200
-            and card["flag"] in ("abnormal", "normal")
+            and card["flag"] in ("abnormal", "normal", "out of distribution")
         )
+        # a study out of distribution carries a visible banner on its card; the others none
+        if card["flag"] == "out of distribution":
+            b = card["banner"]
+            assert b and b["shown"] and b["height"] > 10 and "read this study manually" in b["text"]
+        else:
+            assert card["banner"] is None
         assert card["widths"] == sorted(card["widths"], reverse=True)  # sorted high to low
     scores = [float(s) for s in rows]
     assert len(scores) == len(samples) and scores == sorted(scores, reverse=True)  # most urgent first
     lines = csv.strip().splitlines()
     assert lines[0].startswith("rank,file,triage_flag,triage_score") and len(lines) == len(samples) + 1
     assert hidden is True
+    if banner_png is not None:  # the banner's pixels: its amber background, as drawn on screen
+        from PIL import Image
+
+        px = np.asarray(Image.open(io.BytesIO(banner_png)).convert("RGB")).reshape(-1, 3).astype(int)
+        amber = (np.abs(px - [0xFF, 0xF8, 0xC5]).max(1) <= 8).mean()
+        assert amber > 0.5, amber

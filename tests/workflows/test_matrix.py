@@ -29,7 +29,7 @@ def matrix(phantom_run, phantom_site, tmp_path_factory) -> tuple[Path, Path, Pat
     base = tmp_path_factory.mktemp("matrix")
     other = base / "copies" / phantom_run.name  # the same weights under another path: a second run
     other.mkdir(parents=True)
-    for name in ("best.pt", "model.json", "config.yaml", "split.csv"):
+    for name in ("best.pt", "model.json", "config.yaml", "split.csv", "ood.npz"):
         shutil.copy2(phantom_run / name, other / name)
     kids = _kids(base / "kids")
     out = base / "m"

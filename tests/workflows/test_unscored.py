@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import chest_like, png_bytes, write_dicom
+from conftest import chest_like, phantom_image, png_bytes, write_dicom
 
 from cxrkit.cli import main
 
@@ -17,7 +17,7 @@ def _mixed_folder(root: Path) -> dict[str, str]:
     """Three good images and one of each kind of study that must not be scored; name -> expected status."""
     root.mkdir()
     for k in range(3):
-        (root / f"good{k}.png").write_bytes(png_bytes(chest_like(80, 80, seed=k)))
+        (root / f"good{k}.png").write_bytes(png_bytes(phantom_image(k)))  # in distribution for phantom_run
     good = png_bytes(chest_like(64, 64))
     (root / "truncated.png").write_bytes(good[: len(good) // 2])
     (root / "empty.png").write_bytes(b"")

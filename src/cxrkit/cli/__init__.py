@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     from cxrkit.cli.evaluate import add_eval_commands
     from cxrkit.cli.explain import add_explain_commands
     from cxrkit.cli.export import add_export_commands
+    from cxrkit.cli.monitor import add_monitor_commands
     from cxrkit.cli.predict import add_predict_commands
     from cxrkit.cli.serve import add_serve_commands
     from cxrkit.cli.train import add_train_commands
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_commands(sub)
     add_eval_commands(sub)
     add_validate_commands(sub)
+    add_monitor_commands(sub)
     add_explain_commands(sub)
     add_export_commands(sub)
     add_serve_commands(sub)

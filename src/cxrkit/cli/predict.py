@@ -8,7 +8,9 @@ from cxrkit.cli.options import add_device_argument, add_modality_argument, given
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Per-image predictions for files and folders (recursive), a CSV row each; exit 1 if any is unscored."""
+    """Per-image predictions for files and folders (recursive), a CSV row each; exit 1 if any is unscored.
+
+    Studies out of distribution are scored and flagged "out of distribution" (read them manually)."""
     from cxrkit.outputs import printable
     from cxrkit.workflows.predict import predict_files, summary_line
 
@@ -20,10 +22,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         tta=args.tta,
         accept_missing_modality=args.accept_missing_modality,
+        monitor=args.monitor,
         **given(args, batch_size="batch_size", device="device", engine="engine"),
     )
     for row in table[table["error"] != ""].itertuples():
         print(f"  {printable(row.source)}: {row.error}")
+    for row in table[table["triage_flag"] == "out of distribution"].itertuples():
+        print(f"  {printable(row.source)}: {row.ood_note}")
     print(
         summary_line(table)
         + f"; table: {args.out}"
@@ -61,6 +66,11 @@ def add_predict_commands(sub) -> None:
         help="torch, onnx, onnx-int8 (files from cxr export) or auto (default: torch)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--monitor",
+        metavar="DIR",
+        help="append a monitoring record per study to DIR/monitor.jsonl (cxr monitor)",
+    )
     add_tta_argument(p)
     add_modality_argument(p)
     p.set_defaults(func=cmd_predict)

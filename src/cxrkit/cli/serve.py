@@ -16,6 +16,8 @@ FLAGS: list[Flag] = [
     ("--workers", "workers", int, "inference threads (each runs a batch)"),
     ("--queue", "queue", int, "requests that may wait; beyond: 503"),
     ("--max-batch", "max_batch", int, "concurrent requests scored as one batch"),
+    ("--monitor", "monitor", str, "folder: log every scored study to its monitor.jsonl (cxr monitor)"),
+    ("--monitor-window", "monitor_window", int, "studies behind the /metrics drift gauges"),
 ]
 
 

@@ -18,11 +18,12 @@ about 1% of in-distribution studies are flagged. Pure numpy: the same numbers on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 METHODS = ("mahalanobis", "energy")
+OUT_OF_DISTRIBUTION = "out of distribution"  # the flag of a scored study to read manually
 QUANTILE = 0.99
 SUMMARY_DIMS = 8  # the low-dimensional feature summary the monitor log keeps (PCA of training features)
 
@@ -58,10 +59,23 @@ class OodReference:
     components: np.ndarray  # (C, k) principal directions of training features (the summary)
     val_scores: np.ndarray  # (N,) this method's scores of the validation images
     val_summary: np.ndarray  # (N, k) their feature summaries
+    # what drift monitoring compares windows with (empty in a reference fitted without them)
+    val_triage: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (N,) abnormality scores
+    val_views: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="<U16"))  # (N,) "" unknown
+    val_sexes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="<U16"))
 
     def scores(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         """(N,) this reference's OOD score of each study (higher: less like the training images)."""
         return ood_scores(self.method, features, logits, self)
+
+    def relative(self, raw: np.ndarray) -> np.ndarray:
+        """Scores on the scale users see: 1 at the threshold, above 1 flagged (Mahalanobis: raw /
+        threshold; energy: 1 + raw - threshold). Engines agree on it to 1e-4 even far out of
+        distribution, where raw squared distances run into the thousands."""
+        raw = np.asarray(raw, dtype=np.float64)
+        if self.method == "mahalanobis" and self.threshold > 0:
+            return raw / self.threshold
+        return 1.0 + raw - self.threshold
 
     def summary(self, features: np.ndarray) -> np.ndarray:
         """(N, k) low-dimensional projection of the features (for drift monitoring; no image content)."""

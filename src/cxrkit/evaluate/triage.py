@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from cxrkit.config import SCORE_METHODS  # the one list, re-exported here
+from cxrkit.evaluate.ood import OUT_OF_DISTRIBUTION
 from cxrkit.evaluate.thresholds import ThresholdRule, choose_threshold
 from cxrkit.labels import NO_FINDING
 
@@ -162,14 +163,20 @@ def build_worklist(
     threshold: float,
     truth: np.ndarray | None = None,
     k: int = 3,
+    out_of_distribution: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """One row per image, most urgent first: rank, ids, abnormality score, flag, top findings (and truth)."""
+    """One row per image, most urgent first: rank, ids, abnormality score, flag, top findings (and truth).
+
+    ``out_of_distribution`` (N,) bool: those studies are flagged "out of distribution", never normal."""
+    flags = flag_names(score, threshold)  # a non-finite score never reads as normal
+    if out_of_distribution is not None:
+        flags[np.asarray(out_of_distribution, bool)] = OUT_OF_DISTRIBUTION
     out = pd.DataFrame(
         {
             "image_id": meta["image_id"].astype(str).to_numpy(),
             "patient_id": meta["patient_id"].astype(str).to_numpy() if "patient_id" in meta else "",
             "score": np.round(np.asarray(score, dtype=np.float64), 6),
-            "flag": flag_names(score, threshold),  # a non-finite score never reads as normal
+            "flag": flags,
             "top_findings": top_findings(probs, labels, k),
         }
     )
@@ -197,7 +204,8 @@ def add_unscored(worklist: pd.DataFrame, unscored: pd.DataFrame) -> pd.DataFrame
         {
             "image_id": unscored["image_id"].astype(str).to_numpy(),
             "patient_id": unscored["patient_id"].astype(str).to_numpy(),
-            "score": np.nan,
+            # a study out of distribution was scored: its score is shown, its flag says read manually
+            "score": unscored["score"].to_numpy(np.float64) if "score" in unscored else np.nan,
             "flag": unscored["status"].astype(str).to_numpy(),
             "top_findings": unscored["note"].astype(str).to_numpy(),
         }

@@ -18,10 +18,10 @@ from cxrkit.data.decode import ImageReadError, NotAssessableError, array_to_grey
 from cxrkit.data.folder import dicom_patient
 from cxrkit.data.header import header_fields
 from cxrkit.data.transforms import InputSpec, prepare_image
+from cxrkit.evaluate.ood import OUT_OF_DISTRIBUTION  # noqa: F401 (the statuses of a row, in one place)
 
 Input = str | Path | np.ndarray
 UNREADABLE, NOT_ASSESSABLE = "unreadable", "not assessable"  # row status of an input that was not scored
-OUT_OF_DISTRIBUTION = "out of distribution"  # scored, but unlike the training images: read manually
 
 
 def min_side(spec: InputSpec) -> int:

@@ -91,6 +91,7 @@ class OodAssessment:
     scores: np.ndarray
     in_distribution: np.ndarray
     reasons: list[str]
+    summary: np.ndarray | None = None  # (K, k) feature summaries for the monitor log (with a reference)
 
 
 @dataclass
@@ -308,18 +309,18 @@ class RunModel:
         if self.ood is None:
             inside, reasons = ood_decisions(np.full(n, -np.inf), np.inf, headers, {})
             return OodAssessment(np.full(n, np.nan), inside, reasons)
-        scores = self.ood.scores(features, logits)
+        scores = self.ood.relative(self.ood.scores(features, logits))  # 1: the stored threshold
         section = (self.members[0].package if self.members else self.package).ood
-        inside, reasons = ood_decisions(scores, self.ood.threshold, headers, section)
-        return OodAssessment(scores, inside, reasons)
+        inside, reasons = ood_decisions(scores, 1.0, headers, section)
+        return OodAssessment(scores, inside, reasons, self.ood.summary(features))
 
     def table(
         self, prepared: PreparedInputs, probs: np.ndarray, top: int = 3, ood: OodAssessment | None = None
     ) -> pd.DataFrame:
         """The prediction table of ``prepared`` inputs given their probabilities (rows in input order).
 
-        With ``ood``: columns ``ood_score`` and ``in_distribution``; a study out of distribution is
-        flagged "out of distribution" with the reason and "read manually", never "normal"."""
+        With ``ood``: columns ``ood_score``, ``in_distribution`` and ``ood_note``; a study out of
+        distribution is flagged "out of distribution" (its note says why, "read manually"), never "normal"."""
         n = len(prepared.rows)
         full = np.full((n, len(self.labels)), np.nan)
         full[prepared.ok] = probs
@@ -331,13 +332,14 @@ class RunModel:
         notes = [""] * n
         ood_score = np.full(n, np.nan)
         inside = np.full(n, None, dtype=object)
+        ood_notes = [""] * n
         if ood is not None and len(prepared.ok):
             ood_score[prepared.ok] = ood.scores
             inside[prepared.ok] = ood.in_distribution.astype(bool)
             for k, ok, why in zip(prepared.ok, ood.in_distribution, ood.reasons, strict=True):
-                if not ok:
+                if not ok:  # scored, but read manually: the flag and the note say why, never "normal"
                     flag[k] = OUT_OF_DISTRIBUTION
-                    notes[k] = manual_read_note(OUT_OF_DISTRIBUTION, why)
+                    ood_notes[k] = manual_read_note(OUT_OF_DISTRIBUTION, why)
         for k, r in enumerate(prepared.rows):
             if r["error"]:  # never scored: the flag says why, so no study silently reads as normal
                 flag[k] = r.get("status") or UNREADABLE
@@ -361,6 +363,7 @@ class RunModel:
         if ood is not None:
             frame["ood_score"] = ood_score
             frame["in_distribution"] = inside
+            frame["ood_note"] = ood_notes
         frame["top_findings"] = tops
         return frame
 
@@ -376,6 +379,7 @@ class SplitPredictions:
     raw: np.ndarray  # before calibration
     data: TrainData
     index: np.ndarray  # rows of the cache
+    ood: OodAssessment | None = None  # OOD scores of these images (None: no reference, or K-fold val)
 
     def image(self, i: int) -> np.ndarray:
         """The cached (S, S) uint8 image of row ``i``."""
@@ -441,8 +445,26 @@ def predict_split(run: RunModel, data: TrainData, part: str, batch_size: int = 6
 
     A K-fold ensemble's ``val`` is scored out of fold (see ``split_scorers``).
     """
-    idx, logits = split_logits(run, data, part, batch_size)
+    ood = None
+    if run.ood is not None and not (run.members and part == "val"):  # one network scores every image
+        pairs = split_scorers(run, data, part)
+        idx = pairs[0][0]
+        outs = [
+            run.outputs(np.asarray(data.cache.images[idx[s : s + batch_size * 8]]), batch_size)
+            for s in range(0, len(idx), batch_size * 8)
+        ]
+        logits = np.concatenate([z for z, _ in outs])
+        ood = run.assess_ood(np.concatenate([f for _, f in outs]), logits)
+    else:
+        idx, logits = split_logits(run, data, part, batch_size)
     meta = data.cache.meta.iloc[idx].reset_index(drop=True)
     return SplitPredictions(
-        part, meta, data.targets[idx], run.package.probs(logits), run.package.probs(logits, False), data, idx
+        part,
+        meta,
+        data.targets[idx],
+        run.package.probs(logits),
+        run.package.probs(logits, False),
+        data,
+        idx,
+        ood,
     )

@@ -9,6 +9,7 @@ range and views, which the DICOM header checks compare against.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 from pathlib import Path
@@ -16,18 +17,21 @@ from pathlib import Path
 import numpy as np
 
 from cxrkit.evaluate.ood import QUANTILE, OodReference, fit_reference
-from cxrkit.evaluate.triage import abnormal_truth
+from cxrkit.evaluate.triage import abnormal_truth, abnormality_score
 from cxrkit.outputs import write_bytes
 
 OOD_FILE = "ood.npz"
 MAX_TRAIN = 4000  # training images the reference is fitted on (a seeded sample beyond that)
 ARRAYS = ("means", "precision", "center", "components", "val_scores", "val_summary")
+MONITOR_ARRAYS = ("val_triage", "val_views", "val_sexes")  # optional: absent in the first files
 
 
 def save_reference(run_dir: Path, ref: OodReference, population: dict) -> dict:
     """Write ``ood.npz``; return model.json's ``ood`` section (with the file's sha256)."""
     buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(getattr(ref, k), dtype=np.float64) for k in ARRAYS})
+    arrays = {k: np.asarray(getattr(ref, k), dtype=np.float64) for k in ARRAYS}
+    arrays.update({k: np.asarray(getattr(ref, k)) for k in MONITOR_ARRAYS})
+    np.savez(buf, **arrays)  # numbers and fixed-width text: loads without pickle
     data = buf.getvalue()
     write_bytes(Path(run_dir) / OOD_FILE, data)
     return {
@@ -54,6 +58,7 @@ def load_reference(run_dir: Path, section: dict) -> OodReference:
         raise ValueError(f"{path} does not match model.json (sha256); run `cxr package {run_dir}`")
     with np.load(io.BytesIO(data)) as z:
         arrays = {k: z[k] for k in ARRAYS}
+        arrays.update({k: z[k] for k in MONITOR_ARRAYS if k in z.files})
     return OodReference(
         method=section["method"],
         threshold=float(section["threshold"]),
@@ -94,4 +99,19 @@ def fit_run_reference(
     z_val, f_val = run.outputs(np.asarray(data.cache.images[val]))
     classes = abnormal_truth(data.targets[train], data.labels)
     ref = fit_reference(f_train, classes, f_val, z_val, run.task, method, quantile)
+    triage, _ = abnormality_score(run.package.probs(z_val), run.labels, run.package.operating_point.score)
+    ref = dataclasses.replace(
+        ref,
+        val_triage=triage,
+        val_views=_text(data.cache.meta, "view", val),
+        val_sexes=_text(data.cache.meta, "sex", val),
+    )
     return save_reference(run.path, ref, population(data.cache.meta, train))
+
+
+def _text(meta, column: str, rows: np.ndarray) -> np.ndarray:
+    """A categorical meta column at ``rows`` as upper-case text ("" where unknown)."""
+    if column not in meta:
+        return np.full(len(rows), "", dtype="<U16")
+    values = meta[column].iloc[rows]
+    return np.array([str(v).upper()[:16] if isinstance(v, str) else "" for v in values], dtype="<U16")

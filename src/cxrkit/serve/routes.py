@@ -69,7 +69,8 @@ def health(service: ServiceDep) -> dict:
 @router.get("/metrics", tags=["service"], response_class=PlainTextResponse)
 def metrics(service: ServiceDep) -> str:
     """Prometheus text: request counts and latencies by route, errors by code, in-flight requests."""
-    return service.telemetry.render(service.pool.in_flight, service.run.engine)
+    text = service.telemetry.render(service.pool.in_flight, service.run.engine)
+    return text + (service.monitor.render() if service.monitor is not None else "")
 
 
 @router.get("/v1/model", tags=["model"], dependencies=[Depends(check_key)])

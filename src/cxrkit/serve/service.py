@@ -28,8 +28,10 @@ from cxrkit.explain.overlay import heatmap_to_source, render_overlay
 from cxrkit.labels import NO_FINDING
 from cxrkit.run.inputs import OUT_OF_DISTRIBUTION, min_side
 from cxrkit.run.model import RunModel
+from cxrkit.run.monitor_log import record
 from cxrkit.serve.batcher import Batcher
 from cxrkit.serve.errors import ApiError
+from cxrkit.serve.monitor import ServiceMonitor
 from cxrkit.serve.telemetry import Telemetry
 
 ACCEPTED_TYPES = {
@@ -65,6 +67,7 @@ class Service:
         # through it meanwhile (ONNX Runtime sessions are safe to share)
         self.torch_lock = threading.Lock()
         self.pool = Batcher(self._score, cfg.workers, cfg.queue, cfg.max_batch)
+        self.monitor = ServiceMonitor(run, cfg.monitor, cfg.monitor_window) if cfg.monitor else None
         stored = run.package.thresholds_for(THRESHOLD_RULE)
         self.threshold_rule = THRESHOLD_RULE if stored is not None else "0.5"
         self.thresholds = stored if stored is not None else np.full(len(run.labels), 0.5)
@@ -76,8 +79,9 @@ class Service:
         else:
             with self.torch_lock:
                 logits, feats = self.run.outputs(images)
-        ood = self.run.assess_ood(feats, logits).scores
-        return np.column_stack([self.run.package.probs(logits), ood])
+        ood = self.run.assess_ood(feats, logits)
+        summary = ood.summary if ood.summary is not None else np.zeros((len(logits), 0))
+        return np.column_stack([self.run.package.probs(logits), ood.scores, summary])
 
     def decode(self, data: bytes, filename: str, content_type: str | None) -> np.ndarray:
         """Upload bytes -> (H, W) uint8 grey, or an ApiError naming the file and the problem."""
@@ -197,6 +201,20 @@ class Service:
         ood = self.ood_block(ood_score, header or {})
         if not ood["in_distribution"]:  # scored, but never shown as a plain normal: read manually
             flag = OUT_OF_DISTRIBUTION
+        if self.monitor is not None:
+            self.monitor.add(
+                record(
+                    image_id=filename,
+                    run=self.monitor.run_id,
+                    status=OUT_OF_DISTRIBUTION if flag == OUT_OF_DISTRIBUTION else "scored",
+                    flag=flag,
+                    triage_score=s,
+                    ood_score=ood_score,
+                    summary=scored[len(labels) + 1 :] if len(scored) > len(labels) + 1 else None,
+                    probs=probs,
+                    header=header,
+                )
+            )
         return {
             "filename": filename,
             "image": {"width": int(shape[1]), "height": int(shape[0])},
@@ -217,14 +235,16 @@ class Service:
     def ood_block(self, score: float, header: dict) -> dict:
         """The answer's ``ood`` part: score (null without a reference), threshold, verdict and reason."""
         ref = self.run.ood
-        threshold = ref.threshold if ref is not None else np.inf
         section = (self.run.members[0].package if self.run.members else self.run.package).ood
         inside, why = ood_decisions(
-            np.array([score if ref is not None else -np.inf]), threshold, [header], section
+            np.array([score if ref is not None else -np.inf]),
+            1.0 if ref is not None else np.inf,
+            [header],
+            section,
         )
         return {
-            "score": score if np.isfinite(score) else None,
-            "threshold": ref.threshold if ref is not None else None,
+            "score": score if np.isfinite(score) else None,  # 1 at the stored threshold, above: flagged
+            "threshold": 1.0 if ref is not None else None,
             "method": ref.method if ref is not None else None,
             "in_distribution": bool(inside[0]),
             "reason": why[0],

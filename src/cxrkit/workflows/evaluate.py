@@ -211,13 +211,37 @@ def evaluate_predictions(
         "subgroup_label_auc": sub_auc.to_dict(orient="records"),
         "warnings": notes,
     }
-    worklist = build_worklist(ev.meta, ev.probs, labels, score, point.threshold, abn)
+    outside = ~ev.ood.in_distribution if ev.ood is not None else None
+    metrics["ood"] = _ood_block(run, ev)
+    worklist = build_worklist(
+        ev.meta, ev.probs, labels, score, point.threshold, abn, out_of_distribution=outside
+    )
     metrics.update(extra(metrics, worklist) if extra else {})
     _write_outputs(out, metrics, table, triage_sweep(abn, score, point.threshold), worklist, ev, labels)
     write_evaluation_report(run.path, out, ev.data, cfg.samples)
     _log_results(metrics, cfg, point, log)
     log(f"wrote {out}: report.html, evaluation.json, per_label/worklist/triage_sweep/predictions.csv")
     return out
+
+
+def _ood_block(run: RunModel, ev: SplitPredictions) -> dict | None:
+    """The split's OOD flags at the run's stored threshold (listed in the worklist, not in the metrics:
+    those are the operating point's), or None without a reference."""
+    if ev.ood is None or run.ood is None:
+        return None
+    flagged = ~ev.ood.in_distribution
+    return {
+        "method": run.ood.method,
+        "threshold": 1.0,  # scores are relative: 1 at the stored threshold (run.ood.threshold raw)
+        "raw_threshold": run.ood.threshold,
+        "images": len(flagged),
+        "flagged": int(flagged.sum()),
+        "share": float(flagged.mean()) if len(flagged) else float("nan"),
+        "val_share": float((run.ood.val_scores > run.ood.threshold).mean())
+        if len(run.ood.val_scores)
+        else None,
+        "median_score": float(np.median(ev.ood.scores)) if len(flagged) else float("nan"),
+    }
 
 
 def _identity(run: RunModel, ev: SplitPredictions, cfg: EvalConfig, cols: list[int]) -> dict:

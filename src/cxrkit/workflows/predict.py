@@ -17,6 +17,8 @@ from cxrkit.outputs import make_out_dir, unique_stems, write_csv
 from cxrkit.run.data import Log
 from cxrkit.run.inputs import OUT_OF_DISTRIBUTION, expand_inputs, prepare_items
 from cxrkit.run.model import RunModel
+from cxrkit.run.monitor_log import append_records, table_records
+from cxrkit.run.onnx import weights_digest
 
 
 def predict_files(
@@ -32,6 +34,7 @@ def predict_files(
     engine: str = "torch",
     tta: int | None = None,
     accept_missing_modality: bool = False,
+    monitor: str | Path | None = None,
 ) -> pd.DataFrame:
     """Predict every image under ``paths``; write ``out`` (CSV) and, with ``heatmaps``, Grad-CAM overlays.
 
@@ -39,10 +42,12 @@ def predict_files(
     ``engine``: torch, onnx, onnx-int8 or auto (see ``RunModel``); heatmaps always use PyTorch.
     ``tta``: test-time augmentation views averaged (default: the run's own ``model.tta``; 0: none).
     ``accept_missing_modality``: score DICOMs without a Modality tag (else not assessable).
+    ``monitor``: a folder whose monitor.jsonl gets one record per input (``cxr monitor`` reads it).
     """
     from tqdm.auto import tqdm
 
     run = run if isinstance(run, RunModel) else RunModel.load(run, device, engine)
+    run_id = weights_digest(run.path)[:16] if monitor is not None else ""
     items = expand_inputs(list(paths))
     sources = [source for source, _ in items]
     # pragma: no mutate (next line) -- one stem per source by construction: strict or not, the same pairs
@@ -55,6 +60,8 @@ def predict_files(
             )
             probs, ood = run.score_prepared(prepared, batch_size, tta=tta)
             parts.append(run.table(prepared, probs, ood=ood))
+            if monitor is not None:
+                append_records(monitor, table_records(parts[-1], prepared, ood, run.labels, run_id))
             if heatmaps is not None and len(prepared.ok):
                 from cxrkit.workflows.explain import explain_prepared
 
@@ -62,7 +69,7 @@ def predict_files(
                     run, prepared, probs, Path(heatmaps), log=lambda _m: None, grid=False, stems=stems
                 )
     table = pd.concat(parts)  # re-indexed below
-    unscored = (table["error"] != "").to_numpy()  # studies to read manually go first, then input order
+    unscored = (table["error"] != "").to_numpy()  # studies not scored go first, then input order
     table = pd.concat([table[unscored], table[~unscored]], ignore_index=True)
     if out is not None:
         make_out_dir(Path(out).parent)
@@ -73,13 +80,13 @@ def predict_files(
 def summary_line(table: pd.DataFrame) -> str:
     """ "N images: K flagged abnormal, F not scored (read manually)" for the end of ``cxr predict``."""
     ood = int((table["triage_flag"] == OUT_OF_DISTRIBUTION).sum())
-    failed = int((table["error"] != "").sum()) - ood
+    failed = int((table["error"] != "").sum())
     flagged = int((table["triage_flag"] == "abnormal").sum())
     return (
         f"{len(table) - failed:,} of {len(table):,} images scored, {flagged:,} flagged abnormal"
         + (
-            f"; {ood:,} OUT OF DISTRIBUTION (unlike the training images: read them manually; see the error "
-            "column)"
+            f"; {ood:,} OUT OF DISTRIBUTION (unlike the training images or a header that does not fit: read "
+            "them manually; see the ood_note column)"
             if ood
             else ""
         )

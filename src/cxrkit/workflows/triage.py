@@ -57,20 +57,26 @@ def triage(
     data = None if images is not None else load_run_data(run.path, log)
     point, source, data = _operating_point(run, target, score, data, log)
     unscored, truth, name = _no_failures(), None, None  # a split's rows are all scored
+    outside, split_ood = _no_failures(), None
     if images is not None:
         prepared = run.prepare(images, accept_missing_modality=accept_missing_modality)
         probs, ood = run.score_prepared(prepared)
         meta = prepared.rows_frame()
         unscored, keep = _unscored(prepared, log), ood.in_distribution
-        unscored = pd.concat([unscored, _out_of_distribution(meta, ood, log)], ignore_index=True)
+        everyone, _ = abnormality_score(probs, run.labels, point.score) if len(probs) else (np.zeros(0), "")
+        outside = _out_of_distribution(meta, ood, everyone, log)  # read manually: never ranked as normal
         probs, meta = probs[keep], meta[keep].reset_index(drop=True)
     else:
         ev = predict_split(run, data, split)
         meta, probs, name = ev.meta, ev.probs, split
         truth = abnormal_truth(ev.targets, run.labels)
+        split_ood = ~ev.ood.in_distribution if ev.ood is not None else None  # labelled in the worklist
     folder = make_out_dir(Path(out) if out else files.triage_dir(run.path, name))
     s, _ = abnormality_score(probs, run.labels, point.score) if len(probs) else (np.zeros(0), "")
-    worklist = add_unscored(build_worklist(meta, probs, run.labels, s, point.threshold, truth), unscored)
+    worklist = build_worklist(
+        meta, probs, run.labels, s, point.threshold, truth, out_of_distribution=split_ood
+    )
+    worklist = add_unscored(add_unscored(worklist, outside), unscored)
     write_csv(folder / files.WORKLIST, worklist, index=False)
     flagged = int(is_flagged(s, point.threshold).sum())
     summary: dict = {
@@ -81,6 +87,7 @@ def triage(
         "scored": int(np.isfinite(s).sum()),
         "flagged": flagged,
         "not_scored": unscored.drop(columns="reason").to_dict("records") + _no_score(meta, s),
+        "out_of_distribution": outside.drop(columns=["reason", "score"], errors="ignore").to_dict("records"),
     }
     log(
         f"operating point ({source}): {point.score} score >= {point.threshold:.6g} (validation sensitivity "
@@ -93,10 +100,9 @@ def triage(
     else:
         log(f"{len(s):,} images scored, {flagged:,} flagged abnormal ({flagged / max(len(s), 1):.1%})")
     if len(unscored):
-        log(
-            f"{len(unscored):,} studies to read manually (unreadable, not assessable or out of "
-            "distribution): top of the worklist"
-        )
+        log(f"{len(unscored):,} studies NOT scored (unreadable or not assessable): top of the worklist")
+    if len(outside):
+        log(f"{len(outside):,} studies OUT OF DISTRIBUTION (read manually): next on the worklist")
     write_json(folder / files.TRIAGE, summary)
     log(f"worklist (most urgent first): {folder / files.WORKLIST}")
     return folder
@@ -147,9 +153,10 @@ def _unscored(prepared, log: Log):
     return unscored
 
 
-def _out_of_distribution(meta: pd.DataFrame, ood, log: Log) -> pd.DataFrame:
+def _out_of_distribution(meta: pd.DataFrame, ood, score: np.ndarray, log: Log) -> pd.DataFrame:
     """Scored studies out of distribution, as rows for the top of the worklist: never ranked normal."""
     out = meta.loc[~ood.in_distribution, ["path", "image_id", "patient_id"]].reset_index(drop=True)
+    out["score"] = np.round(score[~ood.in_distribution], 6) if len(score) else np.zeros(0)
     out["status"] = OUT_OF_DISTRIBUTION
     out["reason"] = [r for r, ok in zip(ood.reasons, ood.in_distribution, strict=True) if not ok]
     out["note"] = [manual_read_note(OUT_OF_DISTRIBUTION, r) for r in out["reason"]]

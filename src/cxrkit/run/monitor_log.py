@@ -1,0 +1,127 @@
+"""The monitor log: one JSON line per study a deployed run saw (``--monitor DIR``), for ``cxr monitor``.
+
+A record holds what drift monitoring needs and nothing that names a patient: the time, a digest of
+the image id (not the id: file names can hold names), the run's weights digest, the status
+(scored / out of distribution / unreadable / not assessable), the OOD score, the low-dimensional
+feature summary, the calibrated probabilities and triage score, the flag, and the DICOM header
+fields of ``data.header`` (age, sex, view, body part, manufacturer, model, kVp, exposure). Lines are
+appended under an exclusive lock, so the service's workers and several processes can share a log.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+LOG_FILE = "monitor.jsonl"
+
+
+def study_digest(image_id: str) -> str:
+    """A short digest standing for an image id in the log (the id itself may carry a name)."""
+    return hashlib.sha256(str(image_id).encode()).hexdigest()[:16]
+
+
+def _num(v) -> float | None:
+    v = float(v)
+    return round(v, 6) if math.isfinite(v) else None
+
+
+def record(
+    *,
+    image_id: str,
+    run: str,
+    status: str,
+    flag: str,
+    triage_score: float = float("nan"),
+    ood_score: float = float("nan"),
+    summary: np.ndarray | None = None,
+    probs: np.ndarray | None = None,
+    header: dict | None = None,
+    when: float | None = None,
+) -> dict:
+    """One study's monitor record (JSON-ready; NaN stored as null)."""
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when if when is not None else time.time())),
+        "study": study_digest(image_id),
+        "run": run,
+        "status": status,
+        "flag": flag,
+        "triage_score": _num(triage_score),
+        "ood_score": _num(ood_score),
+        "summary": [_num(v) for v in summary] if summary is not None else None,
+        "probs": [_num(v) for v in probs] if probs is not None else None,
+        "header": {k: v for k, v in (header or {}).items()},
+    }
+
+
+def append_records(folder: str | Path, records: list[dict]) -> Path:
+    """Append ``records`` to ``folder``/monitor.jsonl (created with the folder) under an exclusive lock."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOG_FILE
+    text = "".join(json.dumps(r, allow_nan=False, separators=(",", ":")) + "\n" for r in records)
+    with open(path, "a", encoding="utf-8") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            fh.write(text)
+            fh.flush()
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    return path
+
+
+def read_records(folder: str | Path) -> tuple[list[dict], int]:
+    """(records in file order, number of malformed lines skipped) from ``folder``/monitor.jsonl."""
+    path = Path(folder) / LOG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no monitor log (record one with `--monitor {folder}`)")
+    out, bad = [], 0
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            try:
+                r = json.loads(line)
+                if not isinstance(r, dict) or "time" not in r or "status" not in r:
+                    raise ValueError
+                out.append(r)
+            except ValueError:
+                bad += 1  # a torn or hand-edited line: counted and said, never fatal
+    return out, bad
+
+
+def table_records(table, prepared, ood, labels, run_id: str) -> list[dict]:
+    """Monitor records of one prediction table (``RunModel.table``'s rows, ``prepared`` and ``ood``
+    as scored): every input, scored or not, in table order."""
+    row_of_ok = {int(k): j for j, k in enumerate(prepared.ok)}
+    now = time.time()
+    out = []
+    for k, r in enumerate(prepared.rows):
+        j = row_of_ok.get(k)
+        flag = str(table["triage_flag"].iat[k])
+        status = (
+            r["status"]
+            if r["error"]
+            else ("out of distribution" if flag == "out of distribution" else "scored")
+        )
+        out.append(
+            record(
+                image_id=r["image_id"],
+                run=run_id,
+                status=status,
+                flag=flag,
+                triage_score=float(table["triage_score"].iat[k]),
+                ood_score=float(ood.scores[j]) if j is not None and ood is not None else float("nan"),
+                summary=ood.summary[j]
+                if j is not None and ood is not None and ood.summary is not None
+                else None,
+                probs=table.loc[k, list(labels)].to_numpy(np.float64) if j is not None else None,
+                header=r.get("header"),
+                when=now,
+            )
+        )
+    return out
