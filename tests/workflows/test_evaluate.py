@@ -88,7 +88,10 @@ def test_report_intervals_resample_patients_not_images(phantom_run, phantom_eval
 def test_worklist_and_predictions(phantom_eval):
     w = pd.read_csv(phantom_eval / "worklist.csv")
     assert w["score"].is_monotonic_decreasing and list(w["rank"]) == list(range(1, len(w) + 1))
-    assert set(w["flag"]) <= {"abnormal", "normal"} and w["top_findings"].str.contains(r"\d\.\d\d").all()
+    assert set(w["flag"]) <= {"abnormal", "normal", "out of distribution"}
+    assert w["top_findings"].str.contains(r"\d\.\d\d").all()
+    m = json.loads((phantom_eval / "evaluation.json").read_text())
+    assert m["ood"]["flagged"] == (w["flag"] == "out of distribution").sum() <= 0.05 * len(w)
     p = pd.read_csv(phantom_eval / "predictions.csv")
     assert len(p) == len(w) and "prob:Effusion" in p and "true:Effusion" in p
 

@@ -31,7 +31,9 @@ def _plot(frame: pd.DataFrame, threshold: float):
     return fig
 
 
-def monitor_page(frame: pd.DataFrame, threshold: float, run: str, window: str) -> str:
+def monitor_page(
+    frame: pd.DataFrame, threshold: float, run: str, window: str, examples: pd.DataFrame | None = None
+) -> str:
     """The whole page: headline numbers, the plot, and the table of windows."""
     last = frame.iloc[-1]
     head = kpis(
@@ -73,5 +75,13 @@ def monitor_page(frame: pd.DataFrame, threshold: float, run: str, window: str) -
             Section("Summary", head + note),
             Section("Drift signal", fig_tag(_plot(frame, threshold), "drift signal by window")),
             Section("Windows", table_html(frame[cols], index=False)),
+            Section(
+                "Example studies from alarmed windows",
+                "<p>The most unusual studies (highest OOD score) of each window that alarmed; the study "
+                "column is the digest the log keeps instead of the file name.</p>"
+                + table_html(examples, index=False)
+                if examples is not None and len(examples)
+                else "<p>No window alarmed.</p>",
+            ),
         ],
     )

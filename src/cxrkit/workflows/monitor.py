@@ -112,6 +112,28 @@ def window_row(k: int, records: list[dict], drift: DriftReference) -> dict:
     return row
 
 
+def alarm_examples(windows: list[list[dict]], frame: pd.DataFrame, per_window: int = 5) -> pd.DataFrame:
+    """The most unusual studies (highest OOD score) of each alarmed window: digest, status, flag, score
+    and header facts, for a reader to pull up in the PACS."""
+    rows = []
+    for k in np.flatnonzero(frame["alarm"].to_numpy(bool)):
+        scored = [r for r in windows[k] if r.get("ood_score") is not None]
+        for r in sorted(scored, key=lambda r: -r["ood_score"])[:per_window]:
+            head = r.get("header") or {}
+            rows.append(
+                {
+                    "window": k + 1,
+                    "time": r["time"],
+                    "study": r["study"],
+                    "status": r["status"],
+                    "ood_score": r["ood_score"],
+                    "triage_score": r.get("triage_score"),
+                    **{f: head.get(f, "") for f in ("view", "manufacturer", "model", "age")},
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 def monitor_run(
     run_dir: str | Path,
     folder: str | Path,
@@ -139,11 +161,12 @@ def monitor_run(
     sizes = [sum(r.get("status") in SCORED for r in w) for w in windows]
     drift = fit_drift(reference, window=max(20, int(np.median(sizes))), simulations=simulations)
     frame = pd.DataFrame([window_row(k, w, drift) for k, w in enumerate(windows)])
+    examples = alarm_examples(windows, frame)
     out = make_out_dir(Path(out) if out else Path(folder))
     write_csv(out / MONITOR_CSV, frame, index=False)
     from cxrkit.report.monitor import monitor_page
 
-    write_text(out / MONITOR_HTML, monitor_page(frame, drift.threshold, run.path.name, window))
+    write_text(out / MONITOR_HTML, monitor_page(frame, drift.threshold, run.path.name, window, examples))
     last = frame.iloc[-1]
     alarms = int(frame["alarm"].sum())
     log(
