@@ -1,6 +1,6 @@
 """Detection power of ``cxr monitor``'s drift signal: clean vs shifted windows, and the delay to alarm.
 
-The run is the Kermany site-A run of bench_sites.py (trained here if missing). Windows of
+The run is the Kermany site-A run of bench_ood.py / bench_sites.py (trained here if missing). Windows of
 ``--window`` studies are drawn without replacement from its test patients' images: clean (the
 false-alarm rate), under each of the 12 acquisition shifts of ``cxr robustness`` at severities 1-5
 (the detection rate), and mixed with the NIH adult images in ../shared at 10-100% (a population
@@ -31,20 +31,20 @@ from bench_sites import KERMANY, NIH, SHARED, make_sites, train  # noqa: E402
 
 def as_window(run, images: np.ndarray):
     """A drift Window of prepared images, as the monitor log would record them."""
-    from cxrkit.evaluate.drift import Window
+    from cxrkit.evaluate.drift import Window, pixel_stats
     from cxrkit.evaluate.triage import abnormality_score
 
     z, f = run.outputs(images)
     rel = run.ood.relative(run.ood.scores(f, z))
     point = run.package.operating_point
     score, _ = abnormality_score(run.package.probs(z), run.labels, point.score)
-    return Window(run.ood.summary(f), rel, score, score >= point.threshold, {})
+    return Window(run.ood.summary(f), rel, score, score >= point.threshold, {}, pixel_stats(images))
 
 
 def take(w, idx):
     from cxrkit.evaluate.drift import Window
 
-    return Window(w.summary[idx], w.ood[idx], w.scores[idx], w.flagged[idx], {})
+    return Window(w.summary[idx], w.ood[idx], w.scores[idx], w.flagged[idx], {}, w.pixels[idx])
 
 
 def main() -> None:
@@ -53,7 +53,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--window", type=int, default=200)
     p.add_argument("--windows", type=int, default=20, help="windows per condition")
-    p.add_argument("--out", type=Path, default=ROOT / "cxr-out" / "bench-sites")
+    p.add_argument("--out", type=Path, default=ROOT / "cxr-out" / "bench-ood")  # shares bench_ood's runs
     args = p.parse_args()
     if not KERMANY.is_dir() or not NIH.is_dir():
         raise SystemExit(f"{SHARED}: the shared data is not here (set CXRKIT_SHARED)")
@@ -69,6 +69,11 @@ def main() -> None:
     sites = make_sites(args.out / "sites")
     run_dir = train(sites["A"], "kermany-A", args, args.out / "runs", "configs/kermany.yaml")
     run = RunModel.load(run_dir, "cpu")
+    if run.ood is None or run.ood.val_pixels.shape[1:] != (8,) or not len(run.ood.val_pixels):  # older: refit
+        from cxrkit.workflows.package import package_run
+
+        package_run(run_dir, log=lambda m: None)
+        run = RunModel.load(run_dir, "cpu")
     data = load_run_data(run_dir)
     test = np.asarray(data.cache.images[np.sort(data.partition["test"])])
     drift = fit_drift(val_window(run), window=args.window)

@@ -65,3 +65,34 @@ def test_the_signal_alarms_rarely_on_fresh_windows_and_almost_always_on_shifted_
 def test_too_small_a_reference_is_refused():
     with pytest.raises(ValueError, match="at least 20"):
         fit_drift(_window(np.random.default_rng(0), 10))
+
+
+def test_pixel_stats_are_the_plain_numbers():
+    from cxrkit.evaluate.drift import pixel_stats
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (2, 16, 16)).astype(np.uint8)
+    got = pixel_stats(img)[1]
+    x = img[1] / 255.0
+    lap = np.abs(4 * x[1:-1, 1:-1] - x[:-2, 1:-1] - x[2:, 1:-1] - x[1:-1, :-2] - x[1:-1, 2:]).mean()
+    grad = (np.abs(np.diff(x, axis=0)).mean() + np.abs(np.diff(x, axis=1)).mean()) / 2
+    steps = np.abs(np.diff(x, axis=1))
+    block = steps[:, 7::8].mean() / (np.delete(steps, np.s_[7::8], axis=1).mean() + 1e-6)
+    want = [x.mean(), x.std(), *np.percentile(x, [5, 50, 95]), grad, lap, block]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_a_change_only_the_pixels_show_alarms_through_the_pixel_component():
+    """Features identical (the network normalised the change away), the images' contrast changed."""
+    rng = np.random.default_rng(4)
+
+    def window(n, contrast=1.0):
+        w = _window(rng, n)
+        w.pixels = np.column_stack([rng.normal(0.5, 0.05, n), rng.normal(0.2 * contrast, 0.02, n)])
+        return w
+
+    drift = fit_drift(window(2000), window=200)
+    shifted = window_signal(window(200, contrast=0.7), drift)
+    assert shifted["alarm"] and shifted["driver"] == "pixels"
+    fresh = np.mean([window_signal(window(200), drift)["alarm"] for _ in range(40)])
+    assert fresh <= 0.15

@@ -6,6 +6,9 @@ Components of a window's statistic:
 
 - ``features``: squared maximum mean discrepancy (Gretton et al., JMLR 2012; RBF kernel, median
   bandwidth) between the window's low-dimensional feature summaries and the reference's;
+- ``pixels``: the same MMD on standardised acquisition statistics of the images (``pixel_stats``),
+  which see what the network's own normalisation hides (a gamma or contrast change under histogram
+  equalisation);
 - ``ood``: two-sample Kolmogorov-Smirnov statistic of the OOD scores;
 - ``scores``: KS statistic of the triage (abnormality) scores;
 - ``flag_rate``: the window's share flagged abnormal minus the reference share;
@@ -25,7 +28,29 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-COMPONENTS = ("features", "ood", "scores", "flag_rate", "categories")
+COMPONENTS = ("features", "pixels", "ood", "scores", "flag_rate", "categories")
+PIXEL_STATS = ("mean", "sd", "p05", "p50", "p95", "gradient", "laplacian", "blockiness")
+
+
+def pixel_stats(images: np.ndarray) -> np.ndarray:
+    """(N, 8) acquisition statistics of prepared uint8 images, before the network: grey level, contrast,
+    percentiles, edge and fine-detail energy, and blockiness (steps across JPEG's 8-pixel grid over the
+    others). They move with exposure, post-processing, noise, blur and
+    compression even where the network's own input normalisation hides the change from its features."""
+    x = np.asarray(images, dtype=np.float32).reshape(len(images), images.shape[-2], images.shape[-1]) / 255.0
+    if not len(x):
+        return np.zeros((0, len(PIXEL_STATS)))
+    flat = x.reshape(len(x), -1)
+    pct = np.percentile(flat, [5, 50, 95], axis=1).T
+    grad = (np.abs(np.diff(x, axis=1)).mean((1, 2)) + np.abs(np.diff(x, axis=2)).mean((1, 2))) / 2
+    lap = np.abs(4 * x[:, 1:-1, 1:-1] - x[:, :-2, 1:-1] - x[:, 2:, 1:-1] - x[:, 1:-1, :-2] - x[:, 1:-1, 2:])
+    dx = np.abs(np.diff(x, axis=2))  # (N, H, W-1): the step between columns c and c+1
+    edge = (np.arange(dx.shape[2]) % 8) == 7  # steps across an 8-pixel block boundary (JPEG's grid)
+    block = dx[:, :, edge].mean((1, 2)) / (dx[:, :, ~edge].mean((1, 2)) + 1e-6) if edge.any() else grad * 0
+    stats = [flat.mean(1), flat.std(1), pct, grad, lap.mean((1, 2)), block]
+    return np.column_stack(stats).astype(np.float64)
+
+
 FALSE_ALARMS = 0.05
 MIN_CATEGORY = 20  # studies with a header field needed before its chi-squared counts
 
@@ -84,6 +109,7 @@ class Window:
     scores: np.ndarray  # (n,) triage scores
     flagged: np.ndarray  # (n,) bool, flagged abnormal at the operating point
     categories: dict[str, list[str]] = field(default_factory=dict)
+    pixels: np.ndarray | None = None  # (n, 7) pixel_stats; None where not recorded
 
 
 @dataclass
@@ -97,10 +123,30 @@ class DriftReference:
     sd: dict[str, float]
     threshold: float
     window: int
+    pixel_center: np.ndarray | None = None  # standardisation of pixel_stats (the reference's mean, sd)
+    pixel_scale: np.ndarray | None = None
+    pixel_bandwidth: float = 1.0
 
 
-def raw_components(w: Window, ref: Window, bandwidth: float, freq: Mapping[str, Mapping[str, float]]) -> dict:
-    """The unstandardised component statistics of window ``w`` against ``ref``."""
+def _pixels(w: Window, ref: Window, pixel: tuple | None) -> float:
+    if pixel is None or w.pixels is None or ref.pixels is None or len(w.pixels) < 2:
+        return float("nan")
+    if w.pixels.shape[1] != ref.pixels.shape[1]:  # recorded by another cxrkit version: not comparable
+        return float("nan")
+    center, scale, bandwidth = pixel
+    keep = np.isfinite(w.pixels).all(1)
+    return mmd2((w.pixels[keep] - center) / scale, (ref.pixels - center) / scale, bandwidth)
+
+
+def raw_components(
+    w: Window,
+    ref: Window,
+    bandwidth: float,
+    freq: Mapping[str, Mapping[str, float]],
+    pixel: tuple | None = None,
+) -> dict:
+    """The unstandardised component statistics of window ``w`` against ``ref`` (``pixel``: the pixel
+    statistics' centre, scale and bandwidth)."""
     cats = [
         chi2_statistic(w.categories.get(name, []), f) / max(len(f), 1)
         for name, f in freq.items()
@@ -108,6 +154,7 @@ def raw_components(w: Window, ref: Window, bandwidth: float, freq: Mapping[str, 
     ]
     return {
         "features": mmd2(w.summary, ref.summary, bandwidth),
+        "pixels": _pixels(w, ref, pixel),
         "ood": ks_statistic(w.ood, ref.ood),
         "scores": ks_statistic(w.scores, ref.scores),
         "flag_rate": abs(float(np.mean(w.flagged)) - float(np.mean(ref.flagged))),
@@ -117,7 +164,7 @@ def raw_components(w: Window, ref: Window, bandwidth: float, freq: Mapping[str, 
 
 def window_signal(w: Window, ref: DriftReference) -> dict:
     """Each standardised component, the drift signal (their maximum), which moved most, and the alarm."""
-    raw = raw_components(w, ref.reference, ref.bandwidth, ref.category_freq)
+    raw = raw_components(w, ref.reference, ref.bandwidth, ref.category_freq, _pixel(ref))
     z = {
         k: (raw[k] - ref.mean[k]) / ref.sd[k] if np.isfinite(raw[k]) and ref.sd.get(k) else float("nan")
         for k in COMPONENTS
@@ -133,6 +180,12 @@ def window_signal(w: Window, ref: DriftReference) -> dict:
     }
 
 
+def _pixel(ref: DriftReference) -> tuple | None:
+    if ref.pixel_center is None:
+        return None
+    return ref.pixel_center, ref.pixel_scale, ref.pixel_bandwidth
+
+
 def _take(w: Window, idx: np.ndarray) -> Window:
     return Window(
         w.summary[idx],
@@ -140,6 +193,7 @@ def _take(w: Window, idx: np.ndarray) -> Window:
         w.scores[idx],
         w.flagged[idx],
         {k: [v[i] for i in idx] for k, v in w.categories.items()},
+        w.pixels[idx] if w.pixels is not None else None,
     )
 
 
@@ -158,8 +212,13 @@ def fit_drift(val: Window, window: int = 200, simulations: int = 200, seed: int 
         known = [v for v in values if v]
         if len(known) >= MIN_CATEGORY:
             freq[name] = {c: known.count(c) / len(known) for c in sorted(set(known))}
+    pixel = None
+    if ref.pixels is not None and len(ref.pixels) > 1:
+        center, scale = ref.pixels.mean(0), ref.pixels.std(0)
+        scale = np.where(scale > 0, scale, 1.0)
+        pixel = (center, scale, median_bandwidth((ref.pixels - center) / scale))
     sims = [
-        raw_components(_take(held, rng.integers(0, len(held.ood), window)), ref, bandwidth, freq)
+        raw_components(_take(held, rng.integers(0, len(held.ood), window)), ref, bandwidth, freq, pixel)
         for _ in range(simulations)
     ]
     mean, sd = {}, {}
@@ -168,7 +227,9 @@ def fit_drift(val: Window, window: int = 200, simulations: int = 200, seed: int 
         vals = vals[np.isfinite(vals)]
         mean[k] = float(vals.mean()) if len(vals) else float("nan")
         sd[k] = float(vals.std()) if len(vals) and vals.std() > 0 else 0.0
-    drift = DriftReference(ref, bandwidth, freq, mean, sd, float("inf"), window)
+    drift = DriftReference(
+        ref, bandwidth, freq, mean, sd, float("inf"), window, *(pixel or (None, None, 1.0))
+    )
     signals = np.array(
         [
             window_signal(_take(held, rng.integers(0, len(held.ood), window)), drift)["signal"]

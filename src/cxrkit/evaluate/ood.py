@@ -63,6 +63,7 @@ class OodReference:
     val_triage: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (N,) abnormality scores
     val_views: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="<U16"))  # (N,) "" unknown
     val_sexes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="<U16"))
+    val_pixels: np.ndarray = field(default_factory=lambda: np.zeros((0, 8)))  # (N, 8) drift.pixel_stats
 
     def scores(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         """(N,) this reference's OOD score of each study (higher: less like the training images)."""

@@ -19,6 +19,7 @@ import torch
 
 from cxrkit.data.splits import read_split_manifest
 from cxrkit.data.transforms import InputSpec, to_model_input, tta_views
+from cxrkit.evaluate.drift import pixel_stats
 from cxrkit.evaluate.ood import OodReference, ood_decisions
 from cxrkit.evaluate.triage import abnormality_score, flag_names, top_findings
 from cxrkit.models import create_model
@@ -92,6 +93,7 @@ class OodAssessment:
     in_distribution: np.ndarray
     reasons: list[str]
     summary: np.ndarray | None = None  # (K, k) feature summaries for the monitor log (with a reference)
+    pixels: np.ndarray | None = None  # (K, 8) drift.pixel_stats of the images, when they were given
 
 
 @dataclass
@@ -293,10 +295,14 @@ class RunModel:
         """(calibrated probabilities, OOD assessment) of the readable ``prepared`` inputs."""
         logits, feats = self.outputs(prepared.images, batch_size, engine, tta)
         headers = [prepared.rows[k].get("header") or {} for k in prepared.ok]
-        return self.package.probs(logits), self.assess_ood(feats, logits, headers)
+        return self.package.probs(logits), self.assess_ood(feats, logits, headers, prepared.images)
 
     def assess_ood(
-        self, features: np.ndarray, logits: np.ndarray, headers: Sequence[dict] = ()
+        self,
+        features: np.ndarray,
+        logits: np.ndarray,
+        headers: Sequence[dict] = (),
+        images: np.ndarray | None = None,
     ) -> OodAssessment:
         """Each study's OOD score and whether it is in distribution (score at or under the stored
         threshold and a DICOM header that fits the training population), with the reason if not.
@@ -306,13 +312,14 @@ class RunModel:
         """
         n = len(logits)
         headers = list(headers) or [{}] * n
+        pixels = pixel_stats(images) if images is not None else None
         if self.ood is None:
             inside, reasons = ood_decisions(np.full(n, -np.inf), np.inf, headers, {})
-            return OodAssessment(np.full(n, np.nan), inside, reasons)
+            return OodAssessment(np.full(n, np.nan), inside, reasons, None, pixels)
         scores = self.ood.relative(self.ood.scores(features, logits))  # 1: the stored threshold
         section = (self.members[0].package if self.members else self.package).ood
         inside, reasons = ood_decisions(scores, 1.0, headers, section)
-        return OodAssessment(scores, inside, reasons, self.ood.summary(features))
+        return OodAssessment(scores, inside, reasons, self.ood.summary(features), pixels)
 
     def table(
         self, prepared: PreparedInputs, probs: np.ndarray, top: int = 3, ood: OodAssessment | None = None

@@ -3,7 +3,8 @@
 A record holds what drift monitoring needs and nothing that names a patient: the time, a digest of
 the image id (not the id: file names can hold names), the run's weights digest, the status
 (scored / out of distribution / unreadable / not assessable), the OOD score, the low-dimensional
-feature summary, the calibrated probabilities and triage score, the flag, and the DICOM header
+feature summary, the image's acquisition statistics (grey level, contrast, sharpness: eight
+numbers, no pixels), the calibrated probabilities and triage score, the flag, and the DICOM header
 fields of ``data.header`` (age, sex, view, body part, manufacturer, model, kVp, exposure). Lines are
 appended under an exclusive lock, so the service's workers and several processes can share a log.
 """
@@ -44,6 +45,7 @@ def record(
     probs: np.ndarray | None = None,
     header: dict | None = None,
     when: float | None = None,
+    pixels: np.ndarray | None = None,
 ) -> dict:
     """One study's monitor record (JSON-ready; NaN stored as null)."""
     return {
@@ -56,6 +58,7 @@ def record(
         "ood_score": _num(ood_score),
         "summary": [_num(v) for v in summary] if summary is not None else None,
         "probs": [_num(v) for v in probs] if probs is not None else None,
+        "pixels": [_num(v) for v in pixels] if pixels is not None else None,
         "header": {k: v for k, v in (header or {}).items()},
     }
 
@@ -122,6 +125,9 @@ def table_records(table, prepared, ood, labels, run_id: str) -> list[dict]:
                 probs=table.loc[k, list(labels)].to_numpy(np.float64) if j is not None else None,
                 header=r.get("header"),
                 when=now,
+                pixels=ood.pixels[j]
+                if j is not None and ood is not None and ood.pixels is not None
+                else None,
             )
         )
     return out

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cxrkit.evaluate.drift import pixel_stats
 from cxrkit.evaluate.ood import QUANTILE, OodReference, fit_reference
 from cxrkit.evaluate.triage import abnormal_truth, abnormality_score
 from cxrkit.outputs import write_bytes
@@ -23,7 +24,7 @@ from cxrkit.outputs import write_bytes
 OOD_FILE = "ood.npz"
 MAX_TRAIN = 4000  # training images the reference is fitted on (a seeded sample beyond that)
 ARRAYS = ("means", "precision", "center", "components", "val_scores", "val_summary")
-MONITOR_ARRAYS = ("val_triage", "val_views", "val_sexes")  # optional: absent in the first files
+MONITOR_ARRAYS = ("val_triage", "val_views", "val_sexes", "val_pixels")  # optional: absent in the first files
 
 
 def save_reference(run_dir: Path, ref: OodReference, population: dict) -> dict:
@@ -96,7 +97,8 @@ def fit_run_reference(
         train = np.sort(np.random.default_rng(seed).choice(train, MAX_TRAIN, replace=False))
     val = np.sort(data.partition["val"])
     _, f_train = run.outputs(np.asarray(data.cache.images[train]))
-    z_val, f_val = run.outputs(np.asarray(data.cache.images[val]))
+    val_images = np.asarray(data.cache.images[val])
+    z_val, f_val = run.outputs(val_images)
     classes = abnormal_truth(data.targets[train], data.labels)
     ref = fit_reference(f_train, classes, f_val, z_val, run.task, method, quantile)
     triage, _ = abnormality_score(run.package.probs(z_val), run.labels, run.package.operating_point.score)
@@ -105,6 +107,7 @@ def fit_run_reference(
         val_triage=triage,
         val_views=_text(data.cache.meta, "view", val),
         val_sexes=_text(data.cache.meta, "sex", val),
+        val_pixels=pixel_stats(val_images),
     )
     return save_reference(run.path, ref, population(data.cache.meta, train))
 

@@ -21,6 +21,7 @@ from cxrkit.data.assess import check_assessable
 from cxrkit.data.decode import ImageReadError, ImageTooLargeError, NotAssessableError, decode_bytes, is_dicom
 from cxrkit.data.header import header_fields
 from cxrkit.data.transforms import compute_geometry, prepare_image, to_model_input
+from cxrkit.evaluate.drift import PIXEL_STATS
 from cxrkit.evaluate.ood import ood_decisions
 from cxrkit.evaluate.triage import abnormality_score, flag_names, top_findings
 from cxrkit.explain.gradcam import compute_heatmaps, label_index
@@ -79,9 +80,9 @@ class Service:
         else:
             with self.torch_lock:
                 logits, feats = self.run.outputs(images)
-        ood = self.run.assess_ood(feats, logits)
+        ood = self.run.assess_ood(feats, logits, images=images)
         summary = ood.summary if ood.summary is not None else np.zeros((len(logits), 0))
-        return np.column_stack([self.run.package.probs(logits), ood.scores, summary])
+        return np.column_stack([self.run.package.probs(logits), ood.scores, summary, ood.pixels])
 
     def decode(self, data: bytes, filename: str, content_type: str | None) -> np.ndarray:
         """Upload bytes -> (H, W) uint8 grey, or an ApiError naming the file and the problem."""
@@ -210,7 +211,8 @@ class Service:
                     flag=flag,
                     triage_score=s,
                     ood_score=ood_score,
-                    summary=scored[len(labels) + 1 :] if len(scored) > len(labels) + 1 else None,
+                    summary=scored[len(labels) + 1 : -len(PIXEL_STATS)] if self.run.ood is not None else None,
+                    pixels=scored[-len(PIXEL_STATS) :],
                     probs=probs,
                     header=header,
                 )

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxrkit.evaluate.drift import COMPONENTS, DriftReference, Window, fit_drift, window_signal
+from cxrkit.evaluate.drift import COMPONENTS, PIXEL_STATS, DriftReference, Window, fit_drift, window_signal
 from cxrkit.outputs import make_out_dir, write_csv, write_text
 from cxrkit.run.data import Log
 from cxrkit.run.model import RunModel
@@ -44,6 +44,7 @@ def val_window(run: RunModel) -> Window:
         ref.val_triage,
         ref.val_triage >= threshold,
         {"view": [str(v) for v in ref.val_views], "sex": [str(v) for v in ref.val_sexes]},
+        ref.val_pixels if ref.val_pixels.shape == (len(ref.val_scores), len(PIXEL_STATS)) else None,
     )
 
 
@@ -89,6 +90,9 @@ def record_window(records: list[dict]) -> Window:
         ),
         np.array([r.get("flag") == "abnormal" for r in scored], bool),
         {k: [str((r.get("header") or {}).get(k, "")).upper() for r in scored] for k in ("view", "sex")},
+        np.array([[np.nan if v is None else v for v in r["pixels"]] for r in scored], np.float64)
+        if scored and all(r.get("pixels") for r in scored)
+        else None,
     )
 
 
