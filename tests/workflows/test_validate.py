@@ -63,6 +63,7 @@ def test_validating_on_the_runs_own_test_images_reproduces_evaluate(
         assert row["outside_ci"] == (not row["low"] <= row["training_site"] <= row["high"])
     page = (tmp_path / "v" / "report.html").read_text()
     assert "This site vs the training site" in page and "PPV" in page
+    assert v["ood"] == e["ood"] and f"{v['ood']['flagged']:,} of {v['images']:,} images" in page
 
 
 def test_site_figures_equal_sklearn_on_cxr_predicts_csv(phantom_run, site, tmp_path):

@@ -29,6 +29,14 @@ def site_section(m: dict) -> Section:
             f"images and {overlap.get('val', 0):,} its validation images</b> (identical pixels): the "
             "figures below are not another site's, and overstate how the run does elsewhere.</p>"
         )
+    ood = m.get("ood")
+    if ood:
+        parts.append(
+            f"<p>Out of distribution at the run's threshold: <b>{ood['flagged']:,} of {ood['images']:,} "
+            f"images ({_pct(ood['share'])})</b>, against {_pct(ood.get('val_share'))} of the training site's "
+            "validation images. Far more here means this site's images differ from the training ones; "
+            "those studies are flagged to be read manually (worklist.csv).</p>"
+        )
     if s["missing_labels"]:
         parts.append(
             "<p>Labels this site does not have (not scored here, never guessed): "
