@@ -15,7 +15,6 @@ Environment: CXRKIT_SHARED points at the shared folder when it is not ../shared.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -26,7 +25,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from bench_sites import KERMANY, NIH, SHARED, make_sites, train  # noqa: E402
+from bench_sites import NIH, check_shared, make_sites, site_parser, train  # noqa: E402
 
 
 def as_window(run, images: np.ndarray):
@@ -48,15 +47,11 @@ def take(w, idx):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--epochs", type=int, default=8)
+    p = site_parser(__doc__, "bench-ood")  # shares bench_ood's runs
     p.add_argument("--window", type=int, default=200)
     p.add_argument("--windows", type=int, default=20, help="windows per condition")
-    p.add_argument("--out", type=Path, default=ROOT / "cxr-out" / "bench-ood")  # shares bench_ood's runs
     args = p.parse_args()
-    if not KERMANY.is_dir() or not NIH.is_dir():
-        raise SystemExit(f"{SHARED}: the shared data is not here (set CXRKIT_SHARED)")
+    check_shared()
     from cxrkit.data.decode import read_image
     from cxrkit.data.shifts import SEVERITIES, SHIFTS, apply_shift
     from cxrkit.data.transforms import prepare_image

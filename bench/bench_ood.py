@@ -20,7 +20,6 @@ Environment: CXRKIT_SHARED points at the shared folder when it is not ../shared.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -31,7 +30,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from bench_sites import KERMANY, NIH, SHARED, make_sites, train  # noqa: E402
+from bench_sites import KERMANY, NIH, check_shared, make_sites, site_parser, train  # noqa: E402
 
 
 def auroc(inside: np.ndarray, outside: np.ndarray) -> float:
@@ -139,14 +138,10 @@ def phantom_run(args, out: Path) -> Path:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--epochs", type=int, default=8)
+    p = site_parser(__doc__, "bench-ood")
     p.add_argument("--n", type=int, default=300, help="images per OOD set")
-    p.add_argument("--out", type=Path, default=ROOT / "cxr-out" / "bench-ood")
     args = p.parse_args()
-    if not KERMANY.is_dir() or not NIH.is_dir():
-        raise SystemExit(f"{SHARED}: the shared data is not here (set CXRKIT_SHARED)")
+    check_shared()
     from cxrkit.data.shifts import SEVERITIES, SHIFTS
     from cxrkit.data.synthetic import PhantomDataset
 

@@ -43,6 +43,21 @@ KERMANY = SHARED / "data" / "kermany-pneumonia" / "train"
 NIH = SHARED / "data" / "nih14-64px" / "images"
 
 
+def site_parser(doc: str, out: str) -> argparse.ArgumentParser:
+    """The options the site benches share: scale (--size, --epochs) and where runs go (--out)."""
+    p = argparse.ArgumentParser(description=doc.split("\n")[0])
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--out", type=Path, default=ROOT / "cxr-out" / out)
+    return p
+
+
+def check_shared() -> None:
+    """Exit with a clear line when the shared real data is not here."""
+    if not KERMANY.is_dir() or not NIH.is_dir():
+        raise SystemExit(f"{SHARED}: the shared data is not here (set CXRKIT_SHARED)")
+
+
 def person(name: str) -> int:
     """The patient number of a ``personN_...`` file."""
     return int(re.match(r"person(\d+)_", name).group(1))
@@ -171,15 +186,11 @@ def adabn_auc(site_run: Path, parent: Path) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--epochs", type=int, default=8)
+    p = site_parser(__doc__, "bench-sites")
     p.add_argument("--share", type=float, default=0.3, help="site B's calibration share")
     p.add_argument("--bootstrap", type=int, default=500)
-    p.add_argument("--out", type=Path, default=ROOT / "cxr-out" / "bench-sites")
     args = p.parse_args()
-    if not KERMANY.is_dir() or not NIH.is_dir():
-        raise SystemExit(f"{SHARED}: the shared data is not here (set CXRKIT_SHARED)")
+    check_shared()
     from cxrkit.config import DataConfig, EvalConfig
     from cxrkit.workflows.evaluate import evaluate_run
     from cxrkit.workflows.matrix import cross_dataset_matrix

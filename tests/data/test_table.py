@@ -32,7 +32,7 @@ def test_a_labels_column_reads_like_nih_finding_labels(tmp_path):
         root,
         "path,labels,patient_id,age,sex\n"
         "img/a0.png,Effusion|cardiomegaly,p1,61,F\n"
-        "img/a1.png,No Finding,p1,62,F\n"
+        "img/a1.png,normal,p1,62,F\n"
         f"{root / 'img' / 'a2.png'},,,40,M\n"
         "img/d.dcm,Pneumonia,,,\n",
     )
@@ -70,6 +70,7 @@ def test_label_columns_keep_unknowns_unknown_and_canonicalise_names(tmp_path):
         ("path,Effusion\nimg/a0.png,1\nimg/a0.png,0\n", ValueError, "listed twice"),
         ("path\nimg/a0.png\n", ValueError, "no label columns"),
         ("path,Effusion\n", ValueError, "no rows"),
+        ("path,labels\nimg/a0.png,Pneumonia|No finding\n", ValueError, "row 2: .* and No Finding"),
     ],
 )
 def test_a_malformed_table_names_the_file_and_the_problem(tmp_path, text, error, match):

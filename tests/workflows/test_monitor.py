@@ -64,16 +64,23 @@ def test_clean_windows_pass_and_the_shifted_one_alarms(logged, phantom_run, caps
     assert main(["monitor", str(phantom_run), str(log), "--window", "60", "--out", str(base / "m")]) == 3
     frame = pd.read_csv(base / "m" / "monitor.csv")
     assert len(frame) == 3 and frame["alarm"].tolist() == [False, False, True]
-    assert frame["driver"].iloc[-1] in ("features", "ood", "scores", "flag_rate")
+    assert frame["driver"].iloc[-1] in ("features", "pixels", "ood", "scores", "flag_rate")
     assert "ALARM" in capsys.readouterr().out
     page = (base / "m" / "monitor.html").read_text()
     assert "Drift monitor" in page and "<img" in page and "Example studies from alarmed windows" in page
     only_clean = base / "clean"
     only_clean.mkdir()
     lines = (log / "monitor.jsonl").read_text().splitlines()[:120]
-    (only_clean / "monitor.jsonl").write_text("\n".join(lines) + "\n{torn line\n")
+    odd = [
+        "{torn line",
+        json.dumps({**json.loads(lines[0]), "time": "yesterday"}),
+        json.dumps({**json.loads(lines[0]), "summary": "x"}),
+        json.dumps({**json.loads(lines[0]), "header": ["a"]}),
+        json.dumps({**json.loads(lines[0]), "ood_score": "high"}),
+    ]
+    (only_clean / "monitor.jsonl").write_text("\n".join(lines + odd) + "\n")
     assert main(["monitor", str(phantom_run), str(only_clean), "--window", "60"]) == 0
-    assert "1 malformed lines skipped" in capsys.readouterr().out
+    assert "5 malformed lines skipped" in capsys.readouterr().out
 
 
 def test_bad_windows_and_empty_logs_are_clear_errors(logged, phantom_run, tmp_path, capsys):

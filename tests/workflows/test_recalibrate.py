@@ -62,6 +62,12 @@ def test_the_site_run_records_where_it_came_from_and_splits_by_patient(site_run,
     assert s["parent_operating_point"] == parent["operating_point"]
     assert model["operating_point"]["target_sensitivity"] == parent["operating_point"]["target_sensitivity"]
     assert model["operating_point"]["score"] == parent["operating_point"]["score"]
+    # OOD: the parent's training reference and threshold; drift is watched against the site's calibration part
+    assert model["ood"]["threshold"] == parent["ood"]["threshold"] and "monitor_reference" in model["ood"]
+    assert model["ood"]["val_images"] == s["calibration_images"]
+    from cxrkit.run.monitor_log import monitor_id
+
+    assert monitor_id(site_run) != monitor_id(phantom_run)  # same weights, other decisions: other records
 
 
 def test_temperatures_are_refitted_on_the_calibration_part(site_run, phantom_run):

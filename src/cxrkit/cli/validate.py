@@ -57,6 +57,8 @@ def _matrix(args: argparse.Namespace, cfg: EvalConfig, cache: dict) -> int:
     runs, datasets = list(args.paths), []
     if args.matrix:
         doc = load_yaml(args.matrix)
+        if not isinstance(doc, dict) or not isinstance(doc.get("runs", []), list):
+            raise ValueError(f"{args.matrix}: expected a mapping with `runs:` and `data:` lists")
         runs += [str(r) for r in doc.get("runs") or []]
         for entry in doc.get("data") or []:
             entry = {"path": entry} if isinstance(entry, str) else dict(entry)

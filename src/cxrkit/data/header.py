@@ -8,6 +8,7 @@ gives an empty dict, so a missing tag never blocks a prediction.
 from __future__ import annotations
 
 import io
+import math
 import re
 from pathlib import Path
 
@@ -53,9 +54,11 @@ def header_fields(source: str | Path | bytes) -> dict:
                 out[name] = age
         elif name in ("kvp", "exposure"):
             try:
-                out[name] = float(value)
+                number = float(value)
             except (TypeError, ValueError):
                 continue
+            if math.isfinite(number):  # "NaN" in a tag must not reach a JSON log or answer
+                out[name] = number
         else:
             out[name] = str(value).strip().upper() if name in ("view", "body_part", "sex") else str(value)
     return out

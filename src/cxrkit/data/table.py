@@ -53,10 +53,18 @@ def label_columns(frame: pd.DataFrame, path: Path) -> tuple[tuple[str, ...], np.
     if "labels" in frame:
         targets = np.zeros((len(frame), len(LABELS)), dtype=np.float32)
         for i, cell in enumerate(frame["labels"]):
-            for part in cell.split("|"):
-                if part.strip() and part.strip() != NO_FINDING:
-                    name = canonical_label(part, source=f"label in {path} row {i + 2}")
-                    targets[i, LABELS.index(name)] = 1.0
+            names = {
+                canonical_label(p, source=f"label in {path} row {i + 2}")
+                for p in cell.split("|")
+                if p.strip()
+            }
+            if NO_FINDING in names and len(names) > 1:
+                raise ValueError(
+                    f"{path}: row {i + 2}: {cell!r} names a finding and No Finding; expected one or the other"
+                )
+            for name in names - {NO_FINDING}:
+                targets[i, LABELS.index(name)] = 1.0
+        # No Finding (any spelling: "NORMAL", "no finding") or an empty cell: no finding at all
         targets[:, LABELS.index(NO_FINDING)] = (targets.sum(1) == 0).astype(np.float32)
         return tuple(LABELS), targets
     columns = [c for c in frame.columns if c not in RESERVED]

@@ -17,7 +17,10 @@ def _plot(frame: pd.DataFrame, threshold: float):
     top, bottom = fig.subplots(2, 1, sharex=True)
     x = frame["window"].to_numpy()
     top.plot(x, frame["signal"], marker="o", color="#0969da", label="drift signal")
-    top.axhline(threshold, color="#cf222e", ls="--", label=f"alarm threshold {threshold:.3g}")
+    if "threshold" in frame:  # one per window size (time windows differ in size)
+        top.step(x, frame["threshold"], where="mid", color="#cf222e", ls="--", label="alarm threshold")
+    else:
+        top.axhline(threshold, color="#cf222e", ls="--", label=f"alarm threshold {threshold:.3g}")
     alarm = frame["alarm"].to_numpy(bool)
     top.scatter(x[alarm], frame["signal"].to_numpy()[alarm], color="#cf222e", zorder=3, label="alarm")
     top.set_ylabel("signal (max z)")

@@ -23,6 +23,17 @@ import numpy as np
 LOG_FILE = "monitor.jsonl"
 
 
+def monitor_id(run_dir: str | Path) -> str:
+    """Which model a record came from: its weights and its model.json together (a site-calibrated run
+    shares its parent's weights but not its decisions, and its records must not mix with the parent's)."""
+    from cxrkit.run import files
+    from cxrkit.run.onnx import weights_digest
+
+    h = hashlib.sha256(weights_digest(Path(run_dir)).encode())
+    h.update((Path(run_dir) / files.PACKAGE).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def study_digest(image_id: str) -> str:
     """A short digest standing for an image id in the log (the id itself may carry a name)."""
     return hashlib.sha256(str(image_id).encode()).hexdigest()[:16]
@@ -89,12 +100,37 @@ def read_records(folder: str | Path) -> tuple[list[dict], int]:
         for line in fh:
             try:
                 r = json.loads(line)
-                if not isinstance(r, dict) or "time" not in r or "status" not in r:
-                    raise ValueError
-                out.append(r)
             except ValueError:
+                r = None
+            if well_formed(r):
+                out.append(r)
+            else:
                 bad += 1  # a torn or hand-edited line: counted and said, never fatal
     return out, bad
+
+
+def _numbers(v, size: int | None = None) -> bool:
+    ok = isinstance(v, list) and all(
+        x is None or (isinstance(x, (int, float)) and not isinstance(x, bool)) for x in v
+    )
+    return ok and (size is None or len(v) == size)
+
+
+def well_formed(r) -> bool:
+    """A record as ``record`` writes it: a UTC time, text fields, numbers where numbers go."""
+    if not isinstance(r, dict) or not isinstance(r.get("time"), str) or not isinstance(r.get("status"), str):
+        return False
+    try:
+        time.strptime(r["time"], "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return False
+    for key in ("triage_score", "ood_score"):
+        v = r.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            return False
+    if not isinstance(r.get("header", {}), dict) or not isinstance(r.get("flag", ""), str):
+        return False
+    return all(r.get(k) is None or _numbers(r[k]) for k in ("summary", "probs", "pixels"))
 
 
 def table_records(table, prepared, ood, labels, run_id: str) -> list[dict]:

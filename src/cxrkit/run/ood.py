@@ -118,3 +118,28 @@ def _text(meta, column: str, rows: np.ndarray) -> np.ndarray:
         return np.full(len(rows), "", dtype="<U16")
     values = meta[column].iloc[rows]
     return np.array([str(v).upper()[:16] if isinstance(v, str) else "" for v in values], dtype="<U16")
+
+
+def refit_monitor_reference(run, data, part: str = "val") -> dict:
+    """Keep ``run``'s OOD reference (training means, precision, threshold) but make split ``part`` of
+    ``data`` the distribution drift monitoring compares with; save it; return the new section.
+
+    A site-calibrated run watches for drift from the site's own calibration images, scored with its
+    own temperatures and operating point, not from the parent's validation images.
+    """
+    rows = np.sort(data.partition[part])
+    images = np.asarray(data.cache.images[rows])
+    z, f = run.outputs(images)
+    ref = run.ood
+    triage, _ = abnormality_score(run.package.probs(z), run.labels, run.package.operating_point.score)
+    ref = dataclasses.replace(
+        ref,
+        val_scores=ref.scores(f, z),
+        val_summary=ref.summary(f),
+        val_triage=triage,
+        val_views=_text(data.cache.meta, "view", rows),
+        val_sexes=_text(data.cache.meta, "sex", rows),
+        val_pixels=pixel_stats(images),
+    )
+    keep = {k: run.package.ood[k] for k in ("age_range", "views") if k in run.package.ood}
+    return {**save_reference(run.path, ref, keep), "monitor_reference": f"{part} part of {data.cache.path}"}

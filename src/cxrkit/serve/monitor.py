@@ -12,8 +12,7 @@ import numpy as np
 
 from cxrkit.evaluate.drift import fit_drift, window_signal
 from cxrkit.run.model import RunModel
-from cxrkit.run.monitor_log import append_records
-from cxrkit.run.onnx import weights_digest
+from cxrkit.run.monitor_log import append_records, monitor_id
 from cxrkit.workflows.monitor import record_window, val_window
 
 REFRESH = 10  # recompute the gauges every this many new studies (a window statistic costs milliseconds)
@@ -24,7 +23,7 @@ class ServiceMonitor:
 
     def __init__(self, run: RunModel, folder: str | Path, window: int = 200) -> None:
         self.folder, self.window = Path(folder), int(window)
-        self.run_id = weights_digest(run.path)[:16]
+        self.run_id = monitor_id(run.path)
         self.drift = fit_drift(val_window(run), window=self.window)
         self.recent: collections.deque = collections.deque(maxlen=self.window)
         self.lock = threading.Lock()
@@ -37,15 +36,15 @@ class ServiceMonitor:
         with self.lock:
             self.recent.append(record)
             self.since += 1
-            if self.since >= REFRESH or len(self.recent) == 20:
+            if self.since >= REFRESH and len(self.recent) == self.window:  # the null is fitted at this size
                 self.since = 0
                 w = record_window(list(self.recent))
-                if len(w.ood) >= 20:
+                if len(w.ood) == self.window:
                     s = window_signal(w, self.drift)
                     self.state = {"signal": s["signal"], "alarm": s["alarm"], "driver": s["driver"]}
 
     def render(self) -> str:
-        """Prometheus text lines of the drift gauges (NaN until 20 studies were scored)."""
+        """Prometheus text lines of the drift gauges (NaN until a whole window of studies was scored)."""
         with self.lock:
             signal, alarm = self.state["signal"], self.state["alarm"]
         value = "NaN" if not np.isfinite(signal) else f"{signal:.6g}"

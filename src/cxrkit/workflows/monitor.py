@@ -10,8 +10,9 @@ Writes monitor.csv and monitor.html; the caller exits 3 when the last window ala
 
 from __future__ import annotations
 
+import calendar
 import re
-from datetime import datetime
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,7 @@ from cxrkit.evaluate.drift import COMPONENTS, PIXEL_STATS, DriftReference, Windo
 from cxrkit.outputs import make_out_dir, write_csv, write_text
 from cxrkit.run.data import Log
 from cxrkit.run.model import RunModel
-from cxrkit.run.monitor_log import read_records
-from cxrkit.run.onnx import weights_digest
+from cxrkit.run.monitor_log import monitor_id, read_records
 
 MONITOR_CSV, MONITOR_HTML = "monitor.csv", "monitor.html"
 PERIOD = {"m": 60, "h": 3600, "d": 86400}
@@ -60,7 +60,8 @@ def parse_window(spec: str) -> tuple[str, int]:
 
 
 def _seconds(r: dict) -> float:
-    return datetime.strptime(r["time"], "%Y-%m-%dT%H:%M:%SZ").timestamp()
+    """The record's UTC time in seconds (calendar days are UTC days, whatever the host's zone)."""
+    return float(calendar.timegm(time.strptime(r["time"], "%Y-%m-%dT%H:%M:%SZ")))
 
 
 def cut_windows(records: list[dict], spec: str) -> list[list[dict]]:
@@ -78,8 +79,19 @@ def cut_windows(records: list[dict], spec: str) -> list[list[dict]]:
 
 
 def record_window(records: list[dict]) -> Window:
-    """The scored studies of a window as arrays (records of unreadable / not assessable studies have none)."""
+    """The scored studies of a window as arrays (records of unreadable / not assessable studies have none;
+    a record whose numbers are missing, non-finite or of another length than the rest is left out)."""
     scored = [r for r in records if r.get("status") in SCORED and r.get("summary")]
+    if scored:
+        k = max({len(r["summary"]) for r in scored}, key=[len(r["summary"]) for r in scored].count)
+        scored = [
+            r
+            for r in scored
+            if len(r["summary"]) == k
+            and all(v is not None for v in r["summary"])
+            and r.get("ood_score") is not None
+            and r.get("triage_score") is not None
+        ]
     return Window(
         np.array([[np.nan if v is None else v for v in r["summary"]] for r in scored], np.float64).reshape(
             len(scored), -1
@@ -91,7 +103,7 @@ def record_window(records: list[dict]) -> Window:
         np.array([r.get("flag") == "abnormal" for r in scored], bool),
         {k: [str((r.get("header") or {}).get(k, "")).upper() for r in scored] for k in ("view", "sex")},
         np.array([[np.nan if v is None else v for v in r["pixels"]] for r in scored], np.float64)
-        if scored and all(r.get("pixels") for r in scored)
+        if scored and all(r.get("pixels") and len(r["pixels"]) == len(PIXEL_STATS) for r in scored)
         else None,
     )
 
@@ -109,6 +121,7 @@ def window_row(k: int, records: list[dict], drift: DriftReference) -> dict:
         "out_of_distribution": sum(r.get("status") == "out of distribution" for r in records),
         "flagged_abnormal": int(w.flagged.sum()),
     }
+    row["threshold"] = drift.threshold  # fitted at this window's size
     if len(w.ood) >= 20:
         row.update(window_signal(w, drift))
     else:
@@ -150,7 +163,7 @@ def monitor_run(
     run = RunModel.load(run_dir, "cpu")
     reference = val_window(run)
     records, bad = read_records(folder)
-    run_id = weights_digest(run.path)[:16]
+    run_id = monitor_id(run.path)
     mine = [r for r in records if r.get("run") == run_id]
     if bad or len(mine) < len(records):
         log(
@@ -162,9 +175,17 @@ def monitor_run(
         raise ValueError(
             f"{folder}: {len(mine):,} records of this run; not one window of {window} (too few studies yet)"
         )
-    sizes = [sum(r.get("status") in SCORED for r in w) for w in windows]
-    drift = fit_drift(reference, window=max(20, int(np.median(sizes))), simulations=simulations)
-    frame = pd.DataFrame([window_row(k, w, drift) for k, w in enumerate(windows)])
+    fits: dict[int, DriftReference] = {}  # the null depends on the window's size: one fit per size
+
+    def drift_for(n: int) -> DriftReference:
+        if n not in fits:
+            fits[n] = fit_drift(reference, window=n, simulations=simulations)
+        return fits[n]
+
+    frame = pd.DataFrame(
+        [window_row(k, w, drift_for(max(20, len(record_window(w).ood)))) for k, w in enumerate(windows)]
+    )
+    drift = drift_for(max(20, int(np.median([len(record_window(w).ood) for w in windows]))))
     examples = alarm_examples(windows, frame)
     out = make_out_dir(Path(out) if out else Path(folder))
     write_csv(out / MONITOR_CSV, frame, index=False)
@@ -175,7 +196,8 @@ def monitor_run(
     alarms = int(frame["alarm"].sum())
     log(
         f"{len(frame)} windows of {window} ({len(mine):,} studies): {alarms} alarm(s); drift signal "
-        f"threshold {drift.threshold:.3g} (about 5% false alarms on validation windows)"
+        f"threshold {drift.threshold:.3g} at the median window size (about 5% false alarms on validation "
+        "windows of each size)"
     )
     log(
         f"last window ({last['start']} to {last['end']}, {last['studies']} studies): "

@@ -17,8 +17,7 @@ from cxrkit.outputs import make_out_dir, unique_stems, write_csv
 from cxrkit.run.data import Log
 from cxrkit.run.inputs import OUT_OF_DISTRIBUTION, expand_inputs, prepare_items
 from cxrkit.run.model import RunModel
-from cxrkit.run.monitor_log import append_records, table_records
-from cxrkit.run.onnx import weights_digest
+from cxrkit.run.monitor_log import append_records, monitor_id, table_records
 
 
 def predict_files(
@@ -47,7 +46,7 @@ def predict_files(
     from tqdm.auto import tqdm
 
     run = run if isinstance(run, RunModel) else RunModel.load(run, device, engine)
-    run_id = weights_digest(run.path)[:16] if monitor is not None else ""
+    run_id = monitor_id(run.path) if monitor is not None else ""
     items = expand_inputs(list(paths))
     sources = [source for source, _ in items]
     # pragma: no mutate (next line) -- one stem per source by construction: strict or not, the same pairs

@@ -30,6 +30,7 @@ from cxrkit.run import files
 from cxrkit.run.data import Log, absolute_paths, load_run_config
 from cxrkit.run.model import RunModel, predict_split, split_logits
 from cxrkit.run.onnx import weights_digest
+from cxrkit.run.ood import refit_monitor_reference
 from cxrkit.run.package import build_package, write_package
 from cxrkit.workflows.evaluate import evaluate_predictions, evaluate_run
 from cxrkit.workflows.validate import SiteData, site_data, site_name
@@ -158,6 +159,10 @@ def recalibrate_site(
     write_text(tmp / files.CONFIG, config.to_yaml())
     save_split_manifest(tmp / files.SPLIT, meta, partition, data.cache.images)
     write_package(tmp, pkg)
+    if parent.ood:  # drift is watched against the site's calibration images, at the site's decisions
+        site_run = RunModel.load(tmp, cfg.device)
+        pkg = dataclasses.replace(pkg, ood=refit_monitor_reference(site_run, data, "val"))
+        write_package(tmp, pkg)
     if out.exists():
         out.rmdir()  # empty (checked above)
     tmp.rename(out)  # the folder appears whole or not at all

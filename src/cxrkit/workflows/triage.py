@@ -83,8 +83,8 @@ def triage(
         "operating_point": point.as_dict(),
         "source": source,
         "target_reached_on_validation": bool(point.reached),
-        "images": len(s) + len(unscored),
-        "scored": int(np.isfinite(s).sum()),
+        "images": len(s) + len(unscored) + len(outside),
+        "scored": int(np.isfinite(s).sum()) + len(outside),  # out of distribution: scored, read manually
         "flagged": flagged,
         "not_scored": unscored.drop(columns="reason").to_dict("records") + _no_score(meta, s),
         "out_of_distribution": outside.drop(columns=["reason", "score"], errors="ignore").to_dict("records"),
