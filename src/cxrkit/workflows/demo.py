@@ -44,7 +44,7 @@ def run_demo(cfg: RunConfig, out: str | Path, n_boot: int = 500, log: Log = prin
         f"validation: macro ROC-AUC {val['macro_auc']:.3f} over {int(val['macro_labels'])} findings, "
         f"micro {val['micro_auc']:.3f}, No Finding {val.get('no_finding_auc', float('nan')):.3f}"
     )
-    log(f"run folder: {run} (config.yaml, split.csv, history.csv, curves.png, best.pt, model.json)")
+    log(f"run folder: {run} (config.yaml, split.csv, history.csv, curves.png, best.pt, model.json, ood.npz)")
     log("3/3 evaluating on the held-out test split (thresholds, triage point, calibration from validation):")
     evaluate_run(run, EvalConfig(n_boot=n_boot), log=lambda msg: log("    " + msg))
     log(
