@@ -1,7 +1,7 @@
 """The monitor log: one JSON line per study a deployed run saw (``--monitor DIR``), for ``cxr monitor``.
 
 A record holds what drift monitoring needs and nothing that names a patient: the time, a digest of
-the image id (not the id: file names can hold names), the run's weights digest, the status
+the image id (not the id: file names can hold names), the run's digest (weights and model.json), the status
 (scored / out of distribution / unreadable / not assessable), the OOD score, the low-dimensional
 feature summary, the image's acquisition statistics (grey level, contrast, sharpness: eight
 numbers, no pixels), the calibrated probabilities and triage score, the flag, and the DICOM header
