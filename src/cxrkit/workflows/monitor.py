@@ -38,11 +38,13 @@ def val_window(run: RunModel) -> Window:
             f"one); run `cxr package {run.path}` (it needs the run's data)"
         )
     threshold = (run.members[0].package if run.members else run.package).operating_point.threshold
+    relative = ref.relative(ref.val_scores)  # the scale the log records
     return Window(
         ref.val_summary,
-        ref.relative(ref.val_scores),  # the scale the log records
+        relative,
         ref.val_triage,
-        ref.val_triage >= threshold,
+        (ref.val_triage >= threshold)
+        & (relative <= 1.0),  # as logged: a study out of distribution is not "abnormal"
         {"view": [str(v) for v in ref.val_views], "sex": [str(v) for v in ref.val_sexes]},
         ref.val_pixels if ref.val_pixels.shape == (len(ref.val_scores), len(PIXEL_STATS)) else None,
     )
