@@ -78,8 +78,9 @@ def canonical_label(name: str, *, source: str = "label") -> str:
     """Map any known spelling (``pleural``, ``Pleural Thickening``, ``NORMAL``) to its canonical name."""
     found = _ALIASES.get(_key(name))
     if found is None:
-        close = difflib.get_close_matches(_key(name), list(_ALIASES), n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(repr(_ALIASES[c]) for c in close)}?" if close else ""
+        close = difflib.get_close_matches(_key(name), list(_ALIASES), n=8, cutoff=0.6)
+        names = list(dict.fromkeys(_ALIASES[c] for c in close))[:3]  # aliases of one label: named once
+        hint = f"; did you mean {', '.join(repr(n) for n in names)}?" if names else ""
         raise UnknownLabelError(f"unknown {source} {name!r}: expected one of {', '.join(LABELS)}{hint}")
     return found
 

@@ -54,7 +54,7 @@ def test_label_columns_keep_unknowns_unknown_and_canonicalise_names(tmp_path):
     root = _files(tmp_path)
     csv = _csv(root, "path,NORMAL,pneumonia,Fracture\nimg/a0.png,1,0,\nimg/a1.png,0,1,-1\nimg/a2.png,,1,1\n")
     ds = build_dataset({"source": "table", "path": str(csv)})
-    assert ds.labels == (NO_FINDING, "Pneumonia", "Fracture")
+    assert ds.labels == (NO_FINDING, "Pneumonia", "Fracture")  # a label of the site's own is kept
     t = ds.meta[list(ds.labels)].to_numpy()
     np.testing.assert_array_equal(np.isnan(t), [[0, 0, 1], [0, 0, 1], [1, 0, 0]])
     assert t[1, 1] == 1 and t[2, 2] == 1
@@ -71,6 +71,7 @@ def test_label_columns_keep_unknowns_unknown_and_canonicalise_names(tmp_path):
         ("path\nimg/a0.png\n", ValueError, "no label columns"),
         ("path,Effusion\n", ValueError, "no rows"),
         ("path,labels\nimg/a0.png,Pneumonia|No finding\n", ValueError, "row 2: .* and No Finding"),
+        ("path,Efusion\nimg/a0.png,1\n", UnknownLabelError, "column 'Efusion'.*did you mean 'Effusion'"),
     ],
 )
 def test_a_malformed_table_names_the_file_and_the_problem(tmp_path, text, error, match):

@@ -116,3 +116,14 @@ def test_a_yaml_matrix_keeps_going_past_a_dataset_without_shared_labels(phantom_
     assert rows.loc["nih-site", "note"] == "" and float(rows.loc["nih-site", "macro_auc"]) > 0.5
     md = (out / "matrix.md").read_text()
     assert "| phantom | – | " in md and "phantom on pets: " in md
+
+
+def test_a_run_given_twice_and_a_malformed_yaml_are_refused(phantom_run, phantom_site, tmp_path, capsys):
+    assert main(["validate", str(phantom_run), str(phantom_run), "--data", str(phantom_site)]) == 2
+    assert "the same run is given twice" in capsys.readouterr().err
+    spec = tmp_path / "m.yaml"
+    for text in (f"runs: [{phantom_run}]\ndata: {phantom_site}\n", f"runs: [{phantom_run}]\ndata: [42]\n"):
+        spec.write_text(text)
+        assert main(["validate", "--matrix", str(spec)]) == 2
+        err = capsys.readouterr().err
+        assert "m.yaml" in err and "internal error" not in err

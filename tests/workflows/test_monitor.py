@@ -77,10 +77,12 @@ def test_clean_windows_pass_and_the_shifted_one_alarms(logged, phantom_run, caps
         json.dumps({**json.loads(lines[0]), "summary": "x"}),
         json.dumps({**json.loads(lines[0]), "header": ["a"]}),
         json.dumps({**json.loads(lines[0]), "ood_score": "high"}),
+        lines[0].replace('"ood_score":', '"ood_score":1' + "0" * 400 + ',"x":'),  # an int too big for a float
+        lines[0].replace('"summary":[', '"summary":[NaN,'),  # a bare NaN token
     ]
     (only_clean / "monitor.jsonl").write_text("\n".join(lines + odd) + "\n")
     assert main(["monitor", str(phantom_run), str(only_clean), "--window", "60"]) == 0
-    assert "5 malformed lines skipped" in capsys.readouterr().out
+    assert "7 malformed lines skipped" in capsys.readouterr().out
 
 
 def test_bad_windows_and_empty_logs_are_clear_errors(logged, phantom_run, tmp_path, capsys):

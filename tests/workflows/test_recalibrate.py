@@ -157,6 +157,8 @@ def test_recalibration_refuses_what_it_cannot_do(phantom_run, phantom_site, site
     nih = DataConfig(source="nih", path=str(phantom_site))
     with pytest.raises(FileExistsError, match="not empty"):
         recalibrate_site(phantom_run, nih, site_run, log=lambda m: None)
+    with pytest.raises(ValueError, match=r"calibration part .* lacks abnormal or normal"):
+        recalibrate_site(phantom_run, nih, tmp_path / "z", 0.005, cache_dir=str(tmp_path / "c"), log=print)
     with pytest.raises(ValueError, match="calibration-share 1"):
         recalibrate_site(phantom_run, nih, tmp_path / "x", 1.0, cache_dir=str(tmp_path / "c"), log=print)
     root = tmp_path / "kids"
@@ -171,4 +173,4 @@ def test_recalibration_refuses_what_it_cannot_do(phantom_run, phantom_site, site
             tmp_path / "y",
             cache_dir=str(tmp_path / "c"),
         )
-    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    assert not any((tmp_path / n).exists() for n in ("x", "y", "z"))

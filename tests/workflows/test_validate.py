@@ -187,3 +187,23 @@ def test_a_sites_csv_of_paths_and_labels_validates_as_its_nih_folder_does(phanto
     for key in ("macro_auc", "no_finding_auc", "triage"):
         assert csv[key] == nih[key], key
     assert csv["site"]["source"] == "table" and csv["patients"] == nih["patients"]
+
+
+def test_a_site_without_any_abnormal_study_still_gets_its_report(phantom_run, site, tmp_path):
+    """Every AUC is undefined there (one class): the report says so instead of failing."""
+    from cxrkit.workflows.validate import validate_run
+
+    entries = pd.read_csv(site / "Data_Entry_2017.csv")
+    normal = entries[entries["Finding Labels"] == NO_FINDING]
+    table = pd.DataFrame({"path": f"{site.name}/images_001/images/" + normal["Image Index"], "labels": ""})
+    table.to_csv(site.parent / "normals.csv", index=False)
+    out = validate_run(
+        phantom_run,
+        DataConfig(source="table", path=str(site.parent / "normals.csv")),
+        EvalConfig(n_boot=50, samples=2, out=str(tmp_path / "v")),
+        cache_dir=str(tmp_path / "c"),
+        log=lambda m: None,
+    )
+    m = json.loads((out / "evaluation.json").read_text())
+    assert m["images"] == len(normal) and m["triage"]["site"]["abnormal"] == 0
+    assert (out / "report.html").is_file()

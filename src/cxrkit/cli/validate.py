@@ -57,10 +57,12 @@ def _matrix(args: argparse.Namespace, cfg: EvalConfig, cache: dict) -> int:
     runs, datasets = list(args.paths), []
     if args.matrix:
         doc = load_yaml(args.matrix)
-        if not isinstance(doc, dict) or not isinstance(doc.get("runs", []), list):
+        if not (isinstance(doc, dict) and all(isinstance(doc.get(k, []), list) for k in ("runs", "data"))):
             raise ValueError(f"{args.matrix}: expected a mapping with `runs:` and `data:` lists")
         runs += [str(r) for r in doc.get("runs") or []]
         for entry in doc.get("data") or []:
+            if not isinstance(entry, (str, dict)):
+                raise ValueError(f"{args.matrix}: data entry {entry!r}: expected a path or a `data:` mapping")
             entry = {"path": entry} if isinstance(entry, str) else dict(entry)
             try:
                 datasets.append(_detected(merge(DataConfig(), entry)))

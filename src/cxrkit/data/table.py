@@ -18,6 +18,7 @@ unreadable, and reports show it as a row that was not scored.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ import pandas as pd
 
 from cxrkit.data.base import standard_meta
 from cxrkit.data.folder import FileDataset, patient_keys
-from cxrkit.labels import LABELS, NO_FINDING, canonical_label, try_canonical_label
+from cxrkit.labels import LABELS, NO_FINDING, UnknownLabelError, canonical_label, try_canonical_label
 
 RESERVED = ("path", "image_id", "patient_id", "age", "sex", "view", "labels")
 VALUES = {"1": 1.0, "1.0": 1.0, "0": 0.0, "0.0": 0.0, "": np.nan, "-1": np.nan, "-1.0": np.nan}
@@ -46,6 +47,21 @@ def read_table(path: Path) -> pd.DataFrame:
     if frame.empty:
         raise ValueError(f"{path}: no rows")
     return frame
+
+
+def _own_label(column: str, path: Path) -> str:
+    """A column that is none of the 15 labels: a label of its own, unless it is one letter or so off a
+    known one (``Efusion``), which is refused with the label it probably means."""
+    close = difflib.get_close_matches(
+        column.lower().replace("_", " "), [x.lower().replace("_", " ") for x in LABELS], 1, 0.85
+    )
+    if close:
+        meant = next(x for x in LABELS if x.lower().replace("_", " ") == close[0])
+        raise UnknownLabelError(
+            f"{path}: column {column!r} is not a label cxrkit knows; did you mean {meant!r}? (rename it; a "
+            "new label of the site's own keeps a name that is not a near-miss of a known one)"
+        )
+    return column
 
 
 def label_columns(frame: pd.DataFrame, path: Path) -> tuple[tuple[str, ...], np.ndarray]:
@@ -70,7 +86,7 @@ def label_columns(frame: pd.DataFrame, path: Path) -> tuple[tuple[str, ...], np.
     columns = [c for c in frame.columns if c not in RESERVED]
     if not columns:
         raise ValueError(f"{path}: no label columns; expected a 'labels' column or one 0/1 column per label")
-    names = [try_canonical_label(c) or c for c in columns]
+    names = [try_canonical_label(c) or _own_label(c, path) for c in columns]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ValueError(

@@ -29,7 +29,9 @@ def _wilson(p: float, n: float, z: float) -> tuple[float, float]:
 
 
 def wilson_width(p: float, n: int, z: float = Z95) -> float:
-    """The width of the Wilson interval at observed proportion ``p`` with ``n`` studies."""
+    """The width of the Wilson interval at observed proportion ``p`` with ``n`` studies (NaN for none)."""
+    if n <= 0 or p != p:
+        return float("nan")
     low, high = _wilson(p, n, z)
     return high - low
 

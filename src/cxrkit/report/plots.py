@@ -159,7 +159,9 @@ def plot_triage_sweep(sweep: pd.DataFrame, split: str):
 
 def plot_auc_forest(table: pd.DataFrame):
     """Per-label ROC-AUC with its 95% patient-bootstrap interval."""
-    t = table.iloc[::-1]
+    t = table.iloc[::-1].copy()
+    for col in ("auc", "auc_low", "auc_high"):  # None (read back from JSON) = not estimable
+        t[col] = pd.to_numeric(t[col], errors="coerce").astype(float)
     fig = figure(6.5, 0.28 * len(t) + 1.0)
     ax = fig.subplots()
     y = np.arange(len(t))

@@ -109,11 +109,21 @@ def read_records(folder: str | Path) -> tuple[list[dict], int]:
     return out, bad
 
 
-def _numbers(v, size: int | None = None) -> bool:
-    ok = isinstance(v, list) and all(
-        x is None or (isinstance(x, (int, float)) and not isinstance(x, bool)) for x in v
-    )
-    return ok and (size is None or len(v) == size)
+LIMIT = 1e6  # no summary, score or statistic the log holds is this large: a larger one is damage
+
+
+def _number(x) -> bool:
+    """A finite number of a sensible size (an int too large for a float, NaN, 1e308: not)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(x)) and abs(float(x)) < LIMIT
+    except OverflowError:
+        return False
+
+
+def _numbers(v) -> bool:
+    return isinstance(v, list) and bool(v) and all(x is None or _number(x) for x in v)
 
 
 def well_formed(r) -> bool:
@@ -126,7 +136,7 @@ def well_formed(r) -> bool:
         return False
     for key in ("triage_score", "ood_score"):
         v = r.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+        if v is not None and not _number(v):
             return False
     if not isinstance(r.get("header", {}), dict) or not isinstance(r.get("flag", ""), str):
         return False

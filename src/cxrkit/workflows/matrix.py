@@ -21,6 +21,7 @@ from cxrkit.report.compare import run_names
 from cxrkit.report.matrix import matrix_markdown, matrix_page, matrix_tables
 from cxrkit.run import files
 from cxrkit.run.data import Log
+from cxrkit.workflows.compare import refuse_duplicates
 from cxrkit.workflows.validate import site_name, validate_run
 
 LABEL_KEYS = ("label", "positives", "known", "auc", "auc_low", "auc_high")
@@ -71,6 +72,7 @@ def cross_dataset_matrix(
     if not runs or not dcfgs:
         raise ValueError("a cross-dataset matrix needs at least one run and one dataset")
     paths = [files.check_run_folder(Path(r), (files.PACKAGE,)) for r in runs]
+    refuse_duplicates(paths)
     names, sets = run_names(paths), dataset_names(dcfgs)
     parent = os.path.commonpath([str(p.absolute().parent) for p in paths])
     out = make_out_dir(out or Path(parent) / "validation-matrix")

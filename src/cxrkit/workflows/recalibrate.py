@@ -48,11 +48,14 @@ def site_partition(site: SiteData, share: float, seed: int) -> dict[str, np.ndar
     pids = site.data.cache.meta["patient_id"].astype(str).to_numpy()[rows]
     parts = patient_split(pids, site.data.targets[rows], {"val": share, "test": 1.0 - share}, seed)
     partition = {k: rows[v] for k, v in parts.items()}
+    abnormal = abnormal_truth(site.data.targets, site.data.labels)
     for part, what in (("val", "calibration"), ("test", "evaluation")):
-        if len(partition[part]) == 0:
+        a = abnormal[partition[part]]
+        if len(partition[part]) == 0 or not (a == 1).any() or not (a == 0).any():
             raise ValueError(
-                f"{site.path}: the {what} part is empty ({len(np.unique(pids))} patients); "
-                "recalibration needs patients in both parts: more labelled images or another share"
+                f"{site.path}: the {what} part ({len(partition[part])} images of {len(np.unique(pids))} "
+                "patients) lacks abnormal or normal studies; recalibration needs both in both parts: more "
+                "labelled images or another --calibration-share"
             )
     return partition
 
@@ -217,6 +220,8 @@ def compare_on_evaluation(parent: RunModel, site_run: Path, data, cfg: EvalConfi
 
 def with_ci(row: dict, side: str) -> str:
     """``row[side]`` with its ``[low, high]`` when the row has a finite interval for that side."""
+    if row[side] is None or row[side] != row[side]:
+        return "not estimable"
     low, high = row[f"{side}_low"], row[f"{side}_high"]
     finite = low is not None and high is not None and np.isfinite(low) and np.isfinite(high)
     ci = f" [{low:.3f}, {high:.3f}]" if finite else ""  # None: a NaN read back from JSON

@@ -236,7 +236,8 @@ def site_comparison(run: RunModel, m: dict) -> list[dict]:
         if train is None or here is None or not np.isfinite(train) or not np.isfinite(here["value"]):
             continue
         low, high = here["low"], here["high"]
-        known = np.isfinite(low) and np.isfinite(high)  # --bootstrap 0: no interval, nothing to be outside
+        # --bootstrap 0, or one patient (every replicate the same): no interval, nothing to be outside
+        known = bool(np.isfinite(low) and np.isfinite(high) and m.get("patients", 2) >= 2)
         rows.append(
             {
                 "metric": metric,
