@@ -164,7 +164,6 @@ def test_a_site_made_of_the_runs_own_validation_images_is_called_out(phantom_run
 
 def test_a_sites_csv_of_paths_and_labels_validates_as_its_nih_folder_does(phantom_run, site, tmp_path):
     """The same images and labels given as a table (source: table) score exactly as the NIH folder."""
-    from cxrkit.workflows.validate import validate_run
 
     entries = pd.read_csv(site / "Data_Entry_2017.csv")
     table = pd.DataFrame(
@@ -176,14 +175,7 @@ def test_a_sites_csv_of_paths_and_labels_validates_as_its_nih_folder_does(phanto
     )
     table.to_csv(site.parent / "site-table.csv", index=False)
     nih = _validate(phantom_run, site, tmp_path / "a")
-    out = validate_run(
-        phantom_run,
-        DataConfig(source="table", path=str(site.parent / "site-table.csv")),
-        EvalConfig(n_boot=200, samples=8, out=str(tmp_path / "b")),
-        cache_dir=str(tmp_path / "cache-b"),
-        log=lambda m: None,
-    )
-    csv = json.loads((out / "evaluation.json").read_text())
+    csv = _validate_table(phantom_run, site.parent / "site-table.csv", tmp_path / "b", 200)
     for key in ("macro_auc", "no_finding_auc", "triage"):
         assert csv[key] == nih[key], key
     assert csv["site"]["source"] == "table" and csv["patients"] == nih["patients"]
@@ -191,19 +183,25 @@ def test_a_sites_csv_of_paths_and_labels_validates_as_its_nih_folder_does(phanto
 
 def test_a_site_without_any_abnormal_study_still_gets_its_report(phantom_run, site, tmp_path):
     """Every AUC is undefined there (one class): the report says so instead of failing."""
-    from cxrkit.workflows.validate import validate_run
 
     entries = pd.read_csv(site / "Data_Entry_2017.csv")
     normal = entries[entries["Finding Labels"] == NO_FINDING]
     table = pd.DataFrame({"path": f"{site.name}/images_001/images/" + normal["Image Index"], "labels": ""})
     table.to_csv(site.parent / "normals.csv", index=False)
-    out = validate_run(
-        phantom_run,
-        DataConfig(source="table", path=str(site.parent / "normals.csv")),
-        EvalConfig(n_boot=50, samples=2, out=str(tmp_path / "v")),
-        cache_dir=str(tmp_path / "c"),
+    m = _validate_table(phantom_run, site.parent / "normals.csv", tmp_path / "v", 50)
+    assert m["images"] == len(normal) and m["triage"]["site"]["abnormal"] == 0
+    assert (tmp_path / "v" / "report.html").is_file()
+
+
+def _validate_table(run: Path, csv: Path, out: Path, n_boot: int) -> dict:
+    """``validate_run`` on a CSV table site; its evaluation.json."""
+    from cxrkit.workflows.validate import validate_run
+
+    folder = validate_run(
+        run,
+        DataConfig(source="table", path=str(csv)),
+        EvalConfig(n_boot=n_boot, samples=8, out=str(out)),
+        cache_dir=str(out.parent / f"cache-{out.name}"),
         log=lambda m: None,
     )
-    m = json.loads((out / "evaluation.json").read_text())
-    assert m["images"] == len(normal) and m["triage"]["site"]["abnormal"] == 0
-    assert (out / "report.html").is_file()
+    return json.loads((folder / "evaluation.json").read_text())
