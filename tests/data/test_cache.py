@@ -344,3 +344,14 @@ def test_a_data_file_rewritten_at_the_same_size_with_a_new_mtime_rebuilds(
     os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     assert changed.stat().st_size == st.st_size
     assert not prepare_cache(build_dataset(cfg), tmp_path / "c", size=32, progress=False).reused
+
+
+def test_a_huge_path_is_shortened_in_the_one_line_error():
+    from cxrkit.data.cache import shorten
+
+    long = "/x/" + "a" * 5000 + "/scan.png"
+    assert (
+        len(shorten(long)) <= 201
+        and shorten(long).endswith("/scan.png")
+        and shorten("/short.png") == "/short.png"
+    )

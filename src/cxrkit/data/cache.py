@@ -55,6 +55,11 @@ _WRITING_RE = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")  # cxrkit.outputs' tempor
 KEPT, FAILED = 1, 2  # states of a row in status.partial.npy (0: not decoded yet)
 
 
+def shorten(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters with its end kept (a path's file name), for one-line messages."""
+    return text if len(text) <= limit else f"{text[: limit // 2]}…{text[-limit // 2 :]}"
+
+
 class CacheError(ValueError):
     """A cache folder that is missing, incomplete, damaged or from another format."""
 
@@ -424,7 +429,7 @@ def _build(
         (str(where.iat[i]), reasons.get(int(i), "not decoded")) for i in np.flatnonzero(state == FAILED)
     ]
     if not len(kept):
-        first = "; ".join(f"{w}: {r}" for w, r in failures[:3])
+        first = "; ".join(f"{shorten(w)}: {r}" for w, r in failures[:3])
         raise CacheError(f"none of the {n} images could be decoded ({first})")
     if failures:  # compact: keep only the decoded rows
         _save_rows(tmp / "images.npy", np.load(tmp / _PARTS[0], mmap_mode="r"), kept)
