@@ -82,10 +82,15 @@ def is_flagged(score: np.ndarray, threshold: float) -> np.ndarray:
     return np.asarray(score, dtype=np.float64) >= threshold
 
 
-def flag_names(score: np.ndarray, threshold: float) -> np.ndarray:
-    """(N,) "abnormal", "normal" or "not scored" (a NaN score) by ``is_flagged``: what tables show."""
+def flag_names(
+    score: np.ndarray, threshold: float, out_of_distribution: np.ndarray | None = None
+) -> np.ndarray:
+    """(N,) "abnormal", "normal", "not scored" (a NaN score) or "out of distribution" (where
+    ``out_of_distribution`` is True: read manually, never "normal"): what every table and answer shows."""
     s = np.asarray(score, dtype=np.float64)
     names = np.where(is_flagged(s, threshold), "abnormal", "normal").astype(object)
+    if out_of_distribution is not None:
+        names[np.asarray(out_of_distribution, dtype=bool)] = OUT_OF_DISTRIBUTION
     names[np.isnan(s)] = "not scored"
     return names
 
@@ -168,9 +173,7 @@ def build_worklist(
     """One row per image, most urgent first: rank, ids, abnormality score, flag, top findings (and truth).
 
     ``out_of_distribution`` (N,) bool: those studies are flagged "out of distribution", never normal."""
-    flags = flag_names(score, threshold)  # a non-finite score never reads as normal
-    if out_of_distribution is not None:
-        flags[np.asarray(out_of_distribution, bool)] = OUT_OF_DISTRIBUTION
+    flags = flag_names(score, threshold, out_of_distribution)  # never "normal" for NaN or OOD
     out = pd.DataFrame(
         {
             "image_id": meta["image_id"].astype(str).to_numpy(),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,16 @@ class Section:
 
     title: str
     body: str
+
+
+def value_ci(value: float | None, low: float | None, high: float | None, missing: str = "–") -> str:
+    """ "0.871 [0.842, 0.900]", the value alone without a finite interval, ``missing`` without a value
+    (None stands for a NaN read back from JSON)."""
+    if value is None or not math.isfinite(value):
+        return missing
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return f"{value:.3f}"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def kpis(items: Iterable[tuple[str, str]]) -> str:

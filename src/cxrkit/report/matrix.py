@@ -4,25 +4,16 @@ MIDL 2020), each cell a ROC-AUC with its 95% CI, or the operating point's sensit
 from __future__ import annotations
 
 import html
-import math
 
 import pandas as pd
 
-from cxrkit.report.html import Section, render_page, table_html
+from cxrkit.report.html import Section, render_page, table_html, value_ci
 
 NOTE = (
     "Each cell: the run scored on that dataset's labelled images at the run's stored decisions "
     "(cxr validate). Macro ROC-AUC covers the findings the run and the dataset share (listed per cell "
     "in matrix.csv); the operating point is the run's stored triage threshold. 95% patient-bootstrap CIs."
 )
-
-
-def _ci(value: float, low: float, high: float) -> str:
-    if value is None or not math.isfinite(value):
-        return "–"
-    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
-        return f"{value:.3f}"
-    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def matrix_tables(cells: pd.DataFrame, per_label: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -37,19 +28,19 @@ def matrix_tables(cells: pd.DataFrame, per_label: pd.DataFrame) -> dict[str, pd.
 
     return {
         "Macro ROC-AUC (shared findings)": wide(
-            lambda r: _ci(r["macro_auc"], r["macro_auc_low"], r["macro_auc_high"])
+            lambda r: value_ci(r["macro_auc"], r["macro_auc_low"], r["macro_auc_high"])
         ),
         "No Finding ROC-AUC (normal vs abnormal)": wide(
-            lambda r: _ci(r["no_finding_auc"], r["no_finding_auc_low"], r["no_finding_auc_high"])
+            lambda r: value_ci(r["no_finding_auc"], r["no_finding_auc_low"], r["no_finding_auc_high"])
         ),
         "Operating point: sensitivity / specificity": wide(
             lambda r: (
-                f"{_ci(r['sensitivity'], r['sensitivity_low'], r['sensitivity_high'])} / "
-                f"{_ci(r['specificity'], r['specificity_low'], r['specificity_high'])}"
+                f"{value_ci(r['sensitivity'], r['sensitivity_low'], r['sensitivity_high'])} / "
+                f"{value_ci(r['specificity'], r['specificity_low'], r['specificity_high'])}"
             )
         ),
         "ROC-AUC per label": wide(
-            lambda r: _ci(r["auc"], r["auc_low"], r["auc_high"]), per_label, ["run", "label"]
+            lambda r: value_ci(r["auc"], r["auc_low"], r["auc_high"]), per_label, ["run", "label"]
         ),
     }
 

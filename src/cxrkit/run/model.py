@@ -291,11 +291,14 @@ class RunModel:
         batch_size: int = 64,
         engine: str | None = None,
         tta: int | None = None,
+        pixels: bool = False,
     ) -> tuple[np.ndarray, OodAssessment]:
-        """(calibrated probabilities, OOD assessment) of the readable ``prepared`` inputs."""
+        """(calibrated probabilities, OOD assessment) of the readable ``prepared`` inputs; ``pixels``:
+        add the images' acquisition statistics (for a monitor log; nothing else reads them)."""
         logits, feats = self.outputs(prepared.images, batch_size, engine, tta)
         headers = [prepared.rows[k].get("header") or {} for k in prepared.ok]
-        return self.package.probs(logits), self.assess_ood(feats, logits, headers, prepared.images)
+        images = prepared.images if pixels else None
+        return self.package.probs(logits), self.assess_ood(feats, logits, headers, images)
 
     def assess_ood(
         self,
@@ -335,18 +338,19 @@ class RunModel:
         score = np.full(n, np.nan)
         if len(probs):
             score[prepared.ok], _ = abnormality_score(probs, self.labels, point.score)
-        flag = flag_names(score, point.threshold)
         notes = [""] * n
         ood_score = np.full(n, np.nan)
         inside = np.full(n, None, dtype=object)
+        outside = np.zeros(n, dtype=bool)
         ood_notes = [""] * n
         if ood is not None and len(prepared.ok):
             ood_score[prepared.ok] = ood.scores
             inside[prepared.ok] = ood.in_distribution.astype(bool)
+            outside[prepared.ok] = ~ood.in_distribution.astype(bool)
             for k, ok, why in zip(prepared.ok, ood.in_distribution, ood.reasons, strict=True):
-                if not ok:  # scored, but read manually: the flag and the note say why, never "normal"
-                    flag[k] = OUT_OF_DISTRIBUTION
+                if not ok:  # scored, but read manually: the note says why
                     ood_notes[k] = manual_read_note(OUT_OF_DISTRIBUTION, why)
+        flag = flag_names(score, point.threshold, outside)  # the one decision, OOD included
         for k, r in enumerate(prepared.rows):
             if r["error"]:  # never scored: the flag says why, so no study silently reads as normal
                 flag[k] = r.get("status") or UNREADABLE

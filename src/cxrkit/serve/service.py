@@ -80,9 +80,10 @@ class Service:
         else:
             with self.torch_lock:
                 logits, feats = self.run.outputs(images)
-        ood = self.run.assess_ood(feats, logits, images=images)
+        ood = self.run.assess_ood(feats, logits, images=images if self.monitor is not None else None)
         summary = ood.summary if ood.summary is not None else np.zeros((len(logits), 0))
-        return np.column_stack([self.run.package.probs(logits), ood.scores, summary, ood.pixels])
+        pixels = ood.pixels if ood.pixels is not None else np.full((len(logits), len(PIXEL_STATS)), np.nan)
+        return np.column_stack([self.run.package.probs(logits), ood.scores, summary, pixels])
 
     def decode(self, data: bytes, filename: str, content_type: str | None) -> np.ndarray:
         """Upload bytes -> (H, W) uint8 grey, or an ApiError naming the file and the problem."""
@@ -193,15 +194,14 @@ class Service:
         probs, ood_score = scored[: len(labels)], float(scored[len(labels)])
         point = self.run.package.operating_point
         score, _ = abnormality_score(probs[None], labels, point.score)
-        flag = str(flag_names(score, point.threshold)[0])  # the one decision, as every other path
+        ood = self.ood_block(ood_score, header or {})
+        # the one decision, as every other path (out of distribution: read manually, never "normal")
+        flag = str(flag_names(score, point.threshold, [not ood["in_distribution"]])[0])
         if flag == "not scored" or not np.isfinite(probs).all():  # never a flag, never a JSON NaN
             raise ApiError(
                 422, "not_scored", f"{filename}: the model gave no finite score; read this study manually"
             )
         s = float(score[0])
-        ood = self.ood_block(ood_score, header or {})
-        if not ood["in_distribution"]:  # scored, but never shown as a plain normal: read manually
-            flag = OUT_OF_DISTRIBUTION
         if self.monitor is not None:
             self.monitor.add(
                 record(

@@ -57,7 +57,7 @@ def predict_files(
             prepared = prepare_items(
                 items[s : s + chunk], run.spec, heatmaps is not None, bar, accept_missing_modality
             )
-            probs, ood = run.score_prepared(prepared, batch_size, tta=tta)
+            probs, ood = run.score_prepared(prepared, batch_size, tta=tta, pixels=monitor is not None)
             parts.append(run.table(prepared, probs, ood=ood))
             if monitor is not None:
                 append_records(monitor, table_records(parts[-1], prepared, ood, run.labels, run_id))

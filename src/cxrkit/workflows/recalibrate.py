@@ -25,6 +25,7 @@ from cxrkit.data.splits import patient_split, save_split_manifest
 from cxrkit.evaluate.sample_size import wilson_width
 from cxrkit.evaluate.triage import abnormal_truth
 from cxrkit.outputs import read_json, write_json, write_text
+from cxrkit.report.html import value_ci
 from cxrkit.report.site import recalibration_page
 from cxrkit.run import files
 from cxrkit.run.data import Log, absolute_paths, load_run_config
@@ -220,12 +221,7 @@ def compare_on_evaluation(parent: RunModel, site_run: Path, data, cfg: EvalConfi
 
 def with_ci(row: dict, side: str) -> str:
     """``row[side]`` with its ``[low, high]`` when the row has a finite interval for that side."""
-    if row[side] is None or row[side] != row[side]:
-        return "not estimable"
-    low, high = row[f"{side}_low"], row[f"{side}_high"]
-    finite = low is not None and high is not None and np.isfinite(low) and np.isfinite(high)
-    ci = f" [{low:.3f}, {high:.3f}]" if finite else ""  # None: a NaN read back from JSON
-    return f"{row[side]:.3f}{ci}"
+    return value_ci(row[side], row[f"{side}_low"], row[f"{side}_high"], "not estimable")
 
 
 def before_after(before: dict, after: dict) -> list[dict]:

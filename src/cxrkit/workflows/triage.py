@@ -63,8 +63,7 @@ def triage(
         probs, ood = run.score_prepared(prepared)
         meta = prepared.rows_frame()
         unscored, keep = _unscored(prepared, log), ood.in_distribution
-        everyone, _ = abnormality_score(probs, run.labels, point.score) if len(probs) else (np.zeros(0), "")
-        outside = _out_of_distribution(meta, ood, everyone, log)  # read manually: never ranked as normal
+        outside = _out_of_distribution(meta, ood, _score(probs, run, point), log)  # never ranked normal
         probs, meta = probs[keep], meta[keep].reset_index(drop=True)
     else:
         ev = predict_split(run, data, split)
@@ -72,7 +71,7 @@ def triage(
         truth = abnormal_truth(ev.targets, run.labels)
         split_ood = ~ev.ood.in_distribution if ev.ood is not None else None  # labelled in the worklist
     folder = make_out_dir(Path(out) if out else files.triage_dir(run.path, name))
-    s, _ = abnormality_score(probs, run.labels, point.score) if len(probs) else (np.zeros(0), "")
+    s = _score(probs, run, point)
     worklist = build_worklist(
         meta, probs, run.labels, s, point.threshold, truth, out_of_distribution=split_ood
     )
@@ -106,6 +105,11 @@ def triage(
     write_json(folder / files.TRIAGE, summary)
     log(f"worklist (most urgent first): {folder / files.WORKLIST}")
     return folder
+
+
+def _score(probs: np.ndarray, run: RunModel, point) -> np.ndarray:
+    """The abnormality score of each study by the operating point's rule (empty for no studies)."""
+    return abnormality_score(probs, run.labels, point.score)[0] if len(probs) else np.zeros(0)
 
 
 def _operating_point(run: RunModel, target, score, data, log: Log):
