@@ -22,7 +22,7 @@ LAYERS = [
     {"run"},
     {"training"},
     {"workflows"},
-    {"serve"},
+    {"serve", "dicom"},
     {"api", "cli", "recipes"},
 ]
 

@@ -17,6 +17,7 @@ log = logging.getLogger("cxrkit")
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``cxr`` and its subcommands."""
     from cxrkit.cli.data import add_data_commands
+    from cxrkit.cli.dicom import add_dicom_commands
     from cxrkit.cli.evaluate import add_eval_commands
     from cxrkit.cli.explain import add_explain_commands
     from cxrkit.cli.export import add_export_commands
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_explain_commands(sub)
     add_export_commands(sub)
     add_serve_commands(sub)
+    add_dicom_commands(sub)
     return parser
 
 
@@ -112,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:
         if args.debug:
             raise
-        known = isinstance(err, (OSError, ValueError, ImageReadError, CacheError, KeyError))
+        known = isinstance(err, (OSError, ValueError, ImageReadError, CacheError, KeyError, ImportError))
         kind = "error" if known else f"internal error ({type(err).__name__})"
         hint = "" if known else " -- run again with --debug for the traceback"
         print(f"cxr {args.command}: {kind}: {_one_line(err)}{hint}", file=sys.stderr)

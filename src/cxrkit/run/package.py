@@ -81,6 +81,12 @@ class ModelPackage:
         stored = {str(parse_rule(k)): v for k, v in self.thresholds.items()}
         return np.asarray(stored[key], dtype=np.float64) if key in stored else None
 
+    def display_thresholds(self, rule: str = "max_f1") -> tuple[str, np.ndarray]:
+        """(rule, per-label thresholds) shown beside probabilities: ``rule``'s stored ones (chosen on
+        validation), else 0.5 for every label (rule "0.5")."""
+        stored = self.thresholds_for(rule)
+        return (rule, stored) if stored is not None else ("0.5", np.full(len(self.labels), 0.5))
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form, as written to model.json."""
         return {

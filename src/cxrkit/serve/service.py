@@ -20,12 +20,11 @@ from cxrkit.config import ServeConfig
 from cxrkit.data.assess import check_assessable
 from cxrkit.data.decode import ImageReadError, ImageTooLargeError, NotAssessableError, decode_bytes, is_dicom
 from cxrkit.data.header import header_fields
-from cxrkit.data.transforms import compute_geometry, prepare_image, to_model_input
+from cxrkit.data.transforms import prepare_image
 from cxrkit.evaluate.drift import PIXEL_STATS
 from cxrkit.evaluate.ood import ood_decisions
 from cxrkit.evaluate.triage import abnormality_score, flag_names, top_findings
-from cxrkit.explain.gradcam import compute_heatmaps, label_index
-from cxrkit.explain.overlay import heatmap_to_source, render_overlay
+from cxrkit.explain.gradcam import label_index
 from cxrkit.labels import NO_FINDING
 from cxrkit.run.inputs import OUT_OF_DISTRIBUTION, min_side
 from cxrkit.run.model import RunModel
@@ -34,6 +33,7 @@ from cxrkit.serve.batcher import Batcher
 from cxrkit.serve.errors import ApiError
 from cxrkit.serve.monitor import ServiceMonitor
 from cxrkit.serve.telemetry import Telemetry
+from cxrkit.workflows.explain import DISPLAY_SIDE, overlay_of
 
 ACCEPTED_TYPES = {
     "image/png",
@@ -43,7 +43,7 @@ ACCEPTED_TYPES = {
     "application/octet-stream",  # what browsers send for a file type they do not know (a .dcm)
 }
 THRESHOLD_RULE = "max_f1"  # the per-label thresholds shown beside probabilities (chosen on validation)
-PREVIEW_SIDE = 768
+PREVIEW_SIDE = DISPLAY_SIDE
 
 
 def clean_name(filename: str | None) -> str:
@@ -69,9 +69,7 @@ class Service:
         self.torch_lock = threading.Lock()
         self.pool = Batcher(self._score, cfg.workers, cfg.queue, cfg.max_batch)
         self.monitor = ServiceMonitor(run, cfg.monitor, cfg.monitor_window) if cfg.monitor else None
-        stored = run.package.thresholds_for(THRESHOLD_RULE)
-        self.threshold_rule = THRESHOLD_RULE if stored is not None else "0.5"
-        self.thresholds = stored if stored is not None else np.full(len(run.labels), 0.5)
+        self.threshold_rule, self.thresholds = run.package.display_thresholds(THRESHOLD_RULE)
 
     def _score(self, images: np.ndarray) -> np.ndarray:
         """(K, L + 1): calibrated probabilities, then the OOD score (NaN: the run has no reference)."""
@@ -254,15 +252,8 @@ class Service:
         }
 
     def _overlay(self, image: np.ndarray, prepared: np.ndarray, label: str, probs: np.ndarray) -> str:
-        image = self._shrink(image)  # drawn at display size: a 7,700 px heatmap costs gigabytes
-        j = label_index(self.run.labels, label)
-        x = to_model_input(prepared, self.run.device)
-        with self.torch_lock:
-            heat = compute_heatmaps(self.run.model, x, [j], "gradcam")[0].detach().cpu().numpy()
-        spec = self.run.spec
-        geo = compute_geometry(image.shape[1], image.shape[0], spec.size, spec.mode)
-        im = render_overlay(image, heatmap_to_source(heat, geo), caption=f"{label} {probs[j]:.2f}")
-        return _png_b64(im)
+        caption = f"{label} {probs[label_index(self.run.labels, label)]:.2f}"
+        return _png_b64(overlay_of(self.run, image, prepared, label, caption, self.torch_lock))
 
     @staticmethod
     def _shrink(image: np.ndarray) -> np.ndarray:

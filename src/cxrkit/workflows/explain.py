@@ -18,6 +18,8 @@ from cxrkit.run.data import Log
 from cxrkit.run.inputs import Input, PreparedInputs
 from cxrkit.run.model import RunModel
 
+DISPLAY_SIDE = 768  # overlays for people are drawn at most this large
+
 
 def _known_boxes(names: Sequence[str]) -> dict[str, list[tuple[str, Box]]]:
     """NIH boxes (1024 frame) for files named like NIH images, from the shipped BBox_List_2017."""
@@ -34,6 +36,28 @@ def _known_boxes(names: Sequence[str]) -> dict[str, list[tuple[str, Box]]]:
             (b.label, Box(b.x, b.y, b.w, b.h).scaled(1 / b.ref_w, 1 / b.ref_h))
         )
     return out
+
+
+def overlay_of(
+    run: RunModel, image: np.ndarray, prepared: np.ndarray, label: str, caption: str, lock=None
+):
+    """The Grad-CAM overlay (a PIL image) of ``label`` on a decoded image (H, W), from its (S, S) model
+    input; the image is first shrunk to display size (a 7,700 px heatmap costs gigabytes). ``lock``:
+    held around the forward/backward pass when other threads share the network."""
+    from contextlib import nullcontext
+
+    from PIL import Image
+
+    k = min(1.0, DISPLAY_SIDE / max(image.shape))
+    if k < 1.0:  # box filter: memory-light
+        size = (max(1, round(image.shape[1] * k)), max(1, round(image.shape[0] * k)))
+        image = np.asarray(Image.fromarray(image, mode="L").resize(size, Image.Resampling.BOX))
+    j = label_index(run.labels, label)
+    x = to_model_input(prepared[None] if prepared.ndim == 2 else prepared, run.device)
+    with lock if lock is not None else nullcontext():
+        heat = compute_heatmaps(run.model, x, [j], "gradcam")[0].detach().cpu().numpy()
+    geo = compute_geometry(image.shape[1], image.shape[0], run.spec.size, run.spec.mode)
+    return render_overlay(image, heatmap_to_source(heat, geo), caption=caption)
 
 
 def explain_images(
