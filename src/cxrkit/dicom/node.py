@@ -179,7 +179,6 @@ class Node:
         probs, ood = self.run.score_prepared(prepared)
         table = self.run.table(prepared, probs, ood=ood)
         where = {int(k): i for i, k in enumerate(prepared.ok)}
-        point = self.run.package.operating_point
         for k, (row, ds, facts) in enumerate(candidates):
             line = table.iloc[k]
             flag = str(line["triage_flag"])
@@ -191,15 +190,10 @@ class Node:
             p = probs[i]
             inside = bool(ood.in_distribution[i]) if self.run.ood is not None else None
             reasons = [str(ood.reasons[i])] if inside is False and ood.reasons[i] else []
-            result = InstanceResult(
-                labels=list(self.run.labels),
-                probs=p,
-                thresholds=self.thresholds,
-                threshold_rule=self.rule,
-                flag=flag,
-                score=float(line["triage_score"]),
-                threshold=point.threshold,
-                target_sensitivity=point.target_sensitivity,
+            result = self._result(
+                p,
+                flag,
+                float(line["triage_score"]),
                 in_distribution=inside,
                 ood_score=float(ood.scores[i]) if self.run.ood is not None else None,
                 reasons=reasons,
@@ -218,6 +212,21 @@ class Node:
                 "probabilities": {lab: float(v) for lab, v in zip(self.run.labels, p, strict=True)},
             }
             self._finish(row, ds, outcome, result, sc_image)
+
+    def _result(self, probs: np.ndarray | None, flag: str, score: float | None, **more) -> InstanceResult:
+        """What the SR says of one instance, with the run's thresholds and operating point."""
+        point = self.run.package.operating_point
+        return InstanceResult(
+            labels=list(self.run.labels),
+            probs=probs,
+            thresholds=self.thresholds,
+            threshold_rule=self.rule,
+            flag=flag,
+            score=score,
+            threshold=point.threshold,
+            target_sensitivity=point.target_sensitivity,
+            **more,
+        )
 
     def _top(self, probs: np.ndarray) -> str:
         from cxrkit.labels import NO_FINDING
@@ -250,18 +259,7 @@ class Node:
         objects: list[tuple[str, str, str]] = []
         if ds is not None and facts.get("study_uid") and facts["outcome"] != NOT_APPLICABLE:
             if result is None:  # not assessable: the SR says so, and why (no image to capture)
-                point = self.run.package.operating_point
-                result = InstanceResult(
-                    labels=list(self.run.labels),
-                    probs=None,
-                    thresholds=self.thresholds,
-                    threshold_rule=self.rule,
-                    flag=NOT_ASSESSABLE,
-                    score=None,
-                    threshold=point.threshold,
-                    target_sensitivity=point.target_sensitivity,
-                    reasons=[facts.get("reason", "")],
-                )
+                result = self._result(None, NOT_ASSESSABLE, None, reasons=[facts.get("reason", "")])
             try:
                 built = [("SR", build_sr(ds, result, self.algorithm))]
                 if sc_image is not None:

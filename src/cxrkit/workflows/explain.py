@@ -38,9 +38,7 @@ def _known_boxes(names: Sequence[str]) -> dict[str, list[tuple[str, Box]]]:
     return out
 
 
-def overlay_of(
-    run: RunModel, image: np.ndarray, prepared: np.ndarray, label: str, caption: str, lock=None
-):
+def overlay_of(run: RunModel, image: np.ndarray, prepared: np.ndarray, label: str, caption: str, lock=None):
     """The Grad-CAM overlay (a PIL image) of ``label`` on a decoded image (H, W), from its (S, S) model
     input; the image is first shrunk to display size (a 7,700 px heatmap costs gigabytes). ``lock``:
     held around the forward/backward pass when other threads share the network."""
