@@ -21,6 +21,7 @@ from cxrkit.dicom.checks import NOT_APPLICABLE, NOT_ASSESSABLE, screen
 from cxrkit.dicom.net import Peer, node_ae, send_files
 from cxrkit.dicom.results import Algorithm, InstanceResult, build_sc, build_sr
 from cxrkit.dicom.store import Store
+from cxrkit.evaluate.triage import top_finding
 from cxrkit.run.data import Log
 from cxrkit.run.inputs import prepare_items
 from cxrkit.run.model import RunModel
@@ -197,7 +198,7 @@ class Node:
                 in_distribution=inside,
                 ood_score=float(ood.scores[i]) if self.run.ood is not None else None,
                 reasons=reasons,
-                top_finding=self._top(p),
+                top_finding=top_finding(p, self.run.labels),
             )
             sc_image = None
             if self.cfg.secondary_capture:
@@ -226,14 +227,6 @@ class Node:
             threshold=point.threshold,
             target_sensitivity=point.target_sensitivity,
             **more,
-        )
-
-    def _top(self, probs: np.ndarray) -> str:
-        from cxrkit.labels import NO_FINDING
-
-        order = np.argsort(-probs, kind="stable")
-        return next(
-            (self.run.labels[j] for j in order if self.run.labels[j] != NO_FINDING), self.run.labels[order[0]]
         )
 
     def _overlay(self, image: np.ndarray, prepared: np.ndarray, result: InstanceResult) -> np.ndarray:

@@ -160,6 +160,12 @@ def top_findings(probs: np.ndarray, labels: Sequence[str], k: int = 3) -> list[s
     return out
 
 
+def top_finding(probs: np.ndarray, labels: Sequence[str]) -> str:
+    """The most probable finding of one image (not "No Finding", unless it is the only label)."""
+    order = np.argsort(-np.asarray(probs, dtype=np.float64), kind="stable")
+    return next((labels[j] for j in order if labels[j] != NO_FINDING), labels[order[0]])
+
+
 def build_worklist(
     meta: pd.DataFrame,
     probs: np.ndarray,

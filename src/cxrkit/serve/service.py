@@ -23,9 +23,8 @@ from cxrkit.data.header import header_fields
 from cxrkit.data.transforms import prepare_image
 from cxrkit.evaluate.drift import PIXEL_STATS
 from cxrkit.evaluate.ood import ood_decisions
-from cxrkit.evaluate.triage import abnormality_score, flag_names, top_findings
+from cxrkit.evaluate.triage import abnormality_score, flag_names, top_finding, top_findings
 from cxrkit.explain.gradcam import label_index
-from cxrkit.labels import NO_FINDING
 from cxrkit.run.inputs import OUT_OF_DISTRIBUTION, min_side
 from cxrkit.run.model import RunModel
 from cxrkit.run.monitor_log import record
@@ -174,10 +173,7 @@ class Service:
 
     def top_finding(self, probs: np.ndarray) -> str:
         """The finding (not "No Finding") with the highest probability."""
-        order = np.argsort(-probs, kind="stable")
-        return next(
-            (self.run.labels[j] for j in order if self.run.labels[j] != NO_FINDING), self.run.labels[order[0]]
-        )
+        return top_finding(probs, self.run.labels)
 
     @staticmethod
     async def _await(future) -> Any:
