@@ -394,9 +394,15 @@ class ServeConfig:
     accept_missing_modality: bool = False  # score DICOMs without a Modality tag (else 422 not_assessable)
     monitor: str | None = None  # a folder: every scored study appended to its monitor.jsonl (cxr monitor)
     monitor_window: int = 200  # studies in the window behind the /metrics drift gauges
+    feedback: str | None = None  # SQLite file keeping predictions and readers' verdicts; none: nothing kept
+    keep_images: str | None = None  # a folder: uploads kept there (by hash) so feedback can become labels
+    reader: str | None = None  # the reader's name stored with feedback (else the request's X-Reader header)
+    show_patient_id: bool = False  # the viewer's header panel shows the patient's name and ID
 
     def __post_init__(self) -> None:
         type_check(self, "serve")
+        if self.keep_images and not self.feedback:
+            raise ValueError("serve.keep_images needs serve.feedback: images are kept only to become labels")
         if self.monitor_window < 20:
             raise ValueError(f"serve.monitor_window {self.monitor_window}: expected at least 20 studies")
         if not 0 < self.port < 65536:

@@ -174,3 +174,20 @@ def finding_columns(labels: Sequence[str]) -> list[int]:
     """
     cols = [j for j, name in enumerate(labels) if name != NO_FINDING]
     return cols or list(range(len(labels)))
+
+
+def align_labels(
+    site_labels: Sequence[str], site_targets: np.ndarray, run_labels: Sequence[str]
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """(targets (N, len(run_labels)) in the run's order, NaN where the data lacks a label; the run's labels
+    it lacks; its labels the run does not have), matched by name (any known spelling, own labels as given)."""
+    names = [try_canonical_label(s) or s for s in site_labels]
+    out = np.full((len(site_targets), len(run_labels)), np.nan, dtype=np.float32)
+    missing = []
+    for j, lab in enumerate(run_labels):
+        if lab in names:
+            out[:, j] = site_targets[:, names.index(lab)]
+        else:
+            missing.append(lab)
+    ignored = [s for s, n in zip(site_labels, names, strict=True) if n not in run_labels]
+    return out, missing, ignored

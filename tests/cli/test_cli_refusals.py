@@ -227,3 +227,14 @@ def test_training_data_reads_modality_less_dicoms_only_when_the_config_says_so(t
     dcm = tmp_path / "d" / "NORMAL" / "NORMAL0.dcm"
     assert main(["inspect", str(dcm)]) == 1 and "no Modality tag" in capsys.readouterr().out
     assert main(["inspect", str(dcm), "--accept-missing-modality"]) == 0
+
+
+def test_validate_passes_its_bootstrap_flag_on(monkeypatch, tmp_path, capsys):
+    """``cxr validate --bootstrap N`` reaches the evaluation (it was once read from a wrong attribute)."""
+    import cxrkit.workflows.validate as wf
+    from cxrkit.cli import main
+
+    seen = {}
+    monkeypatch.setattr(wf, "validate_run", lambda run, data, cfg, **kw: seen.setdefault("cfg", cfg))
+    assert main(["validate", "some-run", str(tmp_path), "--bootstrap", "7"]) == 0, capsys.readouterr().err
+    assert seen["cfg"].n_boot == 7

@@ -159,3 +159,25 @@ def test_a_study_without_a_score_is_never_a_read_saved_or_a_miss():
     assert c["not_scored"] == 2 and c["images"] == 3  # the unknown-truth row is in neither count
     assert (c["reads_saved"], c["missed"], c["flagged"]) == (2, 0, 1)
     assert c["sensitivity"] == 1.0 and c["specificity"] == 1.0
+
+
+def test_threshold_interval_resamples_patients_and_narrows_with_data():
+    """The operating threshold's bootstrap interval: it holds the point threshold, shrinks as the
+    validation set grows, and resamples patients (two identical images of one patient are one draw)."""
+    from cxrkit.evaluate.triage import operating_point, threshold_interval
+
+    def sample(n, seed):
+        rng = np.random.default_rng(seed)
+        y = (rng.random(n) < 0.4).astype(float)
+        return y, y * 1.2 + rng.normal(0, 1, n)
+
+    y, s = sample(300, 0)
+    lo, hi = threshold_interval(y, s, 0.9, n_boot=300)
+    assert lo <= operating_point(y, s, 0.9) <= hi
+    y4, s4 = sample(4800, 1)
+    lo4, hi4 = threshold_interval(y4, s4, 0.9, n_boot=300)
+    assert (hi4 - lo4) < 0.6 * (hi - lo)  # 16x the data: about a quarter of the width
+    twice = threshold_interval(np.repeat(y, 2), np.repeat(s, 2), 0.9, np.repeat(np.arange(300), 2), 300)
+    assert twice == pytest.approx((lo, hi))  # patients, not images, are the units
+    as_images = threshold_interval(np.repeat(y, 2), np.repeat(s, 2), 0.9, None, 300)
+    assert as_images != pytest.approx((lo, hi))

@@ -191,3 +191,32 @@ def test_the_target_sensitivity_and_tta_bounds_are_checked_where_a_package_is_ma
     for tta, ok in ((0, True), (5, True), (6, False), (-1, False), (True, False), ("3", False)):
         edited = dataclasses.replace(pkg, model_config={**pkg.model_config, "tta": tta})
         assert (package_problem(edited) is None) == ok, tta
+
+
+def test_package_stores_what_a_reader_of_one_prediction_needs(tmp_path):
+    """Reliability bins that count the validation pairs, intervals around the macro AUC and the
+    operating threshold, and the training data's summary, all read back from model.json."""
+    from cxrkit.evaluate.metrics import macro_auc
+    from cxrkit.evaluate.triage import abnormality_score
+
+    z, y = overconfident()
+    groups = np.arange(len(y)) // 2  # two images per patient
+    pkg = package(z, y, target_sensitivity=0.9, groups=groups, data={"source": "phantom", "synthetic": True})
+    v, cal = pkg.validation, logits_to_probs(z, "multilabel", np.array(pkg.temperatures))
+    for j, label in enumerate(pkg.labels):
+        bins = v["reliability"]["bins"][label]
+        known = ~np.isnan(y[:, j])  # unknown labels are no evidence
+        assert sum(n for *_, n, _ in bins) == known.sum()
+        for lo, hi, n, pos in bins:  # recounted here
+            inside = known & (cal[:, j] >= lo) & ((cal[:, j] < hi) | (hi == 1.0))
+            assert n == inside.sum() and pos == y[inside, j].sum()
+    lo, hi = v["macro_auc_ci"]
+    point = macro_auc(y[:, :2], cal[:, :2])  # the findings' columns (No Finding is the third)
+    assert point == pytest.approx(v["macro_auc"]) and lo < point < hi and hi - lo < 0.1
+    t_lo, t_hi = v["operating_point_ci"]
+    assert t_lo <= pkg.operating_point.threshold <= t_hi
+    assert v["bootstrap_unit"] == "patient" and v["temperature_at_bound"] == []
+    score, _ = abnormality_score(cal, pkg.labels, "no_finding")
+    assert score.min() <= t_lo < t_hi <= score.max()
+    write_package(tmp_path, pkg)
+    assert read_package(tmp_path).data == {"source": "phantom", "synthetic": True}

@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     from cxrkit.cli.evaluate import add_eval_commands
     from cxrkit.cli.explain import add_explain_commands
     from cxrkit.cli.export import add_export_commands
+    from cxrkit.cli.feedback import add_feedback_commands
     from cxrkit.cli.monitor import add_monitor_commands
     from cxrkit.cli.predict import add_predict_commands
     from cxrkit.cli.serve import add_serve_commands
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_explain_commands(sub)
     add_export_commands(sub)
     add_serve_commands(sub)
+    add_feedback_commands(sub)
     add_dicom_commands(sub)
     return parser
 

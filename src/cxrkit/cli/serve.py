@@ -18,6 +18,9 @@ FLAGS: list[Flag] = [
     ("--max-batch", "max_batch", int, "concurrent requests scored as one batch"),
     ("--monitor", "monitor", str, "folder: log every scored study to its monitor.jsonl (cxr monitor)"),
     ("--monitor-window", "monitor_window", int, "studies behind the /metrics drift gauges"),
+    ("--feedback", "feedback", str, "SQLite file: keep predictions and readers' verdicts (off by default)"),
+    ("--keep-images", "keep_images", str, "folder: keep uploads (by hash) so feedback can become labels"),
+    ("--reader", "reader", str, "reader name stored with feedback (else the X-Reader request header)"),
 ]
 
 
@@ -26,7 +29,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from cxrkit.serve.server import serve
 
     opts = given(args, api_key_file="api_key_file", **fields_of(FLAGS))
-    cfg = ServeConfig(**opts, accept_missing_modality=args.accept_missing_modality)
+    cfg = ServeConfig(
+        **opts,
+        accept_missing_modality=args.accept_missing_modality,
+        show_patient_id=args.show_patient_id,
+    )
     serve(args.run, cfg)
     return 0
 
@@ -38,6 +45,11 @@ def add_serve_commands(sub) -> None:
     add_config_flags(s, ServeConfig, FLAGS)
     s.add_argument(
         "--api-key-file", help="file holding the API key required on /v1 routes (or set CXR_API_KEY)"
+    )
+    s.add_argument(
+        "--show-patient-id",
+        action="store_true",
+        help="the viewer's header panel shows the patient's name and ID (hidden by default)",
     )
     add_modality_argument(s)
     s.set_defaults(func=cmd_serve)

@@ -9,7 +9,11 @@ from cxrkit.config import load_yaml
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train a model: YAML config, then SECTION.KEY=VALUE overrides; or continue a run with --resume."""
+    """Train a model: YAML config, then SECTION.KEY=VALUE overrides; or continue a run with --resume.
+
+    --init-from RUN fine-tunes: the new run starts from RUN's best weights and keeps RUN's network,
+    labels (in RUN's order) and input spec; data, partition and training come from the config.
+    """
     from cxrkit.config import build_run_config, parse_overrides
     from cxrkit.training.loop import fit
 
@@ -17,8 +21,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     for key in ("out", "name"):
         if getattr(args, key):
             over[key] = getattr(args, key)
+    if args.resume and args.init_from:
+        raise ValueError("--resume continues a run; --init-from starts a new one: give one of them")
     if args.resume:
         run = fit(resume=args.resume, overrides=over)
+    elif args.init_from:
+        from cxrkit.training.finetune import finetune_config, load_parent
+
+        parent = load_parent(args.init_from)
+        doc = load_yaml(args.config) if args.config else {}
+        run = fit(finetune_config(parent, doc, over, source=args.config), init_from=parent)
     else:
         doc = load_yaml(args.config) if args.config else {}
         run = fit(build_run_config(doc, over, source=args.config))
@@ -104,6 +116,11 @@ def add_train_commands(sub) -> None:
         "overrides", nargs="*", metavar="SECTION.KEY=VALUE", help="e.g. train.epochs=5 model.name=resnet18"
     )
     p.add_argument("--resume", help="run folder to continue from its last.pt")
+    p.add_argument(
+        "--init-from",
+        metavar="RUN",
+        help="fine-tune: start from RUN's best weights, keeping its network, labels and input spec",
+    )
     p.add_argument("--out", help="parent folder of run folders (default runs/)")
     p.add_argument("--name", help="run folder name (default: time and model)")
 

@@ -7,7 +7,7 @@ import argparse
 import dataclasses
 
 from cxrkit.cli.data import DATA_HELP, add_data_args, data_config
-from cxrkit.cli.options import add_command, add_config_flags, add_device_argument, given
+from cxrkit.cli.options import add_command, add_config_flags, add_device_argument, fields_of, given
 from cxrkit.config import DataConfig, EvalConfig, merge
 from cxrkit.config_check import load_yaml
 
@@ -28,7 +28,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """
     if args.plan:
         return _plan(args)
-    cfg = EvalConfig(**given(args, threshold="threshold", beta="beta", n_boot="n_boot", device="device"))
+    cfg = EvalConfig(**given(args, device="device", **fields_of(FLAGS)))
     cache = given(args, cache_dir="cache_dir")
     if args.datasets or args.matrix:
         return _matrix(args, cfg, cache)

@@ -62,3 +62,39 @@ def header_fields(source: str | Path | bytes) -> dict:
         else:
             out[name] = str(value).strip().upper() if name in ("view", "body_part", "sex") else str(value)
     return out
+
+
+READING = {  # what a reader looks at beside the film (never the name unless asked)
+    "Modality": "modality",
+    "StudyDate": "study_date",
+    "StudyDescription": "study_description",
+    "PatientAge": "age",
+    "PatientSex": "sex",
+    "ViewPosition": "view",
+    "BodyPartExamined": "body_part",
+    "Manufacturer": "manufacturer",
+    "ManufacturerModelName": "model",
+}
+IDENTITY = {"PatientName": "patient_name", "PatientID": "patient_id"}
+
+
+def reading_header(data: bytes, show_patient: bool = False) -> dict:
+    """The header facts of a reading view (modality, study date, age, sex, view, manufacturer...);
+    the patient's name and ID only with ``show_patient``. {} for a file that is not DICOM."""
+    import pydicom
+
+    tags = {**READING, **(IDENTITY if show_patient else {})}
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=list(tags), force=True)
+    except Exception:  # not DICOM, malformed: nothing to show, never an error here
+        return {}
+    out: dict = {}
+    for tag, name in tags.items():
+        value = ds.get(tag)
+        text = "" if value is None else str(value).strip()
+        if not text:
+            continue
+        if name == "study_date" and len(text) == 8 and text.isdigit():
+            text = f"{text[:4]}-{text[4:6]}-{text[6:]}"
+        out[name] = text[:64]
+    return out

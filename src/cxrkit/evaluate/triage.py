@@ -225,3 +225,36 @@ def add_unscored(worklist: pd.DataFrame, unscored: pd.DataFrame) -> pd.DataFrame
     out = pd.concat([top, rest], ignore_index=True)
     out.insert(0, "rank", np.arange(1, len(out) + 1))
     return out
+
+
+def threshold_interval(
+    y_val: np.ndarray,
+    score_val: np.ndarray,
+    target_sensitivity: float,
+    groups: np.ndarray | None = None,
+    n_boot: int = 200,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> tuple[float, float]:
+    """(low, high): the (1 - alpha) bootstrap interval of the operating-point threshold.
+
+    The threshold is refitted on patient-resampled validation sets (images when ``groups`` is None);
+    a score inside the interval is one the validation set cannot call either way: "borderline".
+    """
+    y = np.asarray(y_val, dtype=np.float64)
+    s = np.asarray(score_val, dtype=np.float64)
+    keep = ~np.isnan(y) & np.isfinite(s)
+    y, s = y[keep], s[keep]
+    g = np.arange(len(y)) if groups is None else np.asarray(groups).astype(str)[keep]
+    names, codes = np.unique(g, return_inverse=True)
+    members = [np.flatnonzero(codes == k) for k in range(len(names))]
+    rng = np.random.default_rng(seed)
+    reps = []
+    for _ in range(n_boot):
+        rows = np.concatenate([members[k] for k in rng.integers(0, len(names), len(names))])
+        if (y[rows] == 1).any():
+            reps.append(operating_point(y[rows], s[rows], target_sensitivity))
+    if not reps:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)

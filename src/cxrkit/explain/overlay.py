@@ -88,3 +88,16 @@ def save_grid(images: Sequence[Image.Image], path: str | Path, cols: int = 4, ce
             t, ((k % cols) * cell + (cell - t.width) // 2, (k // cols) * cell + (cell - t.height) // 2)
         )
     return write_with(path, lambda fh: grid.save(fh, format="PNG"))
+
+
+def heat_layer(heat: np.ndarray, max_side: int = 1024) -> Image.Image:
+    """An RGBA layer of a heatmap (H, W) in [0, 1] for a viewer to lay over the film: jet colours,
+    opacity growing with the value (cold regions transparent), at most ``max_side`` px (the map is
+    smooth; the viewer stretches it onto the image)."""
+    h = np.clip(np.asarray(heat, dtype=np.float32), 0.0, 1.0)
+    rgba = np.dstack([_colormap(h), (255 * h**0.8).astype(np.uint8)])
+    im = Image.fromarray(rgba, mode="RGBA")
+    k = min(1.0, max_side / max(im.size))
+    if k < 1.0:
+        im = im.resize((max(1, round(im.width * k)), max(1, round(im.height * k))), Image.Resampling.BILINEAR)
+    return im

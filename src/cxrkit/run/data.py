@@ -29,8 +29,9 @@ from cxrkit.data.splits import (
     split_from_column,
 )
 from cxrkit.data.transforms import to_model_input
-from cxrkit.labels import try_canonical_label
+from cxrkit.labels import align_labels, try_canonical_label
 from cxrkit.run import files
+from cxrkit.run.lineage import read_lineage
 
 Log = Callable[[str], None]
 
@@ -160,12 +161,28 @@ def load_saved_split(path: Path, cache: CachedDataset, log: Log | None = None) -
 
 
 def open_data(
-    cfg: RunConfig, path: Path, split_file: Path | None = None, log: Log | None = None
+    cfg: RunConfig,
+    path: Path,
+    split_file: Path | None = None,
+    log: Log | None = None,
+    labels: tuple[str, ...] | None = None,
 ) -> TrainData:
-    """The prepared cache at ``path`` with the config's labels and a new split, or ``split_file``'s."""
+    """The prepared cache at ``path`` with the config's labels and a new split, or ``split_file``'s.
+
+    ``labels``: train on exactly these, in this order, matched by name (a fine-tuned run keeps its
+    parent's outputs): those the data lacks are unknown (NaN, masked by every loss), others dropped.
+    """
     cache = CachedDataset(path)
     cols = check_start(cfg, cache)
-    targets = cache.targets()[:, cols]
+    if labels is None:
+        targets = cache.targets()[:, cols]
+    else:
+        targets, missing, _ = align_labels(cache.labels, cache.targets(), labels)
+        if len(missing) == len(labels):
+            raise ValueError(
+                f"{cfg.data.path}: none of the labels trained on ({', '.join(labels)}) is among the data's "
+                f"({', '.join(cache.labels) or 'none'})"
+            )
     task = cache.task if cfg.train.loss == "ce" else "multilabel"
     if split_file is None:
         partition = make_split(cache.meta, targets, cfg.partition)
@@ -174,7 +191,8 @@ def open_data(
         lacking = [p for p in needed_parts(cfg.partition) if p not in partition]
         if lacking:
             raise ValueError(f"{split_file}: no {' or '.join(lacking)} images; expected a run's split file")
-    return TrainData(cache, tuple(cache.labels[c] for c in cols), targets, partition, task)
+    names = tuple(labels) if labels is not None else tuple(cache.labels[c] for c in cols)
+    return TrainData(cache, names, targets, partition, task)
 
 
 def prepare_data(cfg: RunConfig, log: Log = lambda _m: None) -> TrainData:
@@ -211,7 +229,8 @@ def load_run_data(run_dir: Path, log: Log | None = None) -> TrainData:
     """A run's data as trained: its config's source and cache, and its saved split (never a new one).
 
     Images added since are in no split, removed ones are left out; the difference is one line to
-    ``log`` (or a logging warning). A patient in two splits by today's patient key is an error.
+    ``log`` (or a logging warning). A patient in two splits by today's patient key is an error. A
+    fine-tuned run's labels are its parent's (``init.json``), whichever of them its data has.
     """
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
@@ -226,4 +245,5 @@ def load_run_data(run_dir: Path, log: Log | None = None) -> TrainData:
             f"{run_dir}: the run's training data is needed to score its splits and is not available "
             f"({err}); predicting on new images does not need it (cxr predict)"
         ) from None
-    return open_data(cfg, path, split_file, log)
+    lineage = read_lineage(run_dir)  # a fine-tuned run: its parent's labels, in their order
+    return open_data(cfg, path, split_file, log, lineage.labels if lineage else None)

@@ -31,6 +31,7 @@ LAST = "last.pt"  # weights + optimiser state of the last epoch (what --resume l
 SUMMARY = "summary.json"  # best epoch's validation metrics, training time, size
 PACKAGE = "model.json"  # what prediction needs besides the weights (see run.package)
 BOTTLENECK = "bottleneck.npz"
+INIT = "init.json"  # cxr train --init-from: the parent run, its weights digest, labels and network
 LOCALIZATION = "localization.json"  # cxr localize's result (read by the evaluation report)
 LOCALIZATION_DIR = "localization"
 EXPLAIN_DIR = "explain"

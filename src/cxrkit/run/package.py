@@ -23,15 +23,24 @@ import numpy as np
 from cxrkit import __version__
 from cxrkit.config import INTENSITY
 from cxrkit.data.transforms import InputSpec
+from cxrkit.evaluate.bootstrap import ranking_cis
 from cxrkit.evaluate.calibration import (
+    T_BOUNDS,
     expected_calibration_error,
     fit_softmax_temperature,
     fit_temperatures,
     logits_to_probs,
+    reliability_bins,
 )
-from cxrkit.evaluate.metrics import summary_metrics
+from cxrkit.evaluate.metrics import finding_columns, summary_metrics
 from cxrkit.evaluate.thresholds import choose_thresholds, parse_rule, reaches
-from cxrkit.evaluate.triage import abnormal_truth, abnormality_score, operating_point, triage_counts
+from cxrkit.evaluate.triage import (
+    abnormal_truth,
+    abnormality_score,
+    operating_point,
+    threshold_interval,
+    triage_counts,
+)
 from cxrkit.run import files
 from cxrkit.run.package_check import document_problem
 
@@ -70,6 +79,7 @@ class ModelPackage:
     validation: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
     ood: dict = field(default_factory=dict)  # the OOD reference's section (run.ood); {}: none yet
+    data: dict = field(default_factory=dict)  # the training data's summary (source, counts, prevalence)
 
     def probs(self, logits: np.ndarray, calibrated: bool = True) -> np.ndarray:
         """Probabilities (N, L) from the network's logits, temperature-scaled unless ``calibrated=False``."""
@@ -101,6 +111,7 @@ class ModelPackage:
             "operating_point": self.operating_point.as_dict(),
             "validation": self.validation,
             **({"ood": self.ood} if self.ood else {}),
+            **({"data": self.data} if self.data else {}),
         }
 
 
@@ -116,8 +127,16 @@ def build_package(
     target_sensitivity: float = 0.95,
     score_method: str = "auto",
     rules: Sequence[str] = THRESHOLD_RULES,
+    groups: np.ndarray | None = None,
+    n_boot: int = 200,
+    data: dict | None = None,
 ) -> ModelPackage:
-    """Fit calibration, thresholds and the operating point on validation logits and targets."""
+    """Fit calibration, thresholds and the operating point on validation logits and targets.
+
+    Also stored for readers of single predictions (the viewer, the model card): per-label reliability
+    bins, the macro AUC's bootstrap interval and the operating threshold's (``groups``: patient IDs of
+    the validation rows, resampled together; ``n_boot=0``: none), and ``data``, the training data's summary.
+    """
     import torch
 
     if not 0.0 < target_sensitivity <= 1.0:
@@ -145,6 +164,7 @@ def build_package(
         # kept for the user: training logs them, every evaluation report lists them
         "warnings": sorted({str(w.message) for w in caught if "threshold" in str(w.message)})
         + degenerate_point_warnings(point),
+        **reader_aids(labels, y, cal, point, temps, groups, n_boot),
     }
     versions = {
         "cxrkit": __version__,
@@ -162,7 +182,47 @@ def build_package(
         point,
         validation,
         versions,
+        data=dict(data or {}),
     )
+
+
+def reader_aids(
+    labels: Sequence[str],
+    y: np.ndarray,
+    cal: np.ndarray,
+    point: OperatingPoint,
+    temps: np.ndarray,
+    groups: np.ndarray | None,
+    n_boot: int,
+) -> dict[str, Any]:
+    """What a reader of one prediction needs from validation: what each probability has meant
+    (reliability bins), how sure the AUC is, the scores too close to the threshold to call, and the
+    labels whose temperature stopped at a bound (calibration there is not trustworthy)."""
+    labels = list(labels)
+    g = np.arange(len(y)) if groups is None else np.asarray(groups)
+    out: dict[str, Any] = {
+        "reliability": {
+            "split": "validation (also used to fit the temperatures)",
+            "bins": dict(zip(labels, reliability_bins(y, cal), strict=True)),
+        },
+        "temperature_at_bound": [
+            lab for lab, t in zip(labels, temps, strict=True) if np.isclose(t, T_BOUNDS, rtol=1e-3).any()
+        ],
+    }
+    if n_boot <= 0:
+        return out
+    cols = finding_columns(labels)  # the columns of the stored macro AUC
+    if cols:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ci = ranking_cis(y, cal, g, n_boot=n_boot, seed=0, average=cols).macro_auc
+        out["macro_auc_ci"] = [ci.low, ci.high]
+    score, _ = abnormality_score(cal, labels, point.score)
+    lo, hi = threshold_interval(abnormal_truth(y, labels), score, point.target_sensitivity, g, n_boot)
+    out["operating_point_ci"] = [lo, hi]
+    out["n_boot"] = n_boot
+    out["bootstrap_unit"] = "image" if groups is None else "patient"
+    return out
 
 
 def write_package(run_dir: Path, pkg: ModelPackage) -> Path:
@@ -218,6 +278,7 @@ def read_package(run_dir: Path) -> ModelPackage:
             validation=d.get("validation", {}),
             versions=d.get("versions", {}),
             ood=d.get("ood") or {},
+            data=d.get("data") if isinstance(d.get("data"), dict) else {},
         )
     except (KeyError, TypeError, AttributeError, ValueError) as err:
         raise ValueError(f"{path}: incomplete model.json ({type(err).__name__}: {err})") from None

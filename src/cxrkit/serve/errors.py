@@ -83,7 +83,8 @@ async def _unexpected(request: Request, err: Exception) -> JSONResponse:
 
 async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
     ctype = request.headers.get("content-type", "")
-    if request.method == "POST" and not ctype.startswith("multipart/form-data"):
+    json_route = request.url.path == "/v1/feedback"  # the one route that takes JSON, not uploads
+    if request.method == "POST" and not json_route and not ctype.startswith("multipart/form-data"):
         e = ApiError(415, "unsupported_type", f"content type {ctype or 'none'!r}; send multipart/form-data")
     else:
         parts = "; ".join(

@@ -10,16 +10,18 @@ import asyncio
 import functools
 import hmac
 from importlib import resources
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import FileResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader
+from pydantic import BaseModel, Field
 
 from cxrkit.serve.batcher import Overloaded
 from cxrkit.serve.errors import ApiError, overloaded
 from cxrkit.serve.service import Service, clean_name
+from cxrkit.workflows.feedback import UnknownStudyError
 
 router = APIRouter()
 _key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
@@ -89,16 +91,23 @@ async def predict(
     ] = None,
     preview: Annotated[bool, Query(description="add the decoded image as PNG (base64), for viewers")] = False,
     top: Top = 3,
+    display: Annotated[
+        bool, Query(description="add the full-resolution rendering, its windows and the DICOM header")
+    ] = False,
+    layer: Annotated[
+        bool, Query(description="the heatmap as a transparent RGBA layer (for viewers)")
+    ] = False,
 ) -> dict:
     """One image -> calibrated probabilities, thresholds, triage score and flag, top findings."""
     admit(service)
     try:
         name = clean_name(file.filename)
-        image, prepared, header = await service.load(
-            await read_upload(service, file), name, file.content_type
-        )
+        data = await read_upload(service, file)
+        image, prepared, header = await service.load(data, name, file.content_type)
         try:
-            out = await service.predict(image, prepared, name, heatmap, preview, top, header)
+            out = await service.predict(
+                image, prepared, name, heatmap, preview, top, header, data=data, display=display, layer=layer
+            )
         except Overloaded as err:
             raise overloaded(str(err)) from None
     except ApiError:
@@ -150,6 +159,50 @@ async def predict_batch(
                     "status": err.status,
                 }
     return {"results": results}
+
+
+class Verdict(BaseModel):
+    """A reader's verdict on one study (its ``study`` hash from the /v1/predict answer)."""
+
+    study: str = Field(pattern="^[0-9a-f]{64}$")
+    triage: Literal["agree", "disagree"] | None = None
+    findings: dict[str, Literal["present", "absent", "unsure"]] = Field(default_factory=dict)
+    comment: str = Field("", max_length=2000)
+
+
+def feedback_store(service: Service):
+    """The service's feedback database, or 404 when it was started without one."""
+    if service.feedback is None:
+        raise ApiError(
+            404,
+            "feedback_disabled",
+            "this service keeps no feedback: start it with `cxr serve RUN --feedback DB`",
+        )
+    return service.feedback
+
+
+@router.post("/v1/feedback", tags=["feedback"], dependencies=[Depends(check_key)])
+async def post_feedback(service: ServiceDep, verdict: Verdict, request: Request) -> dict:
+    """Store a reader's verdict (agree/disagree with the flag, per finding present/absent/unsure)."""
+    store = feedback_store(service)
+    reader = service.cfg.reader or clean_name(request.headers.get("x-reader") or "")[:64] or None
+    if reader == "upload":  # clean_name's stand-in for an empty name
+        reader = None
+    try:
+        return await asyncio.to_thread(
+            store.add_feedback, verdict.study, verdict.triage, verdict.findings, verdict.comment, reader
+        )
+    except UnknownStudyError as err:  # no prediction recorded: nothing to tie the verdict to
+        raise ApiError(404, "unknown_study", str(err)) from None
+    except ValueError as err:
+        raise ApiError(400, "bad_feedback", str(err)) from None
+
+
+@router.get("/v1/feedback", tags=["feedback"], dependencies=[Depends(check_key)])
+async def get_feedback(service: ServiceDep, limit: Annotated[int, Query(ge=1, le=10000)] = 100) -> dict:
+    """The stored verdicts, newest first."""
+    store = feedback_store(service)
+    return {"feedback": await asyncio.to_thread(store.feedback, limit)}
 
 
 @router.get("/", include_in_schema=False)

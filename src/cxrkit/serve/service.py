@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import io
+import os
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,20 +22,22 @@ from cxrkit import __version__
 from cxrkit.config import ServeConfig
 from cxrkit.data.assess import check_assessable
 from cxrkit.data.decode import ImageReadError, ImageTooLargeError, NotAssessableError, decode_bytes, is_dicom
-from cxrkit.data.header import header_fields
+from cxrkit.data.display import Display, dicom_display
+from cxrkit.data.header import header_fields, reading_header
 from cxrkit.data.transforms import prepare_image
 from cxrkit.evaluate.drift import PIXEL_STATS
 from cxrkit.evaluate.ood import ood_decisions
 from cxrkit.evaluate.triage import abnormality_score, flag_names, top_finding, top_findings
 from cxrkit.explain.gradcam import label_index
+from cxrkit.run.card import borderline_band, model_warnings
 from cxrkit.run.inputs import OUT_OF_DISTRIBUTION, min_side
 from cxrkit.run.model import RunModel
-from cxrkit.run.monitor_log import record
+from cxrkit.run.monitor_log import monitor_id, record
 from cxrkit.serve.batcher import Batcher
 from cxrkit.serve.errors import ApiError
 from cxrkit.serve.monitor import ServiceMonitor
 from cxrkit.serve.telemetry import Telemetry
-from cxrkit.workflows.explain import DISPLAY_SIDE, overlay_of
+from cxrkit.workflows.explain import DISPLAY_SIDE, heat_layer_of, overlay_of
 
 ACCEPTED_TYPES = {
     "image/png",
@@ -43,6 +48,8 @@ ACCEPTED_TYPES = {
 }
 THRESHOLD_RULE = "max_f1"  # the per-label thresholds shown beside probabilities (chosen on validation)
 PREVIEW_SIDE = DISPLAY_SIDE
+DISPLAY_MAX_SIDE = 4096  # the reading view's image: full resolution up to this side
+HEATMAP_CAPTION = "regions that most influenced this score — not a segmentation"
 
 
 def clean_name(filename: str | None) -> str:
@@ -69,6 +76,13 @@ class Service:
         self.pool = Batcher(self._score, cfg.workers, cfg.queue, cfg.max_batch)
         self.monitor = ServiceMonitor(run, cfg.monitor, cfg.monitor_window) if cfg.monitor else None
         self.threshold_rule, self.thresholds = run.package.display_thresholds(THRESHOLD_RULE)
+        self.band = borderline_band(run.package)
+        self.identity = {"name": run.path.name, "digest": monitor_id(run.path), "version": __version__}
+        self.feedback = None
+        if cfg.feedback:  # nothing is kept unless the deployment asks for it
+            from cxrkit.workflows.feedback import FeedbackStore
+
+            self.feedback = FeedbackStore(cfg.feedback)
 
     def _score(self, images: np.ndarray) -> np.ndarray:
         """(K, L + 1): calibrated probabilities, then the OOD score (NaN: the run has no reference)."""
@@ -150,8 +164,16 @@ class Service:
         preview: bool = False,
         top: int = 3,
         header: dict | None = None,
+        data: bytes | None = None,
+        display: bool = False,
+        layer: bool = False,
     ) -> dict:
-        """Score one decoded image (its (S, S) input, through the pool); add Grad-CAM/preview if asked."""
+        """Score one decoded image (its (S, S) input, through the pool); add Grad-CAM/preview if asked.
+
+        ``data``: the upload's bytes (its hash names the study; the reading view and feedback need
+        them); ``display``: the full-resolution rendering, its windows and header for a reading view;
+        ``layer``: the heatmap as a transparent RGBA layer rather than blended into the film.
+        """
         if heatmap is not None and heatmap != "top":
             try:
                 label_index(self.run.labels, heatmap)
@@ -161,15 +183,67 @@ class Service:
         scored = (await self._await(self.pool.submit(prepared)))[0]
         result = self.result(scored, filename, image.shape, top, header)
         probs = scored[: len(self.run.labels)]
+        if data is not None:
+            result["study"] = hashlib.sha256(data).hexdigest()
         if heatmap is not None:
             label = self.top_finding(probs) if heatmap == "top" else heatmap
-            png = await self._await(
-                self.pool.submit_call(lambda: self._overlay(image, prepared, label, probs))
-            )
-            result["heatmap"] = {"label": label, "method": "gradcam", "png_base64": png}
+            draw = self._layer if layer else self._overlay
+            png = await self._await(self.pool.submit_call(lambda: draw(image, prepared, label, probs)))
+            j = label_index(self.run.labels, label)
+            result["heatmap"] = {
+                "label": label,
+                "method": "gradcam",
+                "layer": layer,
+                "png_base64": png,
+                "probability": float(probs[j]),
+                "threshold": float(self.thresholds[j]),
+                "above_threshold": bool(probs[j] >= self.thresholds[j]),
+                "normalised": "to its own peak (per image)",
+                "caption": HEATMAP_CAPTION,
+            }
         if preview:
             result["preview_png_base64"] = await asyncio.to_thread(lambda: _png_b64(self._preview(image)))
+        if display and data is not None:
+            result["display"], result["header"] = await asyncio.to_thread(lambda: self._display(data, image))
+        if self.feedback is not None and data is not None:
+            await asyncio.to_thread(lambda: self._keep(data, result))
         return result
+
+    def _display(self, data: bytes, image: np.ndarray) -> tuple[dict, dict]:
+        """(the reading view's rendering, its windows; the header panel's facts)."""
+        dicom = is_dicom("upload", data[:132])
+        shown = dicom_display(data, image) if dicom else Display(image)
+        pixels = shown.image
+        if max(pixels.shape) > DISPLAY_MAX_SIDE:
+            from PIL import Image
+
+            k = DISPLAY_MAX_SIDE / max(pixels.shape)
+            size = (max(1, round(pixels.shape[1] * k)), max(1, round(pixels.shape[0] * k)))
+            pixels = np.asarray(Image.fromarray(pixels, mode="L").resize(size, Image.Resampling.BOX))
+        from PIL import Image
+
+        out = {**shown.as_dict(), "png_base64": _png_b64(Image.fromarray(pixels, mode="L"))}
+        out["width"], out["height"] = int(pixels.shape[1]), int(pixels.shape[0])
+        header = reading_header(data, self.cfg.show_patient_id) if dicom else {}
+        return out, header
+
+    def _keep(self, data: bytes, result: dict) -> None:
+        """With --feedback: record the answer under the study's hash (and keep the image with
+        --keep-images), so that a reader's verdict can be tied to what the model said."""
+        image = None
+        if self.cfg.keep_images:
+            folder = Path(self.cfg.keep_images)
+            folder.mkdir(parents=True, exist_ok=True)
+            suffix = (
+                ".dcm" if is_dicom("upload", data[:132]) else (".png" if data[:4] == b"\x89PNG" else ".jpg")
+            )
+            path = folder / f"{result['study']}{suffix}"
+            if not path.exists():
+                tmp = path.with_name(path.name + f".{os.getpid()}.{threading.get_ident()}.tmp")
+                tmp.write_bytes(data)
+                os.replace(tmp, path)
+            image = str(path.resolve())
+        self.feedback.record_prediction(result["study"], self.identity, result, image)
 
     def top_finding(self, probs: np.ndarray) -> str:
         """The finding (not "No Finding") with the highest probability."""
@@ -224,6 +298,8 @@ class Service:
                 "threshold": point.threshold,
                 "target_sensitivity": point.target_sensitivity,
                 "score_rule": point.score,
+                "band": list(self.band) if self.band else None,
+                "borderline": bool(self.band is not None and self.band[0] <= s <= self.band[1]),
             },
             "ood": ood,
         }
@@ -246,6 +322,9 @@ class Service:
             "reason": why[0],
             "header": header,
         }
+
+    def _layer(self, image: np.ndarray, prepared: np.ndarray, label: str, probs: np.ndarray) -> str:
+        return _png_b64(heat_layer_of(self.run, image, prepared, label, self.torch_lock))
 
     def _overlay(self, image: np.ndarray, prepared: np.ndarray, label: str, probs: np.ndarray) -> str:
         caption = f"{label} {probs[label_index(self.run.labels, label)]:.2f}"
@@ -282,6 +361,11 @@ class Service:
             "input": pkg.input.as_dict(),
             "temperatures": list(pkg.temperatures),
             "validation": pkg.validation,
+            "data": pkg.data,
+            "warnings": model_warnings(pkg),
+            "borderline_band": list(self.band) if self.band else None,
+            "digest": self.identity["digest"],
+            "feedback": self.feedback is not None,
             "versions": {**pkg.versions, "cxrkit_serving": __version__},
             "engine": self.run.engine,
             "limits": {

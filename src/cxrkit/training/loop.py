@@ -3,7 +3,8 @@
 A run folder (its file names: ``cxrkit.run.files``) holds ``config.yaml`` (resolved, data paths
 absolute), ``split.csv``, ``history.csv`` (one row per epoch), ``curves.png``, ``best.pt``,
 ``last.pt``, ``summary.json`` and, written last from the validation split, ``model.json``
-(calibration, thresholds, triage operating point: what prediction needs). Every random draw of
+(calibration, thresholds, triage operating point: what prediction needs); a fine-tuned run
+(``init_from``, ``training.finetune``) also ``init.json``, naming its parent. Every random draw of
 epoch ``e`` comes from seeds derived from (seed, e), so a run is repeatable and a resumed run
 continues exactly as an uninterrupted one would. Under torchrun each rank trains on its
 DistributedSampler shard, every rank evaluates the validation set, rank 0's monitored value
@@ -44,10 +45,20 @@ from cxrkit.run.data import (
     open_data,
     saved_split,
 )
+from cxrkit.run.lineage import write_lineage
 from cxrkit.run.model import build_network, network_spec
 from cxrkit.training import distributed as ddp
 from cxrkit.training.augment import augment_batch
 from cxrkit.training.ema import WeightAverage
+from cxrkit.training.finetune import (
+    Parent,
+    check_finetune,
+    check_task,
+    compare_labels,
+    lineage_of,
+    load_parent,
+    resumed_parent,
+)
 from cxrkit.training.folders import check_out, discard_unstarted, new_run_dir, resumable
 from cxrkit.training.kfold import fold_config, fold_name, fold_state, write_parent
 from cxrkit.training.losses import LossFn, build_loss
@@ -159,25 +170,38 @@ def fit(
     resume: str | Path | None = None,
     overrides: dict | None = None,
     log: Log = print,
+    init_from: str | Path | Parent | None = None,
 ) -> Path:
-    """Train a model as ``cfg`` says (or continue the run folder ``resume``); return the run folder."""
+    """Train a model as ``cfg`` says (or continue the run folder ``resume``); return the run folder.
+
+    ``init_from``: a finished run (or its ``load_parent``) whose best weights, labels and input the new
+    run starts from (fine-tuning; ``cfg`` from ``training.finetune.finetune_config``).
+    """
     info = ddp.init_distributed()
     say: Log = log if info.main else (lambda _msg: None)
     try:
-        return _fit(cfg, resume, overrides, info, say)
+        return _fit(cfg, resume, overrides, info, say, init_from)
     finally:
         ddp.shutdown(info)
 
 
 def _fit(
-    cfg: RunConfig | None, resume: str | Path | None, overrides: dict | None, info: ddp.DistInfo, log: Log
+    cfg: RunConfig | None,
+    resume: str | Path | None,
+    overrides: dict | None,
+    info: ddp.DistInfo,
+    log: Log,
+    init_from: str | Path | Parent | None = None,
 ) -> Path:
     """Check the config against the data and build the model, then the cache; only then a run folder.
 
     A new run's folder appears once the data, labels, model and split are known good, and a start
     that fails before the first checkpoint removes it again. A resumed run keeps its ``split.csv``.
+    A fine-tuned run (``init_from``, or resumed with its ``init.json``) has its parent's network and labels.
     """
-    split_file = None
+    split_file, parent = None, None
+    if resume is not None and init_from is not None:
+        raise ValueError("--resume continues a run; --init-from starts a new one: give one of them")
     if resume is not None:
         run_dir = resumable(Path(resume))
         cfg = load_run_config(run_dir, overrides)
@@ -190,29 +214,43 @@ def _fit(
             return _fit_kfold(cfg, run_dir, overrides, info, log)
         split_file = saved_split(run_dir)
         ckpt = load_checkpoint(run_dir / files.LAST)
+        parent = resumed_parent(run_dir)
     elif cfg is None:
         raise ValueError("fit needs a RunConfig or a run folder to resume")
     else:
         ckpt = None
         check_out(cfg.out)
+        if init_from is not None:
+            parent = init_from if isinstance(init_from, Parent) else load_parent(init_from)
+            check_finetune(cfg, parent)
         if is_ensemble(cfg.partition):
             return _fit_kfold(cfg, None, overrides, info, log)
     t, m = cfg.train, cfg.model
     device = resolve_device(t.device, info.local_rank)
     ds = build_dataset(cfg.data)
     n_labels = len(check_start(cfg, ds))  # labels and loss fit the data: checked before any cache
+    if parent is not None:
+        missing, dropped = compare_labels(parent, tuple(ds.labels), log)
     note = patient_fallback_note(ds.meta)
     if note:
         log(note)
     torch.manual_seed(t.seed)
     # the model before the cache: a misspelt model name must not cost a cache build first
     spec = {**dataclasses.asdict(m), "intensity": cfg.prepare.intensity}
-    model = build_network(m.name, spec, n_labels, pretrained=m.pretrained)
+    if parent is not None:
+        model = parent.network()
+        if parent.state is not None:
+            log(f"starting from {parent.path} (best.pt sha256 {parent.digest[:12]}…): its weights and labels")
+    else:
+        model = build_network(m.name, spec, n_labels, pretrained=m.pretrained)
     cache_path, key = locate_cache(cfg, ds)
     if info.main:
         build_cache(cfg, ds, cache_path, key, log)
     ddp.barrier(info)
-    data = open_data(cfg, cache_path, split_file, log)  # a resumed run: its saved split, never a new one
+    # a resumed run: its saved split, never a new one; a fine-tuned run: its parent's labels, in their order
+    data = open_data(cfg, cache_path, split_file, log, parent.labels if parent is not None else None)
+    if parent is not None:
+        check_task(parent, data)
     if resume is not None:
         if info.main:
             write_text(run_dir / files.CONFIG, absolute_paths(cfg).to_yaml())  # with the overrides
@@ -222,6 +260,8 @@ def _fit(
         if info.main:
             write_text(run_dir / files.CONFIG, absolute_paths(cfg).to_yaml())
             save_split_manifest(run_dir / files.SPLIT, data.cache.meta, data.partition, data.cache.images)
+            if parent is not None:
+                write_lineage(run_dir, lineage_of(parent, missing, dropped))
         return _train(cfg, run_dir, None, data, model, device, info, log)
     except BaseException:
         if info.main:

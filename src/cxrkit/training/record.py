@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -48,6 +50,8 @@ def write_model_package(
         val_targets=data.targets[idx],
         target_sensitivity=cfg.triage.target_sensitivity,
         score_method=cfg.triage.score,
+        groups=patient_ids(data, idx),
+        data=data_summary(data, cfg),
     )
     write_package(run_dir, pkg)
     pkg = write_ood_reference(run_dir, pkg, data, device, log, keep_ood)
@@ -61,6 +65,34 @@ def write_model_package(
         f"({'reached' if op.reached else 'NOT reached'}: validation {op.val_sensitivity:.3f})"
     )
     return pkg
+
+
+def patient_ids(data: TrainData, idx: np.ndarray) -> np.ndarray | None:
+    """The patient IDs of rows ``idx`` (bootstrap units), or None when the cache has none."""
+    meta = data.cache.meta
+    return meta["patient_id"].astype(str).to_numpy()[idx] if "patient_id" in meta.columns else None
+
+
+def data_summary(data: TrainData, cfg: RunConfig) -> dict:
+    """model.json's ``data``: where the training images came from, how many, from how many patients,
+    each label's prevalence in training, and whether they were synthetic (a model card warns then)."""
+    meta, out = data.cache.meta, {"source": cfg.data.source, "synthetic": cfg.data.source == "phantom"}
+    for split in ("train", "val", "test"):
+        rows = np.asarray(data.partition.get(split, []), dtype=np.int64)
+        part: dict = {"images": len(rows)}
+        if "patient_id" in meta.columns and len(rows):
+            part["patients"] = int(meta["patient_id"].iloc[rows].nunique())
+        out[split] = part
+    train = np.asarray(data.partition.get("train", []), dtype=np.int64)
+    if len(train):
+        with warnings.catch_warnings():  # a label without any known target (fine-tuning data): None
+            warnings.simplefilter("ignore", RuntimeWarning)
+            prevalence = np.nanmean(data.targets[train], axis=0)
+        out["prevalence"] = {
+            lab: (float(v) if np.isfinite(v) else None)
+            for lab, v in zip(data.labels, prevalence, strict=True)
+        }
+    return out
 
 
 def write_ood_reference(

@@ -10,7 +10,7 @@ import numpy as np
 from cxrkit.data.transforms import compute_geometry, to_model_input
 from cxrkit.explain.boxes import Box, heatmap_boxes
 from cxrkit.explain.gradcam import compute_heatmaps, label_index
-from cxrkit.explain.overlay import heatmap_to_source, render_overlay, save_grid
+from cxrkit.explain.overlay import heat_layer, heatmap_to_source, render_overlay, save_grid
 from cxrkit.labels import NO_FINDING
 from cxrkit.outputs import make_out_dir, printable, read_json, unique_stems, write_with
 from cxrkit.run import files
@@ -56,6 +56,22 @@ def overlay_of(run: RunModel, image: np.ndarray, prepared: np.ndarray, label: st
         heat = compute_heatmaps(run.model, x, [j], "gradcam")[0].detach().cpu().numpy()
     geo = compute_geometry(image.shape[1], image.shape[0], run.spec.size, run.spec.mode)
     return render_overlay(image, heatmap_to_source(heat, geo), caption=caption)
+
+
+def heat_layer_of(run: RunModel, image: np.ndarray, prepared: np.ndarray, label: str, lock=None):
+    """The Grad-CAM of ``label`` as an RGBA layer (PIL) in the geometry of the decoded image (H, W)
+    (its aspect ratio; at most 1024 px), normalised to its own peak as Grad-CAM is: where the model
+    looked, not how sure it is. ``lock`` as in ``overlay_of``."""
+    from contextlib import nullcontext
+
+    j = label_index(run.labels, label)
+    x = to_model_input(prepared[None] if prepared.ndim == 2 else prepared, run.device)
+    with lock if lock is not None else nullcontext():
+        heat = compute_heatmaps(run.model, x, [j], "gradcam")[0].detach().cpu().numpy()
+    k = min(1.0, 1024 / max(image.shape))
+    w, h = max(1, round(image.shape[1] * k)), max(1, round(image.shape[0] * k))
+    # the image's place in the model's square does not change with its scale: map onto (h, w) directly
+    return heat_layer(heatmap_to_source(heat, compute_geometry(w, h, run.spec.size, run.spec.mode)))
 
 
 def explain_images(

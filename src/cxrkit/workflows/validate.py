@@ -26,7 +26,7 @@ from cxrkit.data.cache import CachedDataset
 from cxrkit.data.splits import DIGEST, pixel_digests, read_split_manifest
 from cxrkit.evaluate.sample_size import wilson_interval
 from cxrkit.evaluate.thresholds import parse_rule
-from cxrkit.labels import try_canonical_label
+from cxrkit.labels import align_labels
 from cxrkit.outputs import read_json
 from cxrkit.run import files
 from cxrkit.run.data import (
@@ -54,22 +54,6 @@ class SiteData:
     missing_labels: list[str]  # the run's labels the site does not have (unknown there)
     ignored_labels: list[str]  # the site's labels the run does not predict
     not_scored: list[dict] = field(default_factory=list)  # {"image_id", "status", "reason"}
-
-
-def align_labels(
-    site_labels: tuple[str, ...], site_targets: np.ndarray, run_labels: tuple[str, ...]
-) -> tuple[np.ndarray, list[str], list[str]]:
-    """(targets in the run's label order, NaN where the site lacks a label; missing; ignored), by name."""
-    names = [try_canonical_label(s) or s for s in site_labels]
-    out = np.full((len(site_targets), len(run_labels)), np.nan, dtype=np.float32)
-    missing = []
-    for j, lab in enumerate(run_labels):
-        if lab in names:
-            out[:, j] = site_targets[:, names.index(lab)]
-        else:
-            missing.append(lab)
-    ignored = [s for s, n in zip(site_labels, names, strict=True) if n not in run_labels]
-    return out, missing, ignored
 
 
 def site_data(run: RunModel, dcfg: DataConfig, cache_dir: str, log: Log, progress: bool = False) -> SiteData:
