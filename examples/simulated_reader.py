@@ -8,8 +8,8 @@ truth) and keeps the last third as a held-out labelled table for ``cxr validate`
     cxr serve cxr-out/demo/runs/phantom-cnn --feedback site.sqlite --keep-images site-images &
     python examples/simulated_reader.py http://127.0.0.1:8000 --n 150 --out site
     cxr feedback site.sqlite --export site/labels.csv --report site/feedback.html
-    cxr train --init-from cxr-out/demo/runs/phantom-cnn data.source=table data.path=site/labels.csv \\
-        train.epochs=3 --name site-tuned
+    cxr train --init-from cxr-out/demo/runs/phantom-cnn --data site/labels.csv train.epochs=3 \\
+        --name site-tuned
     cxr validate runs/site-tuned site/holdout.csv
 """
 

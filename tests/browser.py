@@ -74,3 +74,14 @@ def open_page(path: Path, screenshot: Path) -> dict:
         seen["title"] = page.title()
         page.screenshot(path=str(screenshot), full_page=True)
     return seen
+
+
+def upload_to_viewer(page, url: str, files, external: list[str]) -> None:
+    """Open the viewer at ``url``, record any request leaving the server into ``external``, upload
+    ``files`` and wait until every one has an answer or an error in the worklist."""
+    page.on("request", lambda r: r.url.startswith((url, "data:", "blob:")) or external.append(r.url))
+    page.goto(url + "/", wait_until="load")
+    page.wait_for_function("document.querySelector('#model').textContent.includes('engine')")
+    page.set_input_files("#files", [str(f) for f in files])
+    page.wait_for_function(f"document.querySelectorAll('#worklist tbody tr').length === {len(files)}")
+    page.wait_for_function("state.results.every(i => i.result || i.error)")

@@ -396,7 +396,8 @@ class ServeConfig:
     monitor_window: int = 200  # studies in the window behind the /metrics drift gauges
     feedback: str | None = None  # SQLite file keeping predictions and readers' verdicts; none: nothing kept
     keep_images: str | None = None  # a folder: uploads kept there (by hash) so feedback can become labels
-    reader: str | None = None  # the reader's name stored with feedback (else the request's X-Reader header)
+    reader: str | None = None  # the reader's name stored with feedback (a one-reader deployment)
+    reader_header: str | None = None  # a header an authenticating proxy sets to the reader (trusted then)
     show_patient_id: bool = False  # the viewer's header panel shows the patient's name and ID
 
     def __post_init__(self) -> None:

@@ -238,3 +238,17 @@ def test_validate_passes_its_bootstrap_flag_on(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(wf, "validate_run", lambda run, data, cfg, **kw: seen.setdefault("cfg", cfg))
     assert main(["validate", "some-run", str(tmp_path), "--bootstrap", "7"]) == 0, capsys.readouterr().err
     assert seen["cfg"].n_boot == 7
+
+
+def test_train_data_shorthand_names_a_table_or_a_folder(monkeypatch, tmp_path):
+    """``cxr train --data labels.csv`` is data.source=table; a folder is data.source=folder."""
+    import cxrkit.training.loop as loop
+    from cxrkit.cli import main
+
+    seen = []
+    monkeypatch.setattr(loop, "fit", lambda cfg=None, **kw: seen.append(cfg) or tmp_path)
+    table = tmp_path / "labels.csv"
+    table.write_text("path,Effusion\n")
+    assert main(["train", "--data", str(table)]) == 0
+    assert main(["train", "--data", str(tmp_path)]) == 0
+    assert [(c.data.source, c.data.path) for c in seen] == [("table", str(table)), ("folder", str(tmp_path))]

@@ -22,9 +22,11 @@ from cxrkit.run.package import read_package, write_package
 from cxrkit.serve.app import create_app
 
 
-def dicom_bytes(photometric: str = "MONOCHROME2", name: str = "Doe^Jane") -> tuple[bytes, np.ndarray]:
+def dicom_bytes(
+    photometric: str = "MONOCHROME2", name: str = "Doe^Jane", patient: str = "P-77", seed: int = 3, **tags
+) -> tuple[bytes, np.ndarray]:
     """A 12-bit DX film (rescale -1024) with two header windows; (file bytes, stored values)."""
-    grey = chest_like(96, 80, seed=3).astype(np.float64)
+    grey = chest_like(96, 80, seed=seed).astype(np.float64)
     stored = np.round(grey / 255 * 4000 + 50).astype(np.uint16)
     ds = pydicom.Dataset()
     ds.file_meta = FileMetaDataset()
@@ -34,13 +36,15 @@ def dicom_bytes(photometric: str = "MONOCHROME2", name: str = "Doe^Jane") -> tup
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.Modality, ds.ViewPosition, ds.StudyDate = "DX", "PA", "20240102"
-    ds.PatientName, ds.PatientID, ds.PatientSex, ds.PatientAge = name, "P-77", "F", "061Y"
+    ds.PatientName, ds.PatientID, ds.PatientSex, ds.PatientAge = name, patient, "F", "061Y"
     ds.Rows, ds.Columns = stored.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
     ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
     ds.WindowCenter, ds.WindowWidth = [1000, 0], [1800, 3000]
     ds.WindowCenterWidthExplanation = ["SOFT", "WIDE"]
+    for key, value in tags.items():
+        setattr(ds, key, value)
     ds.PixelData = stored.tobytes()
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
@@ -56,8 +60,10 @@ def client(run_dir, **cfg) -> TestClient:
     return TestClient(create_app(RunModel.load(run_dir, "cpu"), ServeConfig(**cfg)))
 
 
-def post(c: TestClient, data: bytes, query: str = "", ctype: str = "application/dicom", **kw):
-    return c.post(f"/v1/predict{query}", files={"file": ("study.dcm", data, ctype)}, **kw)
+def post(
+    c: TestClient, data: bytes, query: str = "", ctype: str = "application/dicom", name="study.dcm", **kw
+):
+    return c.post(f"/v1/predict{query}", files={"file": (name, data, ctype)}, **kw)
 
 
 def decode_png(b64: str) -> np.ndarray:
@@ -141,10 +147,11 @@ def test_no_feedback_is_kept_unless_the_service_is_started_with_a_database(run_d
 
 
 def test_feedback_is_stored_read_back_and_checked(run_dir, tmp_path):
-    data, _ = dicom_bytes(name="Roe^Richard")
+    data, _ = dicom_bytes(name="Roe^Richard", patient="MRN-Roe-1")
     db, kept = tmp_path / "fb.sqlite", tmp_path / "kept"
     c = client(run_dir, feedback=str(db), keep_images=str(kept), reader="Dr A")
-    out = post(c, data).json()
+    out = post(c, data, name="Roe_Richard_chest.dcm").json()  # names in the file name and header
+    assert out["feedback"] == "recorded"
     study = out["study"]
     assert (kept / f"{study}.dcm").read_bytes() == data  # the film, kept under its hash for labels
     verdict = {"study": study, "triage": "disagree", "findings": {"Effusion": "present"}, "comment": "ok"}
@@ -158,7 +165,10 @@ def test_feedback_is_stored_read_back_and_checked(run_dir, tmp_path):
     assert c.post("/v1/feedback", json={**verdict, "triage": "maybe"}).status_code == 422
     unknown = c.post("/v1/feedback", json={**verdict, "study": "0" * 64})
     assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_study"
-    assert b"Roe" not in db.read_bytes() and b"Richard" not in db.read_bytes()  # hashes, never names
+    stored = b"".join(f.read_bytes() for f in tmp_path.glob("fb.sqlite*"))  # the WAL too
+    assert b"Roe" not in stored and b"Richard" not in stored and b"MRN" not in stored  # hashes only
+    # with no API key anyone can read GET /v1/feedback: the free text stays in the database
+    assert rows[0]["comment"] is None
 
 
 def test_feedback_needs_the_api_key_when_one_is_set(run_dir, tmp_path):
@@ -172,3 +182,82 @@ def test_model_card_carries_warnings_and_what_the_run_was_trained_on(run_dir):
     card = client(run_dir).get("/v1/model").json()
     assert any("no reliability data" in w for w in card["warnings"])  # an old-style package says so
     assert card["borderline_band"] is None and card["feedback"] is False and len(card["digest"]) > 8
+
+
+def test_reader_names_come_only_from_the_deployment(run_dir, tmp_path):
+    data, _ = dicom_bytes()
+    verdict = {"triage": "agree"}
+    plain = client(run_dir, feedback=str(tmp_path / "a.sqlite"))
+    verdict["study"] = post(plain, data).json()["study"]
+    plain.post("/v1/feedback", json=verdict, headers={"X-Remote-User": "mallory"})
+    assert plain.get("/v1/feedback").json()["feedback"][0]["reader"] is None  # a header nobody vouched for
+    proxied = client(run_dir, feedback=str(tmp_path / "b.sqlite"), reader_header="X-Remote-User")
+    post(proxied, data)
+    assert proxied.post("/v1/feedback", json=verdict, headers={"X-Remote-User": "dr.b"}).status_code == 200
+    assert proxied.get("/v1/feedback").json()["feedback"][0]["reader"] == "dr.b"
+    bad = proxied.post("/v1/feedback", json=verdict, headers={"X-Remote-User": "<script>"})
+    assert bad.status_code == 400 and bad.json()["error"] == "bad_reader"
+
+
+def test_feedback_guards_its_size_and_shows_comments_only_behind_a_key(run_dir, tmp_path):
+    data, _ = dicom_bytes()
+    app = create_app(RunModel.load(run_dir, "cpu"), ServeConfig(feedback=str(tmp_path / "f")), api_key="k")
+    c = TestClient(app, headers={"X-API-Key": "k"})
+    study = post(c, data).json()["study"]
+    many = {"study": study, "findings": {f"L{k}": "present" for k in range(65)}}
+    assert c.post("/v1/feedback", json=many).status_code == 422  # at most 64 findings
+    huge = {"study": study, "comment": "x" * 70_000}
+    assert c.post("/v1/feedback", json=huge).status_code == 413  # 64 KB body limit, before parsing
+    assert c.post("/v1/feedback", json={"study": study, "comment": "see prior"}).status_code == 200
+    assert c.get("/v1/feedback").json()["feedback"][0]["comment"] == "see prior"  # behind the key
+
+
+def test_films_of_one_patient_share_a_key_and_batches_are_recorded(run_dir, tmp_path):
+    db = tmp_path / "fb.sqlite"
+    c = client(run_dir, feedback=str(db), keep_images=str(tmp_path / "kept"))
+    first, _ = dicom_bytes(patient="MRN-1", seed=1)
+    second, _ = dicom_bytes(patient="MRN-1", seed=2)
+    other, _ = dicom_bytes(patient="MRN-2", seed=4)
+    files = [("files", (f"{k}.dcm", d, "application/dicom")) for k, d in enumerate((first, second, other))]
+    answers = c.post("/v1/predict/batch", files=files).json()["results"]
+    assert [a["feedback"] for a in answers] == ["recorded"] * 3
+    from cxrkit.workflows.feedback import FeedbackStore
+
+    keys = {p["study"]: p["patient"] for p in FeedbackStore(db).predictions()}
+    a, b, o = (keys[hashlib.sha256(d).hexdigest()] for d in (first, second, other))
+    assert a == b != o and a not in (hashlib.sha256(first).hexdigest(), None)
+
+
+def test_a_storage_failure_loses_the_verdict_not_the_answer(run_dir, tmp_path, monkeypatch):
+    import sqlite3
+
+    c = client(run_dir, feedback=str(tmp_path / "fb.sqlite"))
+    store = c.app.state.service.feedback
+
+    def locked(*args, **kwargs):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(store, "record_prediction", locked)
+    out = post(c, dicom_bytes()[0])
+    assert out.status_code == 200 and out.json()["feedback"] == "not recorded" and out.json()["probabilities"]
+
+
+def test_display_range_leaves_padding_out_and_offers_the_files_lut(run_dir):
+    from pydicom.dataset import Dataset
+
+    lut = Dataset()
+    lut.LUTDescriptor, lut.LUTExplanation = [1024, 100, 12], "NORMAL"
+    lut.LUTData = np.arange(1024, dtype=np.uint16).tobytes()  # OW: the table as 16-bit words
+    data, _ = dicom_bytes(PixelPaddingValue=0, VOILUTSequence=[lut])
+    ds = pydicom.dcmread(io.BytesIO(data))
+    raw = ds.pixel_array.copy()
+    raw[:10] = 0  # a padded frame above the film
+    ds.PixelData = raw.tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    d = post(client(run_dir), buf.getvalue(), "?display=true").json()["display"]
+    film = raw[10:].astype(np.float64) - 1024
+    assert d["value_range"] == [film.min(), film.max()]  # not -1024, the padding
+    window = d["windows"][-1]
+    assert window["name"].startswith("NORMAL") and window["file_width"] == 1024
+    assert window["file_center"] == pytest.approx(100 + 1023 / 2)

@@ -37,10 +37,13 @@ def colour(px: np.ndarray) -> float:
 
 
 def studies(run: Path, root: Path) -> list[Path]:
-    """Four test-split phantoms as PNGs (in distribution), a 12-bit DICOM and a corrupt file."""
+    """Test-split phantoms as PNGs (in distribution: three normal, two abnormal), a 12-bit DICOM and a
+    corrupt file."""
     data = load_run_data(run)
+    test = np.sort(data.partition["test"])
+    normal = data.targets[test, list(data.labels).index("No Finding")] == 1
     files = []
-    for k, r in enumerate(np.sort(data.partition["test"])[:4]):
+    for k, r in enumerate([*test[normal][:3], *test[~normal][:2]]):
         f = root / f"phantom-{k}.png"
         f.write_bytes(png_bytes(np.asarray(data.cache.images[r])))
         files.append(f)
@@ -50,7 +53,7 @@ def studies(run: Path, root: Path) -> list[Path]:
 
 
 def test_reading_view_on_screen(phantom_run, tmp_path):
-    from browser import chromium_page, require_chromium
+    from browser import chromium_page, require_chromium, upload_to_viewer
 
     require_chromium()
     files = studies(phantom_run, tmp_path)
@@ -63,12 +66,7 @@ def test_reading_view_on_screen(phantom_run, tmp_path):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with live_server(app) as url, chromium_page(seen) as page:
         page.set_viewport_size({"width": 1440, "height": 900})
-        page.on("request", lambda r: r.url.startswith((url, "data:", "blob:")) or external.append(r.url))
-        page.goto(url + "/", wait_until="load")
-        page.wait_for_function("document.querySelector('#model').textContent.includes('engine')")
-        page.set_input_files("#files", [str(f) for f in files])
-        page.wait_for_function(f"document.querySelectorAll('#worklist tbody tr').length === {len(files)}")
-        page.wait_for_function("state.results.every(i => i.result || i.error)")
+        upload_to_viewer(page, url, files, external)
         page.wait_for_function(
             "document.querySelector('#caption').textContent.length > 0"
             " && !document.querySelector('#caption').textContent.startsWith('computing')"
@@ -85,11 +83,13 @@ def test_reading_view_on_screen(phantom_run, tmp_path):
 
         # keyboard: j/k walk the worklist in its order; the panel follows
         order = page.evaluate("ordered().map(i => i.file.name)")
-        page.evaluate("openStudy(ordered()[0]); document.activeElement.blur()")
-        page.keyboard.press("j")
-        page.wait_for_function(f"state.current.file.name === {order[1]!r}")
-        page.keyboard.press("k")
-        page.wait_for_function(f"state.current.file.name === {order[0]!r}")
+        page.click("#worklist tbody tr:nth-child(2)")
+        page.click("#heat-on")  # focus on a toolbar control must not swallow the keys
+        for key, k in (("j", 2), ("j", 3), ("k", 2)):
+            page.keyboard.press(key)
+            page.wait_for_function(f"document.querySelector('#study .name').textContent === {order[k]!r}")
+            selected = page.eval_on_selector("#worklist tr.selected", "r => r.cells[1].textContent")
+            assert selected == order[k]
 
         def open_study(name: str) -> None:
             page.evaluate(f"openStudy(state.results.find(i => i.file.name === {name!r}))")
@@ -98,11 +98,14 @@ def test_reading_view_on_screen(phantom_run, tmp_path):
         # a study whose top finding is below its threshold: the map stays hidden, the caption says why
         quiet = [r for r in results if r and not r["heat"]["above_threshold"] and r["ood"]]
         loud = [r for r in results if r and r["heat"]["above_threshold"] and r["ood"]]
-        assert quiet or loud
-        if quiet:
-            open_study(quiet[0]["name"])
-            assert page.evaluate("getComputedStyle(document.querySelector('#heat')).display") == "none"
-            assert "not suspected" in page.inner_text("#caption")
+        assert quiet and loud, results  # normal phantoms below threshold, abnormal ones above
+        open_study(quiet[0]["name"])
+        assert page.evaluate("getComputedStyle(document.querySelector('#heat')).display") == "none"
+        assert "not suspected" in page.inner_text("#caption")
+        open_study(loud[0]["name"])  # a suspected finding's map is on by default, and captioned
+        page.wait_for_function("document.querySelector('#heat').complete")
+        assert page.evaluate("getComputedStyle(document.querySelector('#heat')).display") != "none"
+        assert "not a segmentation" in page.inner_text("#caption") and colour(shot(page)) > 5
 
         # zoom: the wheel enlarges the displayed film, double-click fits it again
         open_study("film.dcm")
@@ -144,11 +147,17 @@ def test_reading_view_on_screen(phantom_run, tmp_path):
         before = shot(page)
         page.mouse.move(box["x"] + 300, box["y"] + 300)
         page.mouse.down(button="right")
-        page.mouse.move(box["x"] + 420, box["y"] + 360, steps=5)
+        page.mouse.move(box["x"] + 420, box["y"] + 360, steps=5)  # 120 px right, 60 down
         page.mouse.up(button="right")
         page.wait_for_timeout(300)
         after = shot(page)
-        assert np.abs(after - before).mean() > 3
+        # wider by 120 display units, level up by 30 (0.5 per pixel): in the file's values
+        lo, hi = page.evaluate("state.current.result.display.value_range")
+        k = (hi - lo) / 255
+        want_w, want_c = 1800 + 120 * k, 1000 + 30 * k
+        assert f"window {want_w:.0f} / level {want_c:.0f} (file values)" in page.inner_text("#readout")
+        inside = before.max(2) > 0
+        assert after[inside].std() < 0.9 * before[inside].std()  # a wider window: less contrast on screen
         page.keyboard.press("i")  # invert: dark becomes bright
         page.wait_for_timeout(300)
         inverted = shot(page)
@@ -161,11 +170,18 @@ def test_reading_view_on_screen(phantom_run, tmp_path):
 
         # each probability says what it has meant, from the run's reliability bins (computed here)
         label, p = max(page.evaluate("state.current.result.probabilities").items(), key=lambda kv: kv[1])
-        lo, hi, n, pos = next(
-            b for b in model["validation"]["reliability"]["bins"][label] if b[0] <= p < b[1]
-        )
+        bins = model["validation"]["reliability"]["bins"]
+        edges = np.linspace(0, 1, len(bins[label]) + 1)
+        lo, hi, n, pos = bins[label][int(np.searchsorted(edges[1:-1], p, side="right"))]  # as Python counts
         title = page.get_attribute(f".bar[data-label='{label}']", "title")
-        assert title.startswith(f"of {n} validation studies scored {lo:.1f}–{hi:.1f}, {pos} (")
+        assert (
+            title
+            == f"of {n} validation studies scored {lo:.1f}–{hi:.1f}, {pos} ({100 * pos / n:.0f}%) had {label}"
+        )
+        (elo, ehi, _, _), lab = next((b, lab) for lab in bins for b in bins[lab] if b[2] == 0)
+        said = page.evaluate(f"meaning({lab!r}, {(elo + ehi) / 2})")
+        no_record = f"no validation study was scored {elo:.1f}–{ehi:.1f} for {lab}"
+        assert said == f"{no_record}: this probability has no track record"
 
         # the model card: AUC with its interval and n, the operating point, the synthetic-data banner
         page.click("#card summary")

@@ -17,7 +17,7 @@ ARTIFACTS = Path(os.environ.get("CXR_TEST_ARTIFACTS", "test-artifacts"))
 
 
 def test_viewer_scores_samples_and_shows_bars_overlays_and_worklist(exported_run):
-    from browser import chromium_page, require_chromium
+    from browser import chromium_page, require_chromium, upload_to_viewer
 
     require_chromium()
     samples = sorted(shared_path("data", "samples").iterdir())
@@ -26,12 +26,8 @@ def test_viewer_scores_samples_and_shows_bars_overlays_and_worklist(exported_run
     banner_png = None
     external: list[str] = []
     with live_server(app) as url, chromium_page(seen) as page:
-        page.on("request", lambda r: r.url.startswith((url, "data:", "blob:")) or external.append(r.url))
-        page.goto(url + "/", wait_until="load")
-        page.wait_for_function("document.querySelector('#model').textContent.includes('engine onnx')")
-        page.set_input_files("#files", [str(p) for p in samples])
-        page.wait_for_function(f"document.querySelectorAll('#worklist tbody tr').length === {len(samples)}")
-        page.wait_for_function("state.results.every(i => i.result || i.error)")
+        upload_to_viewer(page, url, samples, external)
+        assert "engine onnx" in page.inner_text("#model")
         cards = []
         for name in [p.name for p in samples]:  # each study opened in the reading view, as a reader would
             page.evaluate(f"openStudy(state.results.find(i => i.file.name === {name!r}))")

@@ -36,13 +36,14 @@ def test_a_prediction_and_feedback_round_trip(store, tmp_path):
     assert FeedbackStore(store.path).feedback() == [row]  # reopened: the same rows
 
 
-def test_recording_the_same_study_and_model_again_replaces_the_row(store):
+def test_recording_the_same_study_and_model_again_replaces_the_answer_but_keeps_the_image(store, tmp_path):
     store.record_prediction(study_id(1), MODEL, service_answer({**PROBS, "Effusion": 0.3}, "normal"))
     store.record_prediction(study_id(1), {**MODEL, "digest": "cd" * 32}, service_answer(PROBS, "abnormal"))
     preds = store.predictions()
     assert len(preds) == 2
     mine = next(p for p in preds if p["model"]["digest"] == MODEL["digest"])
-    assert mine["probabilities"]["Effusion"] == 0.3 and mine["flag"] == "normal" and mine["image"] is None
+    assert mine["probabilities"]["Effusion"] == 0.3 and mine["flag"] == "normal"
+    assert mine["image"] == str(tmp_path / "kept.png")  # kept before; a later answer without it keeps it
 
 
 def test_no_file_name_patient_name_or_header_is_stored(tmp_path):
@@ -169,3 +170,18 @@ def test_threads_write_at_once(store):
 
 def test_store_path_is_kept(tmp_path):
     assert FeedbackStore(str(tmp_path / "a.db")).path == Path(tmp_path / "a.db")
+
+
+def test_a_version_1_store_gains_the_patient_column_when_opened(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    FeedbackStore(path).record_prediction(study_id(1), MODEL, service_answer(PROBS, "abnormal"))
+    with sqlite3.connect(path) as con:  # as cxrkit wrote it before patient keys
+        con.execute("ALTER TABLE predictions DROP COLUMN patient")
+        con.execute("UPDATE meta SET value = '1' WHERE key = 'version'")
+    store = FeedbackStore(path)
+    store.record_prediction(study_id(2), MODEL, service_answer(PROBS, "normal"), patient_id="MRN-9")
+    assert [p["patient"] is None for p in store.predictions()] == [True, False]
+    with sqlite3.connect(path) as con:
+        assert con.execute("SELECT value FROM meta WHERE key = 'version'").fetchone() == ("2",)

@@ -132,3 +132,24 @@ def test_reader_labels_with_no_finding_marked_by_hand():
     assert reader_labels({NF: "present"}, "abnormal", labels) == ({E: None, N: None, NF: None}, True)
     # a model without No Finding: the normal verdict still makes unmarked findings absent
     assert reader_labels({}, "normal", [E, N]) == ({E: 0.0, N: 0.0}, False)
+
+
+def test_holdout_is_drawn_by_patient_and_a_rescore_keeps_the_kept_image(tmp_path):
+    """``--holdout``: whole patients go to the held-out table (a patient's films never straddle it);
+    a later answer for the same study without a kept image does not erase the one kept before."""
+    store = FeedbackStore(tmp_path / "fb.sqlite")
+    for k in range(40):
+        image = tmp_path / f"{k}.png"
+        image.write_bytes(b"png")
+        study = study_id(k)
+        store.record_prediction(study, MODEL, service_answer(PROBS, "abnormal"), str(image), f"MRN-{k // 2}")
+        store.record_prediction(study, MODEL, service_answer(PROBS, "abnormal"))  # again, nothing kept
+        store.add_feedback(study, "agree", {E: "present"})
+    summary = export_labels(store, tmp_path / "labels.csv", holdout=0.3)
+    train = pd.read_csv(tmp_path / "labels.csv", dtype=str)
+    held = pd.read_csv(summary.holdout, dtype=str)
+    assert len(train) + len(held) == 40 and summary.rows == len(train) and summary.holdout_rows == len(held)
+    assert len(set(held["patient_id"])) == 6 and not set(held["patient_id"]) & set(train["patient_id"])
+    assert train.groupby("patient_id").size().eq(2).all()  # two films per patient, kept together
+    assert not (set(train["patient_id"]) & {study_id(k) for k in range(40)})  # the patient key, not the study
+    assert "MRN" not in (tmp_path / "labels.csv").read_text() + summary.holdout.read_text()

@@ -94,6 +94,8 @@ def test_feedback_to_fine_tuning_to_validation(phantom_run, tmp_path, capsys):
             cell = exported.iloc[k][lab]
             truth_k = truth[[hashlib.sha256(p.read_bytes()).hexdigest() for p in uploads].index(study)]
             assert cell == "" or float(cell) == truth_k[LABELS.index(lab)], (study, lab)
+    # and the rules do give labels: every verdict on a normal/abnormal flag fixes No Finding
+    assert (exported[NO_FINDING] != "").mean() > 0.8 and (exported[list(SHOWN)] != "").any(axis=None)
 
     out = tmp_path / "runs"
     argv = [

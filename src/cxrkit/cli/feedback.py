@@ -17,11 +17,13 @@ def cmd_feedback(args: argparse.Namespace) -> int:
 
     if not (args.export or args.report):
         raise ValueError("cxr feedback needs --export CSV, --report HTML or both")
+    if args.holdout and not args.export:
+        raise ValueError("--holdout splits the export: give --export CSV too")
     store = FeedbackStore(args.db, create=False)
     if args.export:
         from cxrkit.workflows.feedback_export import export_labels
 
-        for line in export_labels(store, args.export).lines():
+        for line in export_labels(store, args.export, holdout=args.holdout).lines():
             print(line)
     if args.report:
         from cxrkit.workflows.feedback_report import write_feedback_report
@@ -49,6 +51,13 @@ def add_feedback_commands(sub) -> None:
     p.add_argument("db", metavar="DB", help="the feedback database (cxr serve RUN --feedback DB)")
     p.add_argument("--export", metavar="CSV", help="write the readers' labels as a table cxr train reads")
     p.add_argument("--report", metavar="HTML", help="write the agreement report (feedback.html)")
+    p.add_argument(
+        "--holdout",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="with --export: hold out this share of patients in CSV-holdout.csv, to validate on (e.g. 0.3)",
+    )
     p.add_argument(
         "--bootstrap", type=int, help="study-bootstrap replicates of the kappa intervals (default: 1000)"
     )

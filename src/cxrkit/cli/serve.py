@@ -20,7 +20,8 @@ FLAGS: list[Flag] = [
     ("--monitor-window", "monitor_window", int, "studies behind the /metrics drift gauges"),
     ("--feedback", "feedback", str, "SQLite file: keep predictions and readers' verdicts (off by default)"),
     ("--keep-images", "keep_images", str, "folder: keep uploads (by hash) so feedback can become labels"),
-    ("--reader", "reader", str, "reader name stored with feedback (else the X-Reader request header)"),
+    ("--reader", "reader", str, "reader name stored with feedback (a one-reader deployment)"),
+    ("--reader-header", "reader_header", str, "header naming the reader, set by your authenticating proxy"),
 ]
 
 

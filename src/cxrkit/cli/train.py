@@ -21,6 +21,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     for key in ("out", "name"):
         if getattr(args, key):
             over[key] = getattr(args, key)
+    if args.data:  # a labels CSV (cxr feedback --export) is a table; anything else a class-folder tree
+        over.setdefault("data.path", args.data)
+        over.setdefault("data.source", "table" if args.data.lower().endswith(".csv") else "folder")
     if args.resume and args.init_from:
         raise ValueError("--resume continues a run; --init-from starts a new one: give one of them")
     if args.resume:
@@ -120,6 +123,11 @@ def add_train_commands(sub) -> None:
         "--init-from",
         metavar="RUN",
         help="fine-tune: start from RUN's best weights, keeping its network, labels and input spec",
+    )
+    p.add_argument(
+        "--data",
+        metavar="PATH",
+        help="shorthand for data.path=PATH with data.source=table (a .csv) or folder (anything else)",
     )
     p.add_argument("--out", help="parent folder of run folders (default runs/)")
     p.add_argument("--name", help="run folder name (default: time and model)")

@@ -60,12 +60,16 @@ def dicom_display(data: bytes, decoded: np.ndarray) -> Display:
     except ImportError:  # pragma: no cover - pydicom < 3
         from pydicom.pixel_data_handlers.util import apply_modality_lut
     try:
-        arr = np.asarray(apply_modality_lut(ds.pixel_array, ds), dtype=np.float64)
+        raw = ds.pixel_array
+        arr = np.asarray(apply_modality_lut(raw, ds), dtype=np.float64)
     except Exception:  # the scoring path decoded it: show that rendering instead
         return Display(decoded)
     if arr.shape != decoded.shape or not np.isfinite(arr).all():
         return Display(decoded)
-    lo, hi = float(arr.min()), float(arr.max())
+    pad = _values(ds.get("PixelPaddingValue"))  # the frame around the film: not part of its range
+    film = arr[raw != pad[0]] if pad else arr
+    film = film if film.size else arr
+    lo, hi = float(film.min()), float(film.max())
     span = hi - lo if hi > lo else 1.0
     inverted = str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1"
     unit = (arr - lo) * (255.0 / span)
@@ -87,4 +91,30 @@ def dicom_display(data: bytes, decoded: np.ndarray) -> Display:
                 "file_width": w,
             }
         )
+    windows += _lut_windows(ds, lo, span, inverted)
     return Display(image, windows, "dicom", (lo, hi), inverted)
+
+
+def _lut_windows(ds, lo: float, span: float, inverted: bool) -> list[dict]:
+    """A VOI LUT Sequence's tables as windows over their input range (the linear window closest to
+    each table; its name says it is an approximation of the file's curve)."""
+    out = []
+    for k, item in enumerate(ds.get("VOILUTSequence") or []):
+        desc = _values(item.get("LUTDescriptor"))
+        if len(desc) < 2 or desc[0] <= 1:
+            continue
+        entries = desc[0] if desc[0] > 0 else 65536
+        first = desc[1]
+        center, width = first + (entries - 1) / 2, entries
+        c = (center - lo) * 255.0 / span
+        name = str(item.get("LUTExplanation", "") or "").strip() or f"VOI LUT {k + 1}"
+        out.append(
+            {
+                "name": f"{name} (linear approximation of the file's LUT)",
+                "center": 255.0 - c if inverted else c,
+                "width": width * 255.0 / span,
+                "file_center": center,
+                "file_width": width,
+            }
+        )
+    return out

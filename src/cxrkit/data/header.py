@@ -68,12 +68,7 @@ READING = {  # what a reader looks at beside the film (never the name unless ask
     "Modality": "modality",
     "StudyDate": "study_date",
     "StudyDescription": "study_description",
-    "PatientAge": "age",
-    "PatientSex": "sex",
-    "ViewPosition": "view",
-    "BodyPartExamined": "body_part",
-    "Manufacturer": "manufacturer",
-    "ManufacturerModelName": "model",
+    **{tag: name for tag, name in TAGS.items() if name not in ("kvp", "exposure")},
 }
 IDENTITY = {"PatientName": "patient_name", "PatientID": "patient_id"}
 

@@ -172,16 +172,20 @@ def logits_to_probs(
 
 
 def reliability_bins(y_true: np.ndarray, prob: np.ndarray, n_bins: int = 10) -> list[list[list[float]]]:
-    """Per label column: ``[[low, high, images, positives], ...]`` for its non-empty bins, so that a
-    viewer can say what a probability has meant ("of studies scored 0.5-0.6, 46% had the finding")."""
+    """Per label column: ``[[low, high, images, positives], ...]`` for every bin, empty ones included,
+    so that a viewer can say what a probability has meant ("of studies scored 0.5-0.6, 46% had the
+    finding") or that it has no track record. Bins as ``reliability_curve``: a value on an edge belongs
+    to the bin above it, 1.0 to the last; the edges are ``linspace(0, 1, n_bins + 1)``, unrounded, so
+    a reader of these bins places a value where this function did."""
     y, p = np.atleast_2d(y_true), np.atleast_2d(prob)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
     out = []
     for j in range(y.shape[1]):
-        c = reliability_curve(y[:, j], p[:, j], n_bins)
+        keep = ~np.isnan(y[:, j]) & ~np.isnan(p[:, j])
+        ids = np.searchsorted(edges[1:-1], p[keep, j], side="right")
+        count = np.bincount(ids, minlength=n_bins)
+        pos = np.bincount(ids, (y[keep, j] == 1).astype(np.float64), minlength=n_bins)
         out.append(
-            [
-                [round(float(lo), 6), round(float(hi), 6), int(n), round(float(o) * int(n))]
-                for lo, hi, n, o in zip(c["bin_low"], c["bin_high"], c["count"], c["observed"], strict=True)
-            ]
+            [[float(edges[k]), float(edges[k + 1]), int(count[k]), int(pos[k])] for k in range(len(count))]
         )
     return out

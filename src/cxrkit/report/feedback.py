@@ -47,7 +47,7 @@ def _summary(f: dict) -> Section:
         )
     models = pd.DataFrame(
         [
-            {"weights sha256": m["digest"][:16] + "…", "version": m["version"], "verdicts": m["rows"]}
+            {"model digest": m["digest"][:16] + "…", "version": m["version"], "verdicts": m["rows"]}
             for m in f["models"]
         ]
     )

@@ -38,7 +38,7 @@ def model_warnings(pkg: ModelPackage) -> list[str]:
     if not v.get("reliability"):
         out.append(
             "this run stores no reliability data or intervals (packaged by an older cxrkit): "
-            "`cxr package RUN` adds them"
+            "`cxr package RUN` adds them (`cxr train --resume RUN` for a K-fold ensemble)"
         )
     out.extend(str(w) for w in v.get("warnings") or [])
     return out

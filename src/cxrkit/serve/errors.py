@@ -135,8 +135,10 @@ class LimitBody:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        files = self.cfg.max_files if scope.get("path", "").endswith("/batch") else 1
-        limit = self.cfg.max_upload_mb * 1e6 * files + 65536
+        path = scope.get("path", "")
+        files = self.cfg.max_files if path.endswith("/batch") else 1
+        # a verdict is a few hundred bytes of JSON: 64 KB is plenty and parsing stays cheap
+        limit = 65536 if path == "/v1/feedback" else self.cfg.max_upload_mb * 1e6 * files + 65536
         seen, done, sent, started = 0, False, False, False
         cut: tuple[int, bytes] | None = None
 

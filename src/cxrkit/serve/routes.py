@@ -9,6 +9,7 @@ the API key when one is set), ``/`` and ``/static/{name}`` (the viewer's shipped
 import asyncio
 import functools
 import hmac
+import re
 from importlib import resources
 from typing import Annotated, Literal
 
@@ -24,6 +25,7 @@ from cxrkit.serve.service import Service, clean_name
 from cxrkit.workflows.feedback import UnknownStudyError
 
 router = APIRouter()
+READER = re.compile(r"[\w .@'-]{1,64}")  # a reader's name or login, nothing that could be markup
 _key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 _STATIC = resources.files("cxrkit").joinpath("serve/static")
 _ASSETS = {"js": "text/javascript", "css": "text/css"}
@@ -133,8 +135,11 @@ async def predict_batch(
     for f in files:
         name = clean_name(f.filename)
         try:
-            image, prep, header = await service.load(await read_upload(service, f), name, f.content_type)
-            images.append((len(results), name, image.shape, header, prep))  # the shape: memory stays flat
+            data = await read_upload(service, f)
+            image, prep, header = await service.load(data, name, f.content_type)
+            # the shape, not the image: memory stays flat; the bytes only when feedback keeps them
+            kept = data if service.feedback is not None else None
+            images.append((len(results), name, image.shape, header, prep, kept))
             results.append(None)
         except ApiError as err:
             service.telemetry.scored("error")
@@ -143,13 +148,15 @@ async def predict_batch(
             )
     if images:
         try:
-            probs = await asyncio.wrap_future(service.pool.submit(np.stack([p for *_, p in images])))
+            probs = await asyncio.wrap_future(service.pool.submit(np.stack([item[4] for item in images])))
         except Overloaded as err:
             raise overloaded(str(err)) from None
-        for (k, name, shape, header, _), p in zip(images, probs, strict=True):
+        for (k, name, shape, header, _, kept), p in zip(images, probs, strict=True):
             try:
                 results[k] = service.result(p, name, shape, top, header)
                 service.telemetry.scored("ok")
+                if kept is not None:  # a verdict on a batch study needs its answer recorded too
+                    await asyncio.to_thread(service.keep, kept, results[k])
             except ApiError as err:  # this file's answer only: the others in the batch stand
                 service.telemetry.scored("error")
                 results[k] = {
@@ -166,7 +173,7 @@ class Verdict(BaseModel):
 
     study: str = Field(pattern="^[0-9a-f]{64}$")
     triage: Literal["agree", "disagree"] | None = None
-    findings: dict[str, Literal["present", "absent", "unsure"]] = Field(default_factory=dict)
+    findings: dict[str, Literal["present", "absent", "unsure"]] = Field(default_factory=dict, max_length=64)
     comment: str = Field("", max_length=2000)
 
 
@@ -185,9 +192,12 @@ def feedback_store(service: Service):
 async def post_feedback(service: ServiceDep, verdict: Verdict, request: Request) -> dict:
     """Store a reader's verdict (agree/disagree with the flag, per finding present/absent/unsure)."""
     store = feedback_store(service)
-    reader = service.cfg.reader or clean_name(request.headers.get("x-reader") or "")[:64] or None
-    if reader == "upload":  # clean_name's stand-in for an empty name
-        reader = None
+    reader = service.cfg.reader
+    if service.cfg.reader_header:  # trusted only where the deployment says a proxy sets it
+        given = request.headers.get(service.cfg.reader_header, "").strip()
+        if given and not READER.fullmatch(given):
+            raise ApiError(400, "bad_reader", f"{service.cfg.reader_header}: expected a name of 1-64 letters")
+        reader = given or reader
     try:
         return await asyncio.to_thread(
             store.add_feedback, verdict.study, verdict.triage, verdict.findings, verdict.comment, reader
@@ -199,10 +209,17 @@ async def post_feedback(service: ServiceDep, verdict: Verdict, request: Request)
 
 
 @router.get("/v1/feedback", tags=["feedback"], dependencies=[Depends(check_key)])
-async def get_feedback(service: ServiceDep, limit: Annotated[int, Query(ge=1, le=10000)] = 100) -> dict:
+async def get_feedback(
+    service: ServiceDep, request: Request, limit: Annotated[int, Query(ge=1, le=10000)] = 100
+) -> dict:
     """The stored verdicts, newest first."""
     store = feedback_store(service)
-    return {"feedback": await asyncio.to_thread(store.feedback, limit)}
+    rows = await asyncio.to_thread(store.feedback, limit)
+    if request.app.state.api_key_required:
+        return {"feedback": rows}
+    # without a key anyone on the network can read this route: free text (it may name a patient) stays
+    # in the database
+    return {"feedback": [{**r, "comment": None} for r in rows], "comments": "hidden: set an API key"}
 
 
 @router.get("/", include_in_schema=False)

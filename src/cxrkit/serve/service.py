@@ -11,7 +11,9 @@ import asyncio
 import base64
 import hashlib
 import io
+import logging
 import os
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,7 @@ ACCEPTED_TYPES = {
 THRESHOLD_RULE = "max_f1"  # the per-label thresholds shown beside probabilities (chosen on validation)
 PREVIEW_SIDE = DISPLAY_SIDE
 DISPLAY_MAX_SIDE = 4096  # the reading view's image: full resolution up to this side
+log = logging.getLogger("cxrkit.serve")
 HEATMAP_CAPTION = "regions that most influenced this score — not a segmentation"
 
 
@@ -206,7 +209,7 @@ class Service:
         if display and data is not None:
             result["display"], result["header"] = await asyncio.to_thread(lambda: self._display(data, image))
         if self.feedback is not None and data is not None:
-            await asyncio.to_thread(lambda: self._keep(data, result))
+            await asyncio.to_thread(lambda: self.keep(data, result))
         return result
 
     def _display(self, data: bytes, image: np.ndarray) -> tuple[dict, dict]:
@@ -227,23 +230,33 @@ class Service:
         header = reading_header(data, self.cfg.show_patient_id) if dicom else {}
         return out, header
 
-    def _keep(self, data: bytes, result: dict) -> None:
+    def keep(self, data: bytes, result: dict) -> None:
         """With --feedback: record the answer under the study's hash (and keep the image with
-        --keep-images), so that a reader's verdict can be tied to what the model said."""
-        image = None
+        --keep-images), so that a reader's verdict can be tied to what the model said. A storage
+        failure (disk full, a locked database) is logged by its type and said in the answer
+        (``feedback: "not recorded"``): the scores stand, only the verdict cannot be taken."""
+        result.setdefault("study", hashlib.sha256(data).hexdigest())
+        try:
+            self._keep(data, result)
+            result["feedback"] = "recorded"
+        except (OSError, sqlite3.Error, ValueError) as err:
+            log.warning("feedback store: answer not recorded (%s)", type(err).__name__)
+            result["feedback"] = "not recorded"
+
+    def _keep(self, data: bytes, result: dict) -> None:
+        image, dicom = None, is_dicom("upload", data[:132])
         if self.cfg.keep_images:
             folder = Path(self.cfg.keep_images)
             folder.mkdir(parents=True, exist_ok=True)
-            suffix = (
-                ".dcm" if is_dicom("upload", data[:132]) else (".png" if data[:4] == b"\x89PNG" else ".jpg")
-            )
+            suffix = ".dcm" if dicom else (".png" if data[:4] == b"\x89PNG" else ".jpg")
             path = folder / f"{result['study']}{suffix}"
             if not path.exists():
                 tmp = path.with_name(path.name + f".{os.getpid()}.{threading.get_ident()}.tmp")
                 tmp.write_bytes(data)
                 os.replace(tmp, path)
             image = str(path.resolve())
-        self.feedback.record_prediction(result["study"], self.identity, result, image)
+        patient = reading_header(data, show_patient=True).get("patient_id") if dicom else None
+        self.feedback.record_prediction(result["study"], self.identity, result, image, patient)
 
     def top_finding(self, probs: np.ndarray) -> str:
         """The finding (not "No Finding") with the highest probability."""

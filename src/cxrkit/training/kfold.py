@@ -26,6 +26,7 @@ from cxrkit.run import files
 from cxrkit.run.data import Log, TrainData, absolute_paths, prepare_data
 from cxrkit.run.model import RunModel, split_logits
 from cxrkit.run.package import build_package, write_package
+from cxrkit.training.record import data_summary, patient_ids
 
 CV = files.CV
 
@@ -90,6 +91,8 @@ def write_parent(cfg: RunConfig, parent: Path, log: Log, device: str = "auto") -
         val_targets=data.targets[idx],
         target_sensitivity=cfg.triage.target_sensitivity,
         score_method=cfg.triage.score,
+        groups=patient_ids(data, idx),
+        data=data_summary(data, cfg),
     )
     write_package(parent, pkg)
     oof = summary_metrics(data.targets[idx], logits_to_probs(logits, data.task), 0.5, labels=data.labels)

@@ -11,9 +11,11 @@ may name a patient: it stays in this file, and no export or report shows it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
+import secrets
 import sqlite3
 from contextlib import closing
 from datetime import datetime, timezone
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA = "cxrkit-feedback"
-VERSION = 1
+VERSION = 2  # 2: predictions.patient (a salted hash of the DICOM PatientID)
 TRIAGE_VERDICTS = ("agree", "disagree")  # of the model's triage flag; None: no verdict
 FINDING_VALUES = ("present", "absent", "unsure")
 MAX_COMMENT = 2000
@@ -33,7 +35,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS predictions (
     study TEXT NOT NULL, model_digest TEXT NOT NULL, model_name TEXT NOT NULL, model_version TEXT NOT NULL,
     time TEXT NOT NULL, probabilities TEXT NOT NULL, thresholds TEXT NOT NULL,
-    flag TEXT NOT NULL, score REAL, threshold REAL, image TEXT,
+    flag TEXT NOT NULL, score REAL, threshold REAL, image TEXT, patient TEXT,
     PRIMARY KEY (study, model_digest)
 );
 CREATE TABLE IF NOT EXISTS feedback (
@@ -95,13 +97,21 @@ class FeedbackStore:
                 con.execute("PRAGMA journal_mode = WAL")
                 con.executescript(_TABLES)
                 con.execute(
-                    "INSERT OR IGNORE INTO meta VALUES ('schema', ?), ('version', ?)", (SCHEMA, VERSION)
+                    "INSERT OR IGNORE INTO meta VALUES ('schema', ?), ('version', ?), ('salt', ?)",
+                    (SCHEMA, VERSION, secrets.token_hex(16)),
                 )
+                columns = {r[1] for r in con.execute("PRAGMA table_info(predictions)")}
+                if "patient" not in columns:  # a version-1 store: the column, then the version
+                    con.execute("ALTER TABLE predictions ADD COLUMN patient TEXT")
                 meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+                if int(meta.get("version", 0)) < VERSION:
+                    con.execute("UPDATE meta SET value = ? WHERE key = 'version'", (VERSION,))
+                    meta["version"] = str(VERSION)
         except sqlite3.DatabaseError as err:
             raise ValueError(f"{self.path}: not a feedback database ({err})") from None
         if meta.get("schema") != SCHEMA:
             raise ValueError(f"{self.path}: not a cxrkit feedback store (schema {meta.get('schema')!r})")
+        self._salt = meta.get("salt", "")
         if int(meta.get("version", 0)) > VERSION:
             raise ValueError(
                 f"{self.path}: feedback store version {meta['version']} is newer than this cxrkit reads "
@@ -113,11 +123,27 @@ class FeedbackStore:
         con.row_factory = sqlite3.Row
         return con
 
-    def record_prediction(self, study: str, model: dict, answer: dict, image: str | None = None) -> None:
+    def patient_key(self, patient_id: str | None) -> str | None:
+        """A salted hash of a DICOM PatientID (this store's own salt): studies of one patient stay in
+        one part of a split, and the ID itself is never stored. None for a missing or blank ID."""
+        text = (patient_id or "").strip()
+        if not text:
+            return None
+        return hashlib.sha256(f"{self._salt}:{text}".encode()).hexdigest()[:32]
+
+    def record_prediction(
+        self,
+        study: str,
+        model: dict,
+        answer: dict,
+        image: str | None = None,
+        patient_id: str | None = None,
+    ) -> None:
         """Store the service's answer for ``study`` (its probabilities, thresholds and triage only).
 
-        ``model``: ``{"name", "digest", "version"}``; ``image``: the kept image's path, or None. The
-        same study and model digest again replaces the row.
+        ``model``: ``{"name", "digest", "version"}``; ``image``: the kept image's path, or None;
+        ``patient_id``: the DICOM PatientID, stored only as ``patient_key``. The same study and model
+        digest again replaces the answer but keeps a kept image and patient key it had.
         """
         study = check_study(study)
         try:
@@ -140,9 +166,19 @@ class FeedbackStore:
             _number(triage.get("score"), "triage score"),
             _number(triage.get("threshold"), "triage threshold"),
             None if image is None else str(image),
+            self.patient_key(patient_id),
         )
         with closing(self._connect()) as con, con:
-            con.execute("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            con.execute(
+                "INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (study, model_digest) DO UPDATE SET model_name = excluded.model_name, "
+                "model_version = excluded.model_version, time = excluded.time, "
+                "probabilities = excluded.probabilities, thresholds = excluded.thresholds, "
+                "flag = excluded.flag, score = excluded.score, threshold = excluded.threshold, "
+                "image = COALESCE(excluded.image, predictions.image), "
+                "patient = COALESCE(excluded.patient, predictions.patient)",
+                row,
+            )
 
     def add_feedback(
         self,
@@ -246,6 +282,7 @@ class FeedbackStore:
                 "score": r["score"],
                 "threshold": r["threshold"],
                 "image": r["image"],
+                "patient": r["patient"],
             }
             for r in rows
         ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from cxrkit.labels import NO_FINDING
@@ -84,10 +85,14 @@ class ExportSummary:
     conflicts: int  # verdicts contradicting the reader's own findings (No Finding left unknown)
     disagreements: int  # label cells left unknown because readers of one study disagreed
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> studies
+    holdout: Path | None = None  # the held-out table, when a share was held out
+    holdout_rows: int = 0
 
     def lines(self) -> list[str]:
         """The summary as lines for a terminal."""
         out = [f"wrote {self.path}: {self.rows:,} studies, {len(self.labels)} label columns"]
+        if self.holdout is not None:
+            out.append(f"wrote {self.holdout}: {self.holdout_rows:,} held-out studies (never train on them)")
         out += [f"skipped {n:,} of {self.studies:,} studies: {why}" for why, n in self.skipped.items() if n]
         if self.conflicts:
             out.append(
@@ -108,7 +113,9 @@ def _table_path(image: str, folder: Path) -> str:
         return str(image_path)
 
 
-def export_labels(store: FeedbackStore, out_csv: str | Path) -> ExportSummary:
+def export_labels(
+    store: FeedbackStore, out_csv: str | Path, holdout: float = 0.0, seed: int = 0
+) -> ExportSummary:
     """Write the readers' labels as a ``data.source: table`` CSV; return what was written and skipped.
 
     Rules:
@@ -116,7 +123,8 @@ def export_labels(store: FeedbackStore, out_csv: str | Path) -> ExportSummary:
     - one row per study with feedback whose kept image exists (the service's ``--keep-images``); the
       others are counted and skipped, as are studies whose feedback gives no label at all;
     - ``path``: the kept image, relative to the CSV's folder when inside it, else absolute;
-      ``patient_id``: the study's sha256, so a patient-wise split keeps the study in one part; no
+      ``patient_id``: the salted hash of the DICOM PatientID the service recorded (a patient's films
+      stay in one part of a patient-wise split), else the study's sha256 (a PNG/JPEG upload); no
       file names, reader names or comments;
     - one column per label of the model that made the study's latest prediction (union over studies,
       in the models' order): 1 present, 0 absent, empty unknown;
@@ -127,6 +135,9 @@ def export_labels(store: FeedbackStore, out_csv: str | Path) -> ExportSummary:
       empty); a finding present on a study called normal is a conflict: findings kept, No Finding
       empty, counted. Other flags ("out of distribution") say neither normal nor abnormal;
     - several readers: a label is 1 or 0 where every reader who gave it agrees, else empty (counted).
+
+    ``holdout``: the share of patients written instead to ``NAME-holdout.csv`` beside it (drawn with
+    ``seed``), never trained on, for ``cxr validate`` of the parent and the fine-tuned run alike.
     """
     out = Path(out_csv)
     preds = store.predictions()  # oldest first: later rows win below
@@ -160,15 +171,29 @@ def export_labels(store: FeedbackStore, out_csv: str | Path) -> ExportSummary:
             skipped[NO_LABEL] += 1
             continue
         columns += [lab for lab in labels if lab not in columns]
-        records.append({"path": _table_path(image_of[study], out.parent), "patient_id": study, **combined})
+        patient = latest_pred[study].get("patient") or study
+        records.append({"path": _table_path(image_of[study], out.parent), "patient_id": patient, **combined})
     frame = pd.DataFrame(records, columns=["path", "patient_id", *columns])
     for lab in columns:
         frame[lab] = frame[lab].map({1.0: "1", 0.0: "0"}).fillna("")
     make_out_dir(out.parent)
+    held = None
+    if holdout > 0:
+        if not 0 < holdout < 1:
+            raise ValueError(f"holdout {holdout}: expected a share of patients between 0 and 1")
+        patients = sorted(set(frame["patient_id"]))
+        rng = np.random.default_rng(seed)
+        chosen = set(rng.choice(patients, size=round(holdout * len(patients)), replace=False).tolist())
+        mask = frame["patient_id"].isin(chosen)
+        held = out.with_name(f"{out.stem}-holdout{out.suffix or '.csv'}")
+        write_csv(held, frame[mask], index=False)
+        frame = frame[~mask]
     write_csv(out, frame, index=False)
     return ExportSummary(
         path=out,
-        rows=len(records),
+        rows=len(frame),
+        holdout=held,
+        holdout_rows=0 if held is None else len(records) - len(frame),
         labels=tuple(columns),
         studies=len(studies),
         readers=len({r["reader"] for r in rows}),

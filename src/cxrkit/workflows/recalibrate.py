@@ -33,6 +33,7 @@ from cxrkit.run.model import RunModel, predict_split, split_logits
 from cxrkit.run.onnx import weights_digest
 from cxrkit.run.ood import refit_monitor_reference
 from cxrkit.run.package import build_package, write_package
+from cxrkit.training.record import patient_ids
 from cxrkit.workflows.evaluate import evaluate_predictions, evaluate_run
 from cxrkit.workflows.validate import SiteData, site_data, site_name
 
@@ -124,6 +125,8 @@ def recalibrate_site(
         target_sensitivity=parent.operating_point.target_sensitivity,
         score_method=parent.operating_point.score,
         rules=tuple(parent.thresholds),
+        groups=patient_ids(data, idx),
+        data=parent.data,  # the weights' training data: a site calibration trains nothing
     )
     meta = data.cache.meta
     abnormal = abnormal_truth(data.targets[idx], parent.labels)

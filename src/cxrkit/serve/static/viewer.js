@@ -96,11 +96,13 @@ function meaning(label, p) {
   const rel = state.model && state.model.validation && state.model.validation.reliability;
   const bins = rel && rel.bins && rel.bins[label];
   if (!bins) return "no reliability data stored for this run (`cxr package RUN` adds it)";
-  const bin = bins.find(([lo, hi]) => p >= lo && (p < hi || (hi >= 1 && p <= hi)));
-  if (!bin) return `no validation study was scored ${fmt(p, 2)} ± 0.05 for ${label}: no track record here`;
+  // the bin the server counted it in: [low, high), the last one closed (edges as stored, unrounded)
+  const bin = bins.find(([lo, hi], k) => p >= lo && (p < hi || k === bins.length - 1));
+  if (!bin) return `no reliability bin holds ${fmt(p)}`;
   const [lo, hi, n, pos] = bin;
-  return `of ${n} validation studies scored ${lo.toFixed(1)}–${hi.toFixed(1)}, ${pos} (${pct(pos / n)}) `
-    + `had ${label}`;
+  const range = `${lo.toFixed(1)}–${hi.toFixed(1)}`;
+  if (!n) return `no validation study was scored ${range} for ${label}: this probability has no track record`;
+  return `of ${n} validation studies scored ${range}, ${pos} (${pct(pos / n)}) had ${label}`;
 }
 
 // ---- uploads and the worklist ----------------------------------------------------------------------
@@ -197,6 +199,7 @@ async function openStudy(item) {
   const r = item.result;
   $("#reading").hidden = false;
   await view.load(r.display.png_base64, r.display.width, r.display.height);
+  if (state.current !== item) return; // the reader moved on while the film decoded
   const list = presets(item);
   const select = $("#preset");
   select.replaceChildren(...list.map((p, k) => el("option", { value: k }, `${k + 1}. ${p.name}`)));
@@ -392,7 +395,11 @@ function toggleTool() {
 }
 
 function keys(e) {
-  if (["INPUT", "TEXTAREA", "SELECT"].includes(document.activeElement.tagName)) return;
+  const a = document.activeElement;
+  const typing = a.tagName === "TEXTAREA" || (a.tagName === "INPUT" && ["text", "password", "search"].includes(a.type));
+  if (typing || e.ctrlKey || e.metaKey || e.altKey) return; // letters typed into a field stay there
+  const arrows = a.tagName === "SELECT" || (a.tagName === "INPUT" && ["range", "radio"].includes(a.type));
+  if (arrows && e.key.startsWith("Arrow")) return; // arrows move the option, slider or radio; j/k still walk
   const actions = {
     ArrowDown: () => step(1), j: () => step(1), ArrowUp: () => step(-1), k: () => step(-1),
     i: toggleInvert, f: () => view.fit(), h: () => setHeatVisible($("#heat").classList.contains("off")),
