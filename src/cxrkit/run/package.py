@@ -44,6 +44,7 @@ from cxrkit.evaluate.triage import (
 from cxrkit.run import files
 from cxrkit.run.package_check import document_problem
 
+ALPHA = 0.05  # the intervals model.json stores for readers are 95% ones
 THRESHOLD_RULES = ("0.5", "0.2", "max_f1", "max_f3", "youden", "sensitivity:0.95")
 
 
@@ -215,12 +216,14 @@ def reader_aids(
     if cols:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            ci = ranking_cis(y, cal, g, n_boot=n_boot, seed=0, average=cols).macro_auc
+            ci = ranking_cis(y, cal, g, n_boot=n_boot, seed=0, alpha=ALPHA, average=cols).macro_auc
         out["macro_auc_ci"] = [ci.low, ci.high]
     score, _ = abnormality_score(cal, labels, point.score)
-    lo, hi = threshold_interval(abnormal_truth(y, labels), score, point.target_sensitivity, g, n_boot)
+    truth = abnormal_truth(y, labels)
+    lo, hi = threshold_interval(truth, score, point.target_sensitivity, g, n_boot, alpha=ALPHA)
     out["operating_point_ci"] = [lo, hi]
     out["n_boot"] = n_boot
+    out["ci_level"] = 1 - ALPHA
     out["bootstrap_unit"] = "image" if groups is None else "patient"
     return out
 

@@ -67,13 +67,13 @@ function modelCard(m) {
   const ci = v.macro_auc_ci;
   const rows = [
     ["model", `${m.model} (run ${m.name}, digest ${m.digest})`],
-    ["validation macro AUC", `${fmt(v.macro_auc)}` + (ci ? ` (95% CI ${fmt(ci[0])}–${fmt(ci[1])}, `
+    ["validation macro AUC", `${fmt(v.macro_auc)}` + (ci ? ` (${pct(v.ci_level)} CI ${fmt(ci[0])}–${fmt(ci[1])}, `
       + `${v.n_boot} ${v.bootstrap_unit} bootstrap)` : " (no interval stored)") + ` on ${v.images} images`],
     ["triage operating point", `score ≥ ${fmt(op.threshold)}: sensitivity ${fmt(op.val_sensitivity)}, `
       + `specificity ${fmt(op.val_specificity)} on ${op.val_images} validation images `
       + `(target ${pct(op.target_sensitivity)}${op.reached ? "" : ", NOT reached"})`],
     ["borderline band", m.borderline_band ? `${fmt(m.borderline_band[0])}–${fmt(m.borderline_band[1])} `
-      + "(95% bootstrap interval of the threshold)" : "not stored"],
+      + `(${pct(v.ci_level)} bootstrap interval of the threshold)` : "not stored"],
     ["per-label thresholds", RULES[m.threshold_rule] || m.threshold_rule],
     ["calibration", `temperature scaling; ECE ${fmt(v.ece_before)} → ${fmt(v.ece_after)} on validation`],
     ["training data", d.source ? `${d.source}${d.synthetic ? " (synthetic)" : ""}: `
@@ -250,7 +250,8 @@ function studyPanel(item) {
     + `(threshold ${fmt(t.threshold)}, chosen for sensitivity ${pct(t.target_sensitivity)} on validation)`));
   if (t.borderline) {
     out.push(el("p", { class: "banner borderline", "data-testid": "borderline" }, `Borderline: the score lies within `
-      + `${fmt(t.band[0])}–${fmt(t.band[1])}, the 95% bootstrap interval of the threshold; validation cannot call `
+      + `${fmt(t.band[0])}–${fmt(t.band[1])}, the ${pct(state.model.validation.ci_level)} bootstrap interval of `
+      + "the threshold; validation cannot call "
       + "this study either way."));
   }
   out.push(findings(item));
