@@ -34,6 +34,58 @@ def demo_run(out: Path) -> Path:
     return run
 
 
+def roofline(run, files: list[Path]) -> dict[str, float]:
+    """Mean seconds per study of each step the node adds to scoring: the TID 1500 SR (highdicom build,
+    then encode) and the Secondary Capture (Grad-CAM overlay, build, encode)."""
+    import io
+
+    import pydicom
+
+    from cxrkit.dicom.results import Algorithm, InstanceResult, build_sc, build_sr
+    from cxrkit.workflows.explain import overlay_of
+    from cxrkit.workflows.predict import predict_files
+
+    table = predict_files(run, files, progress=False, log=lambda m: None)
+    algo = Algorithm(run.package.model_name, "bench", "0" * 16)
+    spent = dict.fromkeys(("SR build", "SR encode", "Grad-CAM overlay", "SC build", "SC encode"), 0.0)
+    from cxrkit.data.decode import read_image
+    from cxrkit.data.transforms import prepare_image
+
+    for k, f in enumerate(files):
+        ds = pydicom.dcmread(f)
+        probs = table[list(run.labels)].to_numpy()[k]
+        result = InstanceResult(
+            labels=list(run.labels),
+            probs=probs,
+            thresholds=np.full(len(probs), 0.5),
+            threshold_rule="max_f1",
+            flag="abnormal",
+            score=0.5,
+            threshold=0.5,
+            target_sensitivity=0.95,
+        )
+        steps = []
+        t = time.perf_counter()
+        sr = build_sr(ds, result, algo)
+        steps.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        sr.save_as(io.BytesIO())
+        steps.append(time.perf_counter() - t)
+        image = read_image(f)
+        t = time.perf_counter()
+        rgb = np.asarray(overlay_of(run, image, prepare_image(image, run.spec), run.labels[0], "bench"))
+        steps.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        sc = build_sc(ds, rgb)
+        steps.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        sc.save_as(io.BytesIO())
+        steps.append(time.perf_counter() - t)
+        for key, dt in zip(spent, steps, strict=True):
+            spent[key] += dt / len(files)
+    return spent
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=Path, help="run folder (default: the demo run, trained if missing)")
@@ -70,8 +122,13 @@ def main() -> None:
     predict_files(run, bulk, heatmaps=work / "heat", progress=False, log=lambda m: None)
     ref_heat = args.n / (time.perf_counter() - t)
 
+    per_study = roofline(run, bulk[:10])
     port = free_port()
     pacs = Orthanc(work / "orthanc", port).start()
+    t = time.perf_counter()  # the PACS alone: the same files straight into Orthanc, no node
+    storescu(pacs.dicom, *bulk)
+    wait_for(lambda: len(pacs.find(Modality="DX")) >= args.n, 600, "all DX in Orthanc", step=0.1)
+    pacs_rate = args.n / (time.perf_counter() - t)
     node = NodeProcess(run_dir, work / "node", port, "--return-to", pacs.peer).start()
     try:
         t = time.perf_counter()
@@ -97,7 +154,12 @@ def main() -> None:
     print(f"| cxr predict (in process, no heatmaps) | {ref * 60:.0f} | 1.00 |")
     print(f"| cxr predict --heatmaps (in process) | {ref_heat * 60:.0f} | {ref_heat / ref:.2f} |")
     print(f"| dicom-node: storescu -> SR + SC in Orthanc | {node_rate * 60:.0f} | {node_rate / ref:.2f} |")
+    print(
+        f"| storescu -> Orthanc alone (no node, no results) | {pacs_rate * 60:.0f} | {pacs_rate / ref:.2f} |"
+    )
     print(f"node vs cxr predict --heatmaps (same work: scores + Grad-CAM): {node_rate / ref_heat:.2f}")
+    print("where a study's time goes in the node (ms, in process, 10 studies):")
+    print("  " + ", ".join(f"{k} {v * 1000:.1f}" for k, v in per_study.items()))
     print(
         f"single study, C-STORE to SR-in-PACS over {len(lat)} studies: p50 {np.percentile(lat, 50):.2f} s, "
         f"p95 {np.percentile(lat, 95):.2f} s"

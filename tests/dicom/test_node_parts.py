@@ -211,3 +211,26 @@ def test_node_command_errors_are_one_line(tmp_path, capsys):
     assert "--return-to" in capsys.readouterr().err
     assert main(["dicom-node", str(tmp_path), "--return-to", "X@h"]) == 2
     assert "AET@HOST:PORT" in capsys.readouterr().err
+
+
+def test_an_instance_written_but_not_recorded_is_one_row_when_the_sender_sends_it_again(tmp_path):
+    """kill -9 between the inbox write and the database: recovery records the file under its own SOP
+    Instance UID, so the modality's re-send (it had no acknowledgement) updates that row, not a second."""
+    import hashlib
+
+    from conftest import make_untrained_run
+
+    from cxrkit.dicom.net import parse_peer
+    from cxrkit.dicom.node import Node, NodeConfig
+    from cxrkit.run.model import RunModel
+
+    run = RunModel.load(make_untrained_run(tmp_path / "run"), "cpu")
+    node = Node(run, NodeConfig(state=tmp_path / "state", return_to=parse_peer("PACS@127.0.0.1:4242")))
+    f = write_study_image(tmp_path / "a.dcm", phantom_image(1))
+    sop = str(pydicom.dcmread(f).SOPInstanceUID)
+    inbox_file = node.inbox / f"{hashlib.sha256(sop.encode()).hexdigest()[:40]}.dcm"  # as on_store names it
+    inbox_file.write_bytes(f.read_bytes())
+    node.recover()
+    node.store.add_received(sop, str(inbox_file), "MODALITY")  # the re-send
+    rows = node.store.to_process(10)
+    assert [r["sop_uid"] for r in rows] == [sop]

@@ -310,8 +310,9 @@ class Node:
             tmp.unlink(missing_ok=True)
         known = self.store.known_paths()
         for f in sorted(self.inbox.glob("*.dcm")):
-            if str(f) not in known:  # written, but the node died before recording (not acknowledged)
-                self.store.add_received("unrecorded-" + f.stem, str(f), "")
+            if str(f) not in known:  # written, but the node died before recording (not acknowledged):
+                # under its own SOP Instance UID, so that the sender's re-send is the same row, not a second
+                self.store.add_received(_sop_in(f) or "unrecorded-" + f.stem, str(f), "")
         pending = self.store.pending_paths()
         for f in self.outbox.glob("*.dcm"):
             if str(f) not in pending:  # built before a crash and never queued (the instance is redone),
@@ -375,3 +376,14 @@ class Node:
             pass
         self.log("dicom-node: stopping (finishing the current batch)")
         self.stop()
+
+
+def _sop_in(path: Path) -> str | None:
+    """The SOP Instance UID in a received file's header, or None when it cannot be read."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"], force=True)
+        return str(ds.get("SOPInstanceUID", "") or "").strip() or None
+    except Exception:  # a half-written or foreign file: recorded under its file name, processed as any
+        return None
