@@ -107,12 +107,11 @@ def _group(identifier: str, finding, source, algo_id, measurements=(), evaluatio
     return group
 
 
-def _number(name: str, meaning: str, value: float, algo_id):
+def _number(name: str, meaning: str, value: float):
+    """A unitless measurement; the algorithm is identified once, on its group (TID 1501), not per value."""
     from highdicom.sr import Measurement
 
-    return Measurement(
-        name=concept(name, meaning), value=float(value), unit=_unitless(), algorithm_id=algo_id
-    )
+    return Measurement(name=concept(name, meaning), value=float(value), unit=_unitless())
 
 
 def _evaluation(name: str, meaning: str, value):
@@ -163,19 +162,19 @@ def _build_sr(source, result: InstanceResult, algo: Algorithm, instance_number: 
                     src,
                     algo_id,
                     measurements=[
-                        _number("PROB", "Calibrated probability", p, algo_id),
-                        _number("THRESH", f"Threshold ({result.threshold_rule})", t, algo_id),
+                        _number("PROB", "Calibrated probability", p),
+                        _number("THRESH", f"Threshold ({result.threshold_rule})", t),
                     ],
                     evaluations=[_evaluation("ABOVE", "At or above the label's threshold", _yes_no(p >= t))],
                 )
             )
     code, meaning = RESULT_CODES[result.flag]
     triage_numbers = [
-        _number("TRIAGETHR", "Triage threshold", result.threshold, algo_id),
-        _number("TARGETSENS", "Target sensitivity", result.target_sensitivity, algo_id),
+        _number("TRIAGETHR", "Triage threshold", result.threshold),
+        _number("TARGETSENS", "Target sensitivity", result.target_sensitivity),
     ]
     if result.score is not None:
-        triage_numbers.insert(0, _number("TRIAGESCORE", "Triage score", result.score, algo_id))
+        triage_numbers.insert(0, _number("TRIAGESCORE", "Triage score", result.score))
     groups.append(
         _group(
             "triage",
@@ -191,7 +190,7 @@ def _build_sr(source, result: InstanceResult, algo: Algorithm, instance_number: 
     if result.in_distribution is not None:
         assessed.append(_evaluation("INDIST", "Like the training images", _yes_no(result.in_distribution)))
     ood = (
-        [_number("OODSCORE", "OOD score (1 = threshold)", result.ood_score, algo_id)]
+        [_number("OODSCORE", "OOD score (1 = threshold)", result.ood_score)]
         if result.ood_score is not None and np.isfinite(result.ood_score)
         else []
     )
