@@ -150,3 +150,28 @@ def test_no_replicates_gives_nan_intervals_around_the_point():
     r = rate_cis(y, np.array([True, False, False, False]), np.arange(4), n_boot=0)
     assert r["sensitivity"].value == 0.5 and np.isnan(r["sensitivity"].low)
     assert r["specificity"].replicates == 0
+
+
+def test_weighted_auc_ap_equals_the_per_group_counts_with_ties_and_zero_weights():
+    """The bootstrap's fast path (sums at the tie groups holding a positive) against the full per-group
+    counts it replaces, on scores with many ties, replicate weights with zeros, and degenerate labels."""
+    from cxrkit.evaluate.metrics import Ranked, ap_from_counts, auc_from_counts, weighted_auc_ap
+
+    rng = np.random.default_rng(5)
+    for n, prevalence, levels in (
+        (400, 0.3, 7),
+        (300, 0.02, 50),
+        (50, 0.0, 5),
+        (50, 1.0, 5),
+        (200, 0.5, 1000),
+    ):
+        y = (rng.random(n) < prevalence).astype(float)
+        y[rng.random(n) < 0.05] = np.nan  # unknown entries are left out
+        score = np.round(rng.random(n) * levels) / levels + 0.2 * np.nan_to_num(y)
+        w = rng.poisson(1.0, (17, n)).astype(np.float32)
+        r = Ranked.build(y, score)
+        auc, ap = weighted_auc_ap(r, w)
+        pos, neg = r.counts(w)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            np.testing.assert_allclose(auc, auc_from_counts(pos, neg), rtol=1e-12, equal_nan=True)
+            np.testing.assert_allclose(ap, ap_from_counts(pos, neg), rtol=1e-12, equal_nan=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from cxrkit.evaluate.metrics import Ranked, ap_from_counts, auc_from_counts, nanmean, rates_from_counts
+from cxrkit.evaluate.metrics import Ranked, nanmean, rates_from_counts, weighted_auc_ap
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def ranking_cis(
     """
     y = np.atleast_2d(np.asarray(y_true, dtype=np.float64))
     s = np.atleast_2d(np.asarray(scores, dtype=np.float64))
-    n_labels = y.shape[1]
+    n_labels, n_rows = y.shape[1], y.shape[0]
     cols = list(range(n_labels)) if average is None else list(average)
     ranked = [Ranked.build(y[:, j], s[:, j]) for j in range(n_labels)]
     pooled = Ranked.build(y[:, cols].ravel(), s[:, cols].ravel())
@@ -100,14 +100,10 @@ def ranking_cis(
 
     def compute(w: np.ndarray | None) -> np.ndarray:
         """(B, 2L + 2): per-label AUC, per-label AP, micro AUC, micro AP."""
-        per = []
-        for r in ranked:
-            pos, neg = r.counts(w)
-            per.append((auc_from_counts(pos, neg), ap_from_counts(pos, neg)))
-        pos, neg = pooled.counts(w)
-        return np.column_stack(
-            [c[0] for c in per] + [c[1] for c in per] + [auc_from_counts(pos, neg), ap_from_counts(pos, neg)]
-        )
+        if w is None:
+            w = np.ones((1, n_rows), dtype=np.float32)
+        per = [weighted_auc_ap(r, w) for r in ranked]
+        return np.column_stack([c[0] for c in per] + [c[1] for c in per] + list(weighted_auc_ap(pooled, w)))
 
     point = compute(None)[0]
     reps = [compute(w) for w in patient_weights(groups, n_boot, seed)] if n_boot else []
