@@ -321,3 +321,25 @@ def test_a_tampered_model_json_is_refused_not_used(phantom_run, tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "model.json" in err and words in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_missing_optional_package_is_one_line_naming_its_extra(monkeypatch, tmp_path, capsys):
+    """``cxr serve`` without the serve extra: not a traceback, not "No module named", the install line."""
+    import builtins
+
+    from cxrkit.cli import main
+
+    real_import = builtins.__import__
+
+    def no_uvicorn(name, *args, **kwargs):
+        if name.split(".")[0] == "uvicorn":
+            raise ModuleNotFoundError("No module named 'uvicorn'", name="uvicorn")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_uvicorn)
+    from conftest import make_untrained_run
+
+    run = make_untrained_run(tmp_path / "run")
+    assert main(["serve", str(run), "--port", "8999"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and 'pip install -e ".[serve]"' in err and "uvicorn" in err, err

@@ -47,6 +47,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# an optional package a command imports -> the extra of pyproject.toml that installs it
+EXTRAS = {
+    "fastapi": "serve",
+    "uvicorn": "serve",
+    "multipart": "serve",
+    "onnx": "serve",
+    "onnxruntime": "serve",
+    "httpx": "serve",
+    "pynetdicom": "node",
+    "highdicom": "node",
+    "dicomweb_client": "node",
+    "pylibjpeg": "dicom",
+    "transformers": "raddino",
+}
+
+
+def missing_extra(err: BaseException) -> BaseException:
+    """A missing optional package as one line naming the extra that installs it (else ``err``)."""
+    name = (getattr(err, "name", None) or "").split(".")[0] if isinstance(err, ModuleNotFoundError) else ""
+    if name not in EXTRAS:
+        return err
+    extra = EXTRAS[name]
+    return ModuleNotFoundError(
+        f'this needs the optional package {name!r}: pip install -e ".[{extra}]" '
+        f"(or pip install 'cxrkit[{extra}]')"
+    )
+
+
 class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is when a message comes (tests and notebooks swap it)."""
 
@@ -116,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:
         if args.debug:
             raise
+        err = missing_extra(err)
         known = isinstance(err, (OSError, ValueError, ImageReadError, CacheError, KeyError, ImportError))
         kind = "error" if known else f"internal error ({type(err).__name__})"
         hint = "" if known else " -- run again with --debug for the traceback"
