@@ -1,10 +1,11 @@
-"""CPU inference engines side by side: PyTorch eager, PyTorch channels-last, ONNX Runtime fp32 and int8.
+"""CPU inference engines side by side: PyTorch eager and channels-last, ONNX Runtime and OpenVINO fp32/int8.
 
 For DenseNet-121 at 224 px and the small CNN recipe (cnn4_32_64_128_256_bn at 64 px): latency at
 batch 1 (p50/p95 over repeated single images) and throughput at batch 32, each engine's ratio
 against eager in the same run (the machine is noisy; ratios are what transfer). Weights are random
-(speed does not depend on them); int8 ranges are calibrated on phantom images. ``--profile`` adds
-ONNX Runtime's per-operator time split of the fastest engine: where the remaining time goes.
+(speed does not depend on them); int8 ranges are calibrated on phantom images. OpenVINO (the optional
+extra .[openvino]) runs with strict float32 for its float layers, as ``cxr`` does. ``--profile`` adds
+each runtime's per-operator time split at batch 1 (ONNX Runtime int8 before, OpenVINO int8 after).
 
     python bench/bench_infer.py                 # both models
     python bench/bench_infer.py --models small --repeats 200
@@ -107,6 +108,41 @@ def profile_ops(path: Path, batch: np.ndarray, repeats: int) -> list[tuple[str, 
     return sorted(((op, t / total) for op, t in by_op.items()), key=lambda x: -x[1])
 
 
+def profile_openvino(path: Path, batch: np.ndarray, repeats: int) -> list[tuple[str, float]]:
+    """OpenVINO's own per-node counters: share of time by operator type (with the kernel it chose)."""
+    import openvino as ov
+
+    from cxrkit.run.engine_io import model_input
+    from cxrkit.run.openvino import compile_options
+
+    core = ov.Core()
+    compiled = core.compile_model(
+        core.read_model(str(path)), "CPU", {**compile_options(), "PERF_COUNT": True}
+    )
+    request = compiled.create_infer_request()
+    by_op: dict[str, float] = defaultdict(float)
+    for _ in range(repeats):
+        request.infer({0: model_input(batch)})
+        for node in request.profiling_info:
+            by_op[f"{node.node_type}[{node.exec_type}]"] += node.real_time.total_seconds()
+    total = sum(by_op.values()) or 1.0
+    return sorted(((op, t / total) for op, t in by_op.items()), key=lambda x: -x[1])
+
+
+def openvino_engines(fp32: Path, calibration: np.ndarray) -> dict:
+    """OpenVINO fp32 and NNCF int8 engines from an ONNX file; empty (with a note) without the extra."""
+    from cxrkit.run.openvino import OpenVinoEngine, export_openvino, has_openvino, quantize_openvino
+
+    if not has_openvino():
+        print("note: openvino not installed (pip install -e '.[openvino]'): OpenVINO rows skipped")
+        return {}
+    xml = export_openvino(fp32, fp32.with_suffix(".xml"))
+    t0 = time.perf_counter()
+    int8 = quantize_openvino(xml, fp32.with_name("m.int8.xml"), calibration)
+    print(f"NNCF int8 quantization: {time.perf_counter() - t0:.0f} s on {len(calibration)} images")
+    return {"openvino fp32": OpenVinoEngine(xml), "openvino int8": OpenVinoEngine(int8)}
+
+
 def bench_model(key: str, repeats: int, batch: int, profile: bool) -> None:
     name, size = MODELS[key]
     torch.manual_seed(0)
@@ -125,6 +161,8 @@ def bench_model(key: str, repeats: int, batch: int, profile: bool) -> None:
             "onnxruntime fp32": OnnxEngine(fp32).logits,
             "onnxruntime int8": OnnxEngine(int8).logits,
         }
+        openvino = openvino_engines(fp32, data[:64])
+        engines.update({label: engine.logits for label, engine in openvino.items()})
         ref = engines["pytorch eager"](many)
         print(
             f"\n{name} at {size} px: {gflops:.2f} GFLOPs an image; {os.cpu_count()} CPU threads; "
@@ -151,6 +189,10 @@ def bench_model(key: str, repeats: int, batch: int, profile: bool) -> None:
                 ops = profile_ops(path, one, max(10, repeats // 2))
                 split = ", ".join(f"{op} {100 * share:.0f}%" for op, share in ops[:6])
                 print(f"onnxruntime {label} batch-1 time by operator: {split}")
+            if "openvino int8" in openvino:
+                ops = profile_openvino(openvino["openvino int8"].path, one, max(10, repeats // 2))
+                split = ", ".join(f"{op} {100 * share:.0f}%" for op, share in ops[:6])
+                print(f"openvino int8 batch-1 time by operator: {split}")
 
 
 def main() -> None:
@@ -158,7 +200,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--repeats", type=int, default=50, help="batch-1 calls per engine")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--profile", action="store_true", help="ONNX Runtime time by operator")
+    parser.add_argument("--profile", action="store_true", help="time by operator (ONNX Runtime, OpenVINO)")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads")
     for key in args.models:

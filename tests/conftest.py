@@ -318,41 +318,4 @@ def exported_run(phantom_run, tmp_path_factory) -> Path:
     return run
 
 
-UNTRAINED_LABELS = ("No Finding", "Effusion", "Pneumonia")
-
-
-def make_untrained_run(root: Path, intensity: str = "none") -> Path:
-    """A run folder without training: random weights, the checkpoint meta fit() stores, model.json."""
-    import torch
-
-    from cxrkit.data.transforms import InputSpec
-    from cxrkit.run import files
-    from cxrkit.run.checkpoint import cpu_state, save_checkpoint
-    from cxrkit.run.model import build_network, network_spec
-    from cxrkit.run.package import ModelPackage, OperatingPoint, write_package
-
-    torch.manual_seed(0)
-    config = {"name": "cnn3_32_64_128", "grey": "fold", "intensity": intensity}
-    model = build_network("cnn3_32_64_128", config, len(UNTRAINED_LABELS))
-    spec = InputSpec(32, "pad", intensity=intensity)
-    meta = {
-        "model_name": "cnn3_32_64_128",
-        "model_config": network_spec(config, model),
-        "labels": list(UNTRAINED_LABELS),
-        "task": "multilabel",
-        "input": spec.as_dict(),
-    }
-    root.mkdir(parents=True)
-    save_checkpoint(root / files.BEST, model_state=cpu_state(model), epoch=0, **meta)
-    pkg = ModelPackage(
-        "cnn3_32_64_128",
-        network_spec(config, model),
-        UNTRAINED_LABELS,
-        "multilabel",
-        spec,
-        (1.0, 1.2, 0.9),
-        {"0.5": (0.5, 0.5, 0.5), "max_f1": (0.3, 0.4, 0.2)},
-        OperatingPoint("no_finding", 0.95, 0.2, 0.96, 0.4, 50),
-    )
-    write_package(root, pkg)
-    return root
+from cxrkit.run.untrained import UNTRAINED_LABELS, make_untrained_run  # noqa: E402,F401 (fixtures use them)

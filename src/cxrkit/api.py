@@ -98,7 +98,8 @@ class Run(RunModel):
 def load_run(path: str | Path, device: str = "auto", engine: str = "torch") -> Run:
     """Load a run folder (best.pt + model.json) as a ``Run``; works after moving it, without its data.
 
-    ``engine``: torch, onnx / onnx-int8 (ONNX Runtime on the files ``cxr export`` wrote), or auto.
+    ``engine``: torch, onnx / onnx-int8 (ONNX Runtime), openvino / openvino-int8 (OpenVINO) on the files
+    ``cxr export`` wrote, or auto.
     """
     return Run.load(path, device, engine)  # type: ignore[return-value]
 

@@ -382,7 +382,7 @@ class ServeConfig:
 
     host: str = "127.0.0.1"  # this machine only, unless told otherwise
     port: int = 8000
-    engine: str = "auto"  # torch, onnx, onnx-int8, auto (onnx when the run was exported)
+    engine: str = "auto"  # torch, onnx, onnx-int8, openvino, openvino-int8, auto (onnx when exported)
     api_key_file: str | None = None  # else the CXR_API_KEY environment variable; none: no key asked
     max_upload_mb: float = 50.0  # larger bodies get 413
     max_pixels: int = 50_000_000  # larger declared images (decompression bombs) get 413

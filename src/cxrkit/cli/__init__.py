@@ -60,6 +60,10 @@ EXTRAS = {
     "dicomweb_client": "node",
     "pylibjpeg": "dicom",
     "transformers": "raddino",
+    "openvino": "openvino",
+    "nncf": "openvino",
+    "ray": "ray",  # cxr predict --ray
+    "pyarrow": "ray",  # cxr predict --shards --format parquet
 }
 
 

@@ -99,7 +99,11 @@ def add_dicom_commands(sub) -> None:
     )
     p.add_argument("--batch", type=int, default=16, help="instances scored together (default 16)")
     p.add_argument("--no-secondary-capture", action="store_true", help="send the SR only (no heatmap image)")
-    p.add_argument("--engine", default="torch", help="torch, onnx, onnx-int8 or auto (default torch)")
+    p.add_argument(
+        "--engine",
+        default="torch",
+        help="torch, onnx, onnx-int8, openvino, openvino-int8 or auto (default torch)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
     w = add_command(sub, "worklist", cmd_worklist, "a DICOM node's worklist, most urgent first")
     w.add_argument("state", help="the node's --state folder")

@@ -10,7 +10,12 @@ from cxrkit.config import ServeConfig
 FLAGS: list[Flag] = [
     ("--host", "host", str, "address to bind (this machine only by default)"),
     ("--port", "port", int, "port"),
-    ("--engine", "engine", str, "torch, onnx, onnx-int8 or auto (onnx when exported)"),
+    (
+        "--engine",
+        "engine",
+        str,
+        "torch, onnx, onnx-int8, openvino, openvino-int8 or auto (onnx when exported)",
+    ),
     ("--max-upload-mb", "max_upload_mb", float, "largest accepted file"),
     ("--max-pixels", "max_pixels", int, "largest declared image (pixels)"),
     ("--workers", "workers", int, "inference threads (each runs a batch)"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +100,8 @@ class Node:
         self.threads: list[threading.Thread] = []
         self.server = None
         self.torch_lock = threading.Lock()
+        # a batch's instances decode in parallel (pydicom's decoders and numpy release the GIL)
+        self.readers = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="cxr-node-read")
 
     # -- receiving ---------------------------------------------------------------------------------
     def on_store(self, event) -> int:
@@ -176,7 +179,7 @@ class Node:
 
     def _score(self, candidates: list) -> None:
         items = [(row["sop_uid"], Path(row["path"])) for row, _, _ in candidates]
-        prepared = prepare_items(items, self.run.spec, keep_originals=True)
+        prepared = prepare_items(items, self.run.spec, keep_originals=True, pool=self.readers)
         probs, ood = self.run.score_prepared(prepared)
         table = self.run.table(prepared, probs, ood=ood)
         where = {int(k): i for i, k in enumerate(prepared.ok)}
@@ -362,6 +365,7 @@ class Node:
             self.server.shutdown()
         for t in self.threads:
             t.join(timeout=30)
+        self.readers.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 
     def serve_forever(self) -> None:

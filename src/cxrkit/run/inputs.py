@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,12 +167,15 @@ def prepare_items(
     keep_originals: bool = False,
     progress: bool | object = False,
     accept_missing_modality: bool = False,
+    pool: Executor | None = None,
 ) -> PreparedInputs:
     """``prepare_inputs`` for items from ``expand_inputs`` (so a caller can go chunk by chunk).
 
     ``progress``: True for a bar of its own, or an open tqdm bar to advance. Every image must pass
     ``data.assess.check_assessable`` (the one assessability rule) or its row says why not.
     ``accept_missing_modality``: score DICOMs without a Modality tag (see ``read_image``).
+    ``pool``: an executor that decodes and resizes the items in parallel (Pillow, pydicom's decoders
+    and numpy release the GIL, so threads scale); rows keep the input order either way.
     """
     from tqdm.auto import tqdm
 
@@ -180,35 +184,55 @@ def prepare_items(
         if hasattr(progress, "update")
         else tqdm(total=len(items), desc="reading", unit="img", disable=not progress)
     )
+
+    def one(item: Item) -> tuple[dict, np.ndarray | None, np.ndarray | None]:
+        return prepare_one(item[0], item[1], spec, accept_missing_modality, keep_originals)
+
     rows, images, ok, originals = [], [], [], []
-    for k, (source, item) in enumerate(items):
+    for k, (row, prepared, img) in enumerate(pool.map(one, items) if pool is not None else map(one, items)):
         bar.update(1)  # type: ignore[attr-defined]
-        name = item.name if isinstance(item, Path) else source
-        row = {"source": source, "image_id": name, "patient_id": Path(name).stem, "error": "", "status": "ok"}
-        try:
-            if isinstance(item, Path) and item.is_dir() and os.access(item, os.R_OK | os.X_OK):
-                raise ImageReadError(item, "a folder with no PNG/JPEG/DICOM files in it")
-            if isinstance(item, Path) and is_dicom_file(item):  # by name, else by content
-                row["patient_id"] = dicom_patient(item) or row["patient_id"]  # the PatientID tag
-                row["header"] = header_fields(item)  # age, view, body part: the OOD header checks
-            img = (
-                read_image(item, accept_missing_modality=accept_missing_modality)
-                if isinstance(item, Path)
-                else array_to_grey(item, source)
-            )
-            check_assessable(img, source, min_side(spec))
-        except ImageReadError as err:
-            row["error"] = err.reason
-            row["status"] = NOT_ASSESSABLE if isinstance(err, NotAssessableError) else UNREADABLE
-            rows.append(row)
+        rows.append(row)
+        if prepared is None:
             continue
-        row.update(src_w=int(img.shape[1]), src_h=int(img.shape[0]))
-        images.append(prepare_image(img, spec))
+        images.append(prepared)
         ok.append(k)
         if keep_originals:
             originals.append(img)
-        rows.append(row)
     if bar is not progress:
         bar.close()  # type: ignore[attr-defined]
     arr = np.stack(images) if images else np.zeros((0, spec.size, spec.size), np.uint8)
     return PreparedInputs(rows, arr, np.asarray(ok, dtype=np.int64), originals if keep_originals else None)
+
+
+def prepare_one(
+    source: str,
+    item: Path | np.ndarray,
+    spec: InputSpec,
+    accept_missing_modality: bool = False,
+    keep_original: bool = False,
+) -> tuple[dict, np.ndarray | None, np.ndarray | None]:
+    """One input -> (its row, its (S, S) uint8 model input, the decoded image when ``keep_original``).
+
+    The inputs are None for an unusable input; the full-size image is dropped here unless asked for,
+    so a pool working ahead holds model-size images only.
+    """
+    name = item.name if isinstance(item, Path) else source
+    row = {"source": source, "image_id": name, "patient_id": Path(name).stem, "error": "", "status": "ok"}
+    try:
+        if isinstance(item, Path) and item.is_dir() and os.access(item, os.R_OK | os.X_OK):
+            raise ImageReadError(item, "a folder with no PNG/JPEG/DICOM files in it")
+        if isinstance(item, Path) and is_dicom_file(item):  # by name, else by content
+            row["patient_id"] = dicom_patient(item) or row["patient_id"]  # the PatientID tag
+            row["header"] = header_fields(item)  # age, view, body part: the OOD header checks
+        img = (
+            read_image(item, accept_missing_modality=accept_missing_modality)
+            if isinstance(item, Path)
+            else array_to_grey(item, source)
+        )
+        check_assessable(img, source, min_side(spec))
+    except ImageReadError as err:
+        row["error"] = err.reason
+        row["status"] = NOT_ASSESSABLE if isinstance(err, NotAssessableError) else UNREADABLE
+        return row, None, None
+    row.update(src_w=int(img.shape[1]), src_h=int(img.shape[0]))
+    return row, prepare_image(img, spec), img if keep_original else None

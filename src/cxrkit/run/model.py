@@ -37,7 +37,7 @@ from cxrkit.run.inputs import (
     manual_read_note,
     prepare_inputs,
 )
-from cxrkit.run.onnx import OnnxEngine, engine_file, resolve_engine
+from cxrkit.run.onnx import OnnxEngine, open_engine, resolve_engine
 from cxrkit.run.ood import load_reference
 from cxrkit.run.package import ModelPackage, read_package
 from cxrkit.run.package_check import weights_problem
@@ -101,7 +101,8 @@ class RunModel:
     """A run's best network (eval mode, on ``device``) and its package.
 
     ``engine``: what computes logits by default: ``torch`` (the network), ``onnx`` or ``onnx-int8``
-    (ONNX Runtime on the run's exported model.onnx / model.int8.onnx; see ``cxr export``).
+    (ONNX Runtime on the run's exported model.onnx / model.int8.onnx), ``openvino`` or
+    ``openvino-int8`` (model.xml / model.int8.xml; see ``cxr export``).
     Grad-CAM always uses the PyTorch network (it needs gradients).
     """
 
@@ -119,7 +120,8 @@ class RunModel:
     def load(cls, path: str | Path, device: str = "auto", engine: str = "torch") -> RunModel:
         """Load ``path``/best.pt and model.json; clear errors for a missing, foreign or newer run.
 
-        ``engine``: torch, onnx, onnx-int8, or auto (onnx when the run holds model.onnx).
+        ``engine``: torch, onnx, onnx-int8, openvino, openvino-int8, or auto (onnx when the run holds a
+        current model.onnx, else torch).
         """
         path = files.check_run_folder(Path(path), ())
         if not (path / files.PACKAGE).is_file():  # weights without model.json: read_package says what to run
@@ -164,12 +166,12 @@ class RunModel:
         return int(self.package.model_config.get("tta", 0))
 
     def session(self, engine: str) -> OnnxEngine:
-        """The ONNX Runtime engine ``onnx`` or ``onnx-int8`` of this run (created once)."""
+        """The exported engine (onnx, onnx-int8, openvino, openvino-int8) of this run (created once)."""
         with self._lock:  # the server's workers may ask at once: one session each
             if engine not in self._sessions:
                 if engine in ("torch", "auto"):
                     raise ValueError(f"the {engine} engine has no ONNX session of its own")
-                self._sessions[engine] = OnnxEngine(engine_file(self.path, resolve_engine(self.path, engine)))
+                self._sessions[engine] = open_engine(self.path, engine)
             return self._sessions[engine]
 
     @property
@@ -192,7 +194,7 @@ class RunModel:
     ) -> np.ndarray:
         """Raw outputs (N, L) for uint8 images (N, S, S) already prepared by the input spec.
 
-        ``engine``: torch, onnx or onnx-int8 (default: the run's ``engine``). ``tta``: views averaged
+        ``engine``: torch or an exported engine (default: the run's ``engine``). ``tta``: views averaged
         (``data.transforms.tta_views``; default: the run's own, 0 or 1: none). An ensemble averages
         its members' logits.
         """

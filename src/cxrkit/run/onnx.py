@@ -23,8 +23,26 @@ import torch
 from cxrkit.models.net import CXRNet
 from cxrkit.outputs import read_json, write_bytes
 from cxrkit.run import files
+from cxrkit.run.engine_io import OUTPUTS, model_input
 
-ENGINES = ("torch", "onnx", "onnx-int8", "auto")
+ENGINES = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8", "auto")
+ENGINE_FILES = {  # engine -> the file it reads in the run folder
+    "onnx": files.ONNX,
+    "onnx-int8": files.ONNX_INT8,
+    "openvino": files.OPENVINO,
+    "openvino-int8": files.OPENVINO_INT8,
+}
+EXPORT_FLAGS = {
+    "onnx": "",
+    "onnx-int8": " --int8",
+    "openvino": " --openvino",
+    "openvino-int8": " --openvino --int8",
+}
+EXPORT_KEYS = {
+    "onnx-int8": "int8",
+    "openvino": "openvino",
+    "openvino-int8": "openvino_int8",
+}  # in export.json
 QUANTIZED_OPS = [
     "Conv",
     "Gemm",
@@ -38,12 +56,11 @@ QUANTIZED_OPS = [
     "Mul",
 ]
 OPSET = 17
-OUTPUTS = ("logits", "features")  # export.json lists them: an export without features is stale
 
 
 def engine_file(run_dir: Path, engine: str) -> Path:
-    """The ONNX file an engine reads: model.onnx (``onnx``) or model.int8.onnx (``onnx-int8``)."""
-    return Path(run_dir) / (files.ONNX_INT8 if engine == "onnx-int8" else files.ONNX)
+    """The file an engine reads in the run folder (``ENGINE_FILES``)."""
+    return Path(run_dir) / ENGINE_FILES[engine]
 
 
 def weights_digest(run_dir: Path) -> str:
@@ -69,32 +86,46 @@ def weights_digest(run_dir: Path) -> str:
 
 
 def export_problem(run_dir: Path, engine: str) -> str | None:
-    """Why ``engine`` cannot be used for this run (missing file, stale or foreign export), or None."""
+    """Why ``engine`` cannot be used here (missing file or library, stale or foreign export), or None."""
 
     run_dir = Path(run_dir)
-    flag = " --int8" if engine == "onnx-int8" else ""
-    if not engine_file(run_dir, engine).is_file():
-        return (
-            f"{run_dir}: no {engine_file(run_dir, engine).name}; create it with `cxr export {run_dir}{flag}`"
-        )
+    path, flag = engine_file(run_dir, engine), EXPORT_FLAGS[engine]
+    if not path.is_file():
+        return f"{run_dir}: no {path.name}; create it with `cxr export {run_dir}{flag}`"
     try:
         report = read_json(run_dir / files.EXPORT)
         stamp, outputs = report.get("weights_sha256"), report.get("outputs")
+        recorded = EXPORT_KEYS.get(engine) is None or EXPORT_KEYS[engine] in report
     except (OSError, ValueError, AttributeError):
-        stamp, outputs = None, None
+        stamp, outputs, recorded = None, None, False
     if stamp == weights_digest(run_dir) and outputs != list(OUTPUTS):
         return (
-            f"{run_dir}: {engine_file(run_dir, engine).name} was exported without the features output "
+            f"{run_dir}: {path.name} was exported without the features output "
             f"the OOD score needs (an older cxrkit); re-run `cxr export {run_dir}{flag}`"
         )
-    if stamp != weights_digest(run_dir):
+    if stamp != weights_digest(run_dir) or not recorded:
         return (
-            f"{run_dir}: {engine_file(run_dir, engine).name} was not exported from the current best.pt "
-            f"(export.json missing or older than the weights); re-run `cxr export {run_dir}{flag}`"
+            f"{run_dir}: {path.name} was not exported from the current best.pt "
+            f"(export.json missing, older than the weights or without its check); "
+            f"re-run `cxr export {run_dir}{flag}`"
         )
+    if engine.startswith("openvino"):
+        from cxrkit.run.openvino import MISSING, has_openvino
+
+        return None if has_openvino() else MISSING
     if not _has_ort():
         return "the ONNX engine needs onnxruntime: pip install 'cxrkit[serve]' (or onnxruntime)"
     return None
+
+
+def open_engine(run_dir: Path, engine: str, threads: int | None = None):
+    """The engine object (``OnnxEngine`` or ``OpenVinoEngine``) for a checked, current export."""
+    path = engine_file(run_dir, resolve_engine(run_dir, engine))
+    if engine.startswith("openvino"):
+        from cxrkit.run.openvino import OpenVinoEngine
+
+        return OpenVinoEngine(path, threads)
+    return OnnxEngine(path, threads)
 
 
 def resolve_engine(run_dir: Path, engine: str) -> str:
@@ -198,11 +229,6 @@ class OnnxEngine:
         if not chunks:
             return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
         return tuple(np.concatenate([c[k] for c in chunks]).astype(np.float32) for k in range(2))
-
-
-def model_input(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, S, S) -> float32 (N, 1, S, S) in [0, 1]: ``to_model_input`` without torch."""
-    return (np.ascontiguousarray(images)[:, None].astype(np.float32) / np.float32(255.0)).astype(np.float32)
 
 
 def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray, batch_size: int = 16) -> Path:
