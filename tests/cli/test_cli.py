@@ -18,6 +18,7 @@ SUBCOMMANDS = [
     "inspect",
     "download",
     "evaluate",
+    "card",
     "triage",
     "compare",
     "robustness",
@@ -63,6 +64,9 @@ def test_demo_runs_offline_and_writes_its_outputs(tmp_path, capsys):
     for f in ("split.csv", "config.yaml", "history.csv", "best.pt", "model.json", "eval-test/report.html"):
         assert (run / f).exists()
     assert (tmp_path / "d" / "eda.html").exists()
+    card = (run / "model_card.md").read_text()  # the demo's model card, from its own evaluation
+    assert "## Intended use" in card and "Not evaluated yet" not in card
+    assert str(run / "model_card.html") in out
 
 
 def test_eda_with_no_data_reports_the_real_nih_metadata(tmp_path, capsys):

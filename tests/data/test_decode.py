@@ -130,3 +130,20 @@ def test_pixel_limit_refuses_before_decoding_png_jpeg_and_dicom(tmp_path):
     assert decode_bytes(dcm, "upload").shape == (60, 80)
     with pytest.raises(ImageReadError, match="upload: empty file"):
         decode_bytes(b"", "upload")
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16", ">u2", ">i2", "int32", "float32"])
+@pytest.mark.parametrize("span", ["full", "narrow"])
+def test_scale_to_uint8_is_the_min_max_formula(dtype, span):
+    """The table used for 8/16-bit integers (either byte order: big-endian DICOM) and the in-place
+    float path equal the plain formula."""
+    rng = np.random.default_rng(7)
+    if np.dtype(dtype).kind in "iu":
+        info = np.iinfo(dtype)
+        lo, hi = (info.min, info.max) if span == "full" else (max(info.min, -5), 90)
+        arr = rng.integers(lo, hi, (300, 170), endpoint=True).astype(dtype)
+    else:
+        arr = rng.uniform(-3.5, 1e4 if span == "full" else 2.0, (300, 170)).astype(dtype)
+    a = arr.astype(np.float64)
+    expected = np.round((a - a.min()) * (255.0 / (a.max() - a.min()))).astype(np.uint8)
+    assert np.array_equal(scale_to_uint8(arr), expected)

@@ -168,3 +168,33 @@ def test_a_multi_valued_modality_is_shown_as_dicom_writes_it(tmp_path):
     ds.save_as(path)
     with pytest.raises(NotAssessableError, match=r"modality DX\\CT is not a projection radiograph"):
         read_image(path)
+
+
+def test_jpeg_baseline_dicom_is_read_by_libjpeg_turbo_as_a_plain_jpeg_would_be(tmp_path):
+    """Pillow's libjpeg-turbo decodes JPEG baseline DICOMs, whatever else is installed: the same grey
+    as the encapsulated JPEG opened on its own (an independent read), stretched to its range."""
+    from pydicom.uid import JPEGBaseline8Bit
+
+    img = chest_like(96, 80, seed=5)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=90)
+    path = _encapsulated(tmp_path, JPEGBaseline8Bit, buf.getvalue(), "jpeg.dcm")
+    ds = pydicom.dcmread(path)
+    ds.Rows, ds.Columns = img.shape
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.save_as(path)
+    plain = np.asarray(Image.open(io.BytesIO(buf.getvalue())), dtype=np.float64)
+    expected = np.round((plain - plain.min()) * (255.0 / np.ptp(plain))).astype(np.uint8)
+    assert np.array_equal(read_image(path), expected)
+
+
+def test_damaged_jpeg_baseline_dicom_still_names_the_file(tmp_path):
+    from pydicom.uid import JPEGBaseline8Bit
+
+    path = _encapsulated(tmp_path, JPEGBaseline8Bit, b"\xff\xd8\xff\xe0" + b"\0" * 96, "bad-jpeg.dcm")
+    with pytest.raises(ImageReadError) as info:
+        read_image(path)
+    msg = str(info.value)
+    assert msg.startswith(str(path)) and "\n" not in msg, msg

@@ -22,6 +22,9 @@ def cmd_dicom_node(args: argparse.Namespace) -> int:
         import pynetdicom  # noqa: F401
     except ImportError:
         raise ImportError(NODE_EXTRA) from None
+    from cxrkit.data.decode import opencv
+
+    opencv()  # a bad CXRKIT_OPENCV stops the start in one line, not every study later
     from cxrkit.dicom.net import parse_peer
     from cxrkit.dicom.node import Node, NodeConfig
     from cxrkit.run.model import RunModel

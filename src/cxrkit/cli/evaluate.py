@@ -106,6 +106,15 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_card(args: argparse.Namespace) -> int:
+    """Write RUN/model_card.md and .html (Mitchell et al. 2019), every figure read from the run's files."""
+    from cxrkit.workflows.model_card import write_card
+
+    _check_out(args.out)
+    write_card(args.run, args.split or "test", args.out)
+    return 0
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--split", choices=("train", "val", "test"), help=with_default("split to score", EvalConfig, "split")
@@ -146,7 +155,7 @@ def _add_metric_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_eval_commands(sub) -> None:
-    """Register evaluate, triage, compare and robustness on the ``cxr`` subparsers."""
+    """Register evaluate, card, triage, compare and robustness on the ``cxr`` subparsers."""
     from cxrkit.data.shifts import SHIFTS
 
     p = add_command(sub, "evaluate", cmd_evaluate, "metrics with CIs + HTML report for a run")
@@ -154,6 +163,13 @@ def add_eval_commands(sub) -> None:
     _add_common(p)
     _add_metric_options(p)
     p.add_argument("--out", help="output folder (default RUN/eval-SPLIT)")
+
+    p = add_command(sub, "card", cmd_card, "model card (Markdown + HTML) from a run's own files")
+    p.add_argument("run", help="run folder (from cxr train; evaluate it first for the metrics)")
+    p.add_argument(
+        "--split", choices=("train", "val", "test"), help="whose evaluation to report (default: test)"
+    )
+    p.add_argument("--out", help="output folder (default: the run folder)")
 
     p = add_command(sub, "triage", cmd_triage, "worklist of likely-abnormal studies")
     p.add_argument("run", help="run folder (from cxr train)")

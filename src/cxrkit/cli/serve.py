@@ -32,8 +32,10 @@ FLAGS: list[Flag] = [
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve RUN over HTTP: /v1/predict, /v1/predict/batch, /v1/model, /health, /metrics and a viewer at /."""
+    from cxrkit.data.decode import opencv
     from cxrkit.serve.server import serve
 
+    opencv()  # a bad CXRKIT_OPENCV stops the start in one line, not every upload later
     opts = given(args, api_key_file="api_key_file", **fields_of(FLAGS))
     cfg = ServeConfig(
         **opts,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrkit.data.decode import NotAssessableError
+from cxrkit.data.decode import NotAssessableError, opencv
 
 MIN_SIDE = 32  # a shorter side is not an assessable radiograph (unless the model input is smaller)
 MAX_ASPECT = 3.0  # longer/shorter side: beyond it the chest is lost after resizing to a square
@@ -45,11 +45,20 @@ class ContentStats:
     relief: float  # p5..p95 of what is left after removing the best plane from a 64 px thumbnail
 
 
+def grey_histogram(img: np.ndarray) -> np.ndarray:
+    """The 256 pixel counts of a uint8 image: OpenCV's calcHist when installed (3-4x numpy), same counts."""
+    img = np.ascontiguousarray(img, dtype=np.uint8)
+    cv2 = opencv() if img.ndim == 2 and img.size < 1 << 24 else None  # float32 counts: exact below 2**24
+    if cv2 is not None:
+        return cv2.calcHist([img], [0], None, [256], [0, 256]).ravel().astype(np.int64)
+    # pragma: no mutate (next line) -- a 257th bin stays empty: the same percentiles, mode and levels
+    return np.bincount(img.ravel(), minlength=256)
+
+
 def compute_content_stats(img: np.ndarray) -> ContentStats:
     """Content statistics of an (H, W) uint8 image, from one histogram (fast on a 3,000 px image)."""
     h, w = img.shape[:2]  # pragma: no mutate (a 2-D image: [:2] and [:3] are the same)
-    # pragma: no mutate (next line) -- a 257th bin stays empty: the same percentiles, mode and levels
-    hist = np.bincount(np.asarray(img, dtype=np.uint8).ravel(), minlength=256)
+    hist = grey_histogram(img)
     cdf = np.cumsum(hist) / max(hist.sum(), 1)  # pragma: no mutate (an image has pixels: the sum is >= 1)
     lo, hi = int(np.searchsorted(cdf, 0.01)), int(np.searchsorted(cdf, 0.99))
     present = np.flatnonzero(hist)
@@ -69,13 +78,14 @@ def _neighbour_correlation(img: np.ndarray, crop: int = 512) -> float:
     """Lag-1 correlation of the centre crop (the smaller of horizontal and vertical); 0 when flat."""
     h, w = img.shape[:2]  # pragma: no mutate (a 2-D image: [:2] and [:3] are the same)
     top, left = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
-    c = np.asarray(img[top : top + crop, left : left + crop], dtype=np.float64)
-    c = c - c.mean()
-    var = float((c * c).mean())
-    if var == 0.0 or min(c.shape) < 2:
+    c = np.array(img[top : top + crop, left : left + crop], dtype=np.float64)
+    c -= c.mean()
+    ch, cw = c.shape
+    var = float(np.einsum("ij,ij->", c, c)) / c.size  # einsum: sums of products without temporaries
+    if var == 0.0 or min(ch, cw) < 2:
         return 0.0
-    across = float((c[:, 1:] * c[:, :-1]).mean()) / var
-    down = float((c[1:, :] * c[:-1, :]).mean()) / var
+    across = float(np.einsum("ij,ij->", c[:, 1:], c[:, :-1])) / (ch * (cw - 1)) / var
+    down = float(np.einsum("ij,ij->", c[1:, :], c[:-1, :])) / ((ch - 1) * cw) / var
     return min(across, down)
 
 

@@ -32,6 +32,7 @@ def run_demo(cfg: RunConfig, out: str | Path, n_boot: int = 500, log: Log = prin
     from cxrkit.report.eda import build_eda_report
     from cxrkit.training.loop import fit
     from cxrkit.workflows.evaluate import evaluate_run
+    from cxrkit.workflows.model_card import CARD_HTML, write_card
 
     t0 = time.perf_counter()
     ds = build_dataset(cfg.data)
@@ -47,8 +48,10 @@ def run_demo(cfg: RunConfig, out: str | Path, n_boot: int = 500, log: Log = prin
     log(f"run folder: {run} (config.yaml, split.csv, history.csv, curves.png, best.pt, model.json, ood.npz)")
     log("3/3 evaluating on the held-out test split (thresholds, triage point, calibration from validation):")
     evaluate_run(run, EvalConfig(n_boot=n_boot), log=lambda msg: log("    " + msg))
+    write_card(run, log=lambda msg: log("    " + msg))
     log(
-        f"done in {time.perf_counter() - t0:.0f} s. Open {files.eval_dir(run, 'test') / 'report.html'}. "
+        f"done in {time.perf_counter() - t0:.0f} s. Open {files.eval_dir(run, 'test') / 'report.html'} "
+        f"and the model card {run / CARD_HTML}. "
         f"Next: `cxr predict {run} IMAGES... --out predictions.csv`, `cxr eda` (real NIH metadata), "
         "`cxr train --config configs/kermany.yaml`."
     )
