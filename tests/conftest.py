@@ -319,3 +319,22 @@ def exported_run(phantom_run, tmp_path_factory) -> Path:
 
 
 from cxrkit.run.untrained import UNTRAINED_LABELS, make_untrained_run  # noqa: E402,F401 (fixtures use them)
+
+
+def cxr_process(*args: str):
+    """`cxr ARGS` in its own process group (as a shell runs a job), output captured.
+
+    One torch thread: on a busy 2-core machine, two spinning intra-op threads make a tiny epoch ~25x slower.
+    """
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "cxrkit.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )

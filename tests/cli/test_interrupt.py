@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import cxr_process as _cxr
 
 from cxrkit.cli import main
 from cxrkit.data.workers import process_running
@@ -56,21 +57,6 @@ def leftovers():
     for pid in pids:
         if process_running(pid):
             os.kill(pid, signal.SIGKILL)
-
-
-def _cxr(*args: str) -> subprocess.Popen:
-    """`cxr ARGS` in its own process group (as a shell runs a job), output captured.
-
-    One torch thread: on a busy 2-core machine, two spinning intra-op threads make a tiny epoch ~25x slower.
-    """
-    return subprocess.Popen(
-        [sys.executable, "-m", "cxrkit.cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
 
 
 def _workers_mid_build(proc: subprocess.Popen, cache_dir: Path, timeout: float = 90.0) -> list[int]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import chest_like, make_untrained_run, png_bytes
+from conftest import cxr_process as _cxr
 from shard_helpers import assert_same_rows, make_archive
 
 from cxrkit.cli import main
@@ -153,18 +153,6 @@ def test_missing_ray_is_one_line_naming_the_extra(archive, tmp_path, capsys, mon
     assert main(["predict", str(run), str(root), "--out", str(out), "--shards", "2", "--ray"]) == 2
     assert 'pip install -e ".[ray]"' in _error(capsys)
     assert not out.exists()  # refused before anything is written
-
-
-def _cxr(*args: str) -> subprocess.Popen:
-    """`cxr ARGS` in its own process group, one torch thread (a busy 2-core machine)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "cxrkit.cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
 
 
 @pytest.mark.slow
